@@ -1,0 +1,195 @@
+"""Strict, typed view of ``params.yaml``.
+
+Every stage validates its section when it starts, so a wrong type, a value out of range or an
+unknown key is a one-line error naming the key (``distill.temperature: ...``), not a traceback deep
+inside training.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+PosInt = Annotated[int, Field(gt=0)]
+NonNegFloat = Annotated[float, Field(ge=0)]
+PosFloat = Annotated[float, Field(gt=0)]
+Fraction = Annotated[float, Field(gt=0, lt=1)]
+
+
+class ParamsError(ValueError):
+    """Raised when ``params.yaml`` is missing a key, has an unknown key or a bad value."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class SourceParams(_Strict):
+    """One labelled image folder (or CSV) that ``align`` reads."""
+
+    path: str
+    reader: Literal["utkface", "fgnet", "csv"] = "utkface"
+    csv: str | None = None  # for reader=csv: a table with columns path, age[, subject, gender, race]
+
+
+class AgesParams(_Strict):
+    """The age range and class layout shared by every model."""
+
+    min_age: Annotated[int, Field(ge=0)] = 0
+    max_age: PosInt = 100
+    # ages outside [min_age, max_age] are clipped to the range ("clip") or rejected ("drop")
+    out_of_range: Literal["clip", "drop"] = "clip"
+
+    @model_validator(mode="after")
+    def _range(self) -> AgesParams:
+        if self.max_age <= self.min_age:
+            raise ValueError("max_age must be greater than min_age")
+        return self
+
+    @property
+    def num_classes(self) -> int:
+        """One class per integer age in ``[min_age, max_age]``."""
+        return self.max_age - self.min_age + 1
+
+
+class AlignParams(_Strict):
+    sources: list[SourceParams] = Field(min_length=1)
+    size: PosInt = 64
+    margin: Annotated[float, Field(ge=-0.25, le=1.0)] = 0.0
+    min_prob: Fraction = 0.95
+    min_face_size: PosInt = 20
+    select: Literal["largest", "central"] = "largest"
+    detect_max_side: PosInt = 640
+    batch_size: PosInt = 32
+    workers: Annotated[int, Field(ge=0)] = 2
+    limit: Annotated[int, Field(ge=0)] = 0  # 0 = every file
+
+
+class SplitParams(_Strict):
+    seed: int = 0
+    method: Literal["stratified", "kfold", "loso"] = "stratified"
+    val_fraction: Fraction = 0.1
+    test_fraction: Fraction = 0.2
+    test_size: Annotated[int, Field(ge=0)] = 0  # if > 0, overrides test_fraction with a count
+    folds: Annotated[int, Field(ge=2)] = 5
+    fold: Annotated[int, Field(ge=0)] = 0
+    age_bin: PosInt = 5
+
+
+class TrainParams(_Strict):
+    """Optimisation knobs shared by the three training stages."""
+
+    epochs: PosInt = 10
+    batch_size: PosInt = 64
+    lr: PosFloat = 3e-3
+    weight_decay: NonNegFloat = 5e-4
+    seed: int = 0
+    threads: Annotated[int, Field(ge=0)] = 2  # 0 = torch default
+    max_shift: Annotated[int, Field(ge=0)] = 4
+    flip: bool = True
+
+
+class ModelParams(_Strict):
+    """A plain conv-conv-pool network; the student and the class teacher share it."""
+
+    widths: list[PosInt] = Field(min_length=1)
+    stem_stride: Literal[1, 2] = 2
+    depthwise: bool = False
+    input_size: PosInt = 64
+    dropout: Annotated[float, Field(ge=0, lt=1)] = 0.1
+
+
+class RankTeacherParams(_Strict):
+    model: ModelParams
+    train: TrainParams
+    k: Annotated[int, Field(ge=2, le=5)] = 3
+    min_gap: Annotated[int, Field(ge=1)] = 5
+    sampling: Literal["uniform_age", "uniform_image"] = "uniform_age"
+    sequences_per_epoch: PosInt = 2000
+    val_sequences: PosInt = 500
+    feature_dim: PosInt = 128
+    hint_stage: Annotated[int, Field(ge=0)] = 2
+
+
+class DistillParams(_Strict):
+    train: TrainParams
+    temperature: PosFloat = 4.0
+    gt_weight: NonNegFloat = 1.0
+    kd_weight: NonNegFloat = 1.0
+    hint_weight: NonNegFloat = 1.0
+    hint_stage: Annotated[int, Field(ge=0)] = 2
+
+
+class EvaluateParams(_Strict):
+    cs_max: Annotated[int, Field(ge=0)] = 10
+    latency_batch: PosInt = 64
+    latency_repeats: PosInt = 20
+    register_model: bool = True
+
+
+class Params(_Strict):
+    """The whole of ``params.yaml``."""
+
+    ages: AgesParams
+    align: AlignParams
+    split: SplitParams
+    student: ModelParams
+    rank_teacher: RankTeacherParams
+    class_teacher: TrainParams
+    distill: DistillParams
+    evaluate: EvaluateParams
+
+
+def _format(err: ValidationError) -> str:
+    lines = []
+    for e in err.errors():
+        key = ".".join(str(p) for p in e["loc"])
+        lines.append(f"{key}: {e['msg']} (got {e.get('input')!r})")
+    return "; ".join(lines)
+
+
+def parse_params(raw: dict[str, Any]) -> Params:
+    """Validate a params mapping; raise :class:`ParamsError` naming every bad key.
+
+    YAML writes ``1e-3`` as a string and ``4`` where a float is meant; both are coerced, any other
+    type mismatch is an error.
+    """
+    try:
+        return Params.model_validate(_coerce_numbers(raw))
+    except ValidationError as err:
+        raise ParamsError(f"invalid params: {_format(err)}") from None
+
+
+def _coerce_numbers(obj: Any) -> Any:
+    # strict mode refuses int->float and "1e-3"->float; YAML users write both and mean a number
+    if isinstance(obj, dict):
+        return {k: _coerce_numbers(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_coerce_numbers(v) for v in obj]
+    if isinstance(obj, str):
+        try:
+            return float(obj) if any(c in obj.lower() for c in ".e") and obj.strip() else obj
+        except ValueError:
+            return obj
+    return obj
+
+
+def load_params(path: str | Path = "params.yaml") -> Params:
+    """Read and validate ``params.yaml``."""
+    path = Path(path)
+    if not path.is_file():
+        raise ParamsError(f"{path}: no such params file")
+    with path.open() as f:
+        raw = yaml.safe_load(f) or {}
+    if not isinstance(raw, dict):
+        raise ParamsError(f"{path}: expected a mapping at the top level")
+    return parse_params(raw)
+
+
+def raw_params(path: str | Path = "params.yaml") -> dict[str, Any]:
+    """The params file as a plain mapping (for hashing and tagging runs)."""
+    with Path(path).open() as f:
+        return yaml.safe_load(f) or {}

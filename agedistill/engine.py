@@ -1,0 +1,59 @@
+"""One training engine shared by the teachers and the student."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import torch
+from torch import nn
+
+from agedistill.data import normalize
+from agedistill.ordinal import expected_age
+
+LossFn = Callable[[Any], tuple[torch.Tensor, dict[str, float]]]
+
+
+def train_one_epoch(
+    modules: Iterable[nn.Module],
+    loss_fn: LossFn,
+    batches: Iterable[Any],
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
+) -> dict[str, float]:
+    """Run ``loss_fn`` over ``batches`` with one optimiser step each; return mean logged values.
+
+    ``loss_fn(batch)`` returns the loss to minimise and a dict of floats to average (it owns the
+    forward pass, so the same engine serves cross-entropy, permutation and distillation losses).
+    """
+    for m in modules:
+        m.train()
+    sums: dict[str, float] = {}
+    n = 0
+    for batch in batches:
+        loss, logs = loss_fn(batch)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"loss is {loss.item()}: lower the learning rate")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if scheduler is not None:
+            scheduler.step()
+        for k, v in logs.items():
+            sums[k] = sums.get(k, 0.0) + v
+        n += 1
+    return {k: v / max(n, 1) for k, v in sums.items()}
+
+
+@torch.inference_mode()
+def predict_logits(model: nn.Module, images: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+    """Logits for uint8 faces (N, 3, H, W), in eval mode, batch by batch."""
+    model.eval()
+    outs = [model(normalize(images[i : i + batch_size])) for i in range(0, len(images), batch_size)]
+    return torch.cat(outs) if outs else torch.empty(0)
+
+
+def age_mae(model: nn.Module, images: torch.Tensor, ages: torch.Tensor, min_age: int) -> float:
+    """Mean absolute error of the expected age over a table of faces."""
+    pred = expected_age(predict_logits(model, images), min_age)
+    return float((pred - ages.float()).abs().mean())

@@ -1,0 +1,163 @@
+"""The ``evaluate`` stage: score the student, the class teacher and the ranking teacher."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from agedistill.checkpoint import load_model
+from agedistill.data import FaceTable, normalize
+from agedistill.engine import predict_logits
+from agedistill.metrics import cpu_latency, cumulative_score, file_size_mb, grouped_mae, mae
+from agedistill.models import count_parameters
+from agedistill.ordinal import expected_age
+
+MODELS = ("student", "class_teacher", "rank_teacher")
+
+
+@torch.inference_mode()
+def _pooled_features(model, images: torch.Tensor, batch: int = 256) -> torch.Tensor:
+    model.eval()
+    out = [
+        model.backbone.forward_features(normalize(images[i : i + batch]))[0]
+        for i in range(0, len(images), batch)
+    ]
+    return torch.cat(out).double()
+
+
+def linear_probe(model, train: FaceTable, test: FaceTable, ridge: float = 1e-2) -> np.ndarray:
+    """Ridge regression of age on the ranking teacher's frozen pooled features."""
+    f_tr, f_te = _pooled_features(model, train.images), _pooled_features(model, test.images)
+    mu, sd = f_tr.mean(0), f_tr.std(0) + 1e-6
+    x_tr = torch.cat([(f_tr - mu) / sd, torch.ones(len(f_tr), 1, dtype=torch.float64)], 1)
+    x_te = torch.cat([(f_te - mu) / sd, torch.ones(len(f_te), 1, dtype=torch.float64)], 1)
+    reg = ridge * len(x_tr) * torch.eye(x_tr.shape[1], dtype=torch.float64)
+    reg[-1, -1] = 0  # do not shrink the intercept
+    w = torch.linalg.solve(x_tr.T @ x_tr + reg, x_tr.T @ train.ages.double())
+    return (x_te @ w).numpy()
+
+
+def score(pred: np.ndarray, test: FaceTable, cs_max: int) -> dict[str, Any]:
+    """MAE, CS(0..cs_max) and grouped MAE of predictions on ``test``."""
+    true = test.ages.numpy()
+    cs = cumulative_score(pred, true, cs_max)
+    return {
+        "mae": mae(pred, true),
+        **{f"cs{t}": v for t, v in enumerate(cs)},
+        **{f"mae_{kind}": groups for kind, groups in grouped_mae(pred, test.rows).items()},
+    }
+
+
+def evaluate_models(
+    model_paths: dict[str, str | Path],
+    train: FaceTable,
+    test: FaceTable,
+    min_age: int,
+    max_age: int,
+    cs_max: int = 10,
+    latency_batch: int = 64,
+    latency_repeats: int = 20,
+) -> tuple[dict[str, Any], pd.DataFrame]:
+    """Metrics per model and a table of per-face predictions (one column per model)."""
+    results: dict[str, Any] = {}
+    preds = pd.DataFrame({"crop": test.rows["crop"], "true_age": test.ages.numpy()})
+    for name, path in model_paths.items():
+        model, config = load_model(path)
+        if config["arch"] == "rank_teacher":
+            pred = np.clip(linear_probe(model, train, test), min_age, max_age)
+            cost_model = model.backbone
+        else:
+            pred = expected_age(predict_logits(model, test.images), config["min_age"]).numpy()
+            cost_model = model
+        preds[name] = pred
+        results[name] = {
+            **score(pred, test, cs_max),
+            "params": count_parameters(cost_model),
+            "file_mb": file_size_mb(path),
+            **cpu_latency(cost_model, config["input_size"], latency_batch, latency_repeats),
+        }
+    return results, preds
+
+
+def write_plots(results: dict[str, Any], preds: pd.DataFrame, plots_dir: str | Path) -> dict[str, Path]:
+    """DVC plot tables (CSV) and the same figures as PNG; returns the PNG paths by name."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    plots_dir = Path(plots_dir)
+    plots_dir.mkdir(parents=True, exist_ok=True)
+    names = list(results)
+    cs_max = max(int(k[2:]) for k in results[names[0]] if k.startswith("cs"))
+    cs = pd.DataFrame({"theta": range(cs_max + 1)})
+    for n in names:
+        cs[n] = [results[n][f"cs{t}"] for t in range(cs_max + 1)]
+    cs.to_csv(plots_dir / "cs_curve.csv", index=False)
+    groups = pd.DataFrame(
+        [{"age_group": g, **{n: results[n]["mae_age_group"].get(g) for n in names}}
+         for g in results[names[0]]["mae_age_group"]]
+    )  # fmt: skip
+    groups.to_csv(plots_dir / "mae_by_age_group.csv", index=False)
+    preds.to_csv(plots_dir / "predictions.csv", index=False)
+
+    pngs = {}
+    fig, ax = plt.subplots(figsize=(5, 4))
+    for n in names:
+        ax.plot(cs["theta"], cs[n], marker="o", label=f"{n} (MAE {results[n]['mae']:.2f})")
+    ax.set(xlabel="error threshold θ (years)", ylabel="CS(θ)", title="Cumulative score", ylim=(0, 1))
+    ax.grid(alpha=0.3)
+    ax.legend()
+    pngs["cs_curve"] = _save(fig, plots_dir / "cs_curve.png")
+
+    fig, axes = plt.subplots(1, len(names), figsize=(4 * len(names), 4), squeeze=False)
+    for ax, n in zip(axes[0], names, strict=True):
+        ax.scatter(preds["true_age"], preds[n], s=4, alpha=0.4)
+        hi = float(max(preds["true_age"].max(), preds[n].max()))
+        ax.plot([0, hi], [0, hi], color="k", lw=1)
+        ax.set(xlabel="true age", ylabel="predicted age", title=n)
+    pngs["pred_vs_true"] = _save(fig, plots_dir / "pred_vs_true.png")
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    width = 0.8 / len(names)
+    x = np.arange(len(groups))
+    for i, n in enumerate(names):
+        ax.bar(x + i * width, groups[n].fillna(0), width, label=n)
+    ax.set_xticks(x + width * (len(names) - 1) / 2, groups["age_group"])
+    ax.set(xlabel="age group", ylabel="MAE (years)", title="MAE per age group")
+    ax.legend()
+    pngs["mae_by_age_group"] = _save(fig, plots_dir / "mae_by_age_group.png")
+    return pngs
+
+
+def _save(fig, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    return path
+
+
+def summary_table(results: dict[str, Any]) -> str:
+    """A small text table of the headline numbers per model."""
+    head = f"{'model':<15}{'MAE':>7}{'CS(5)':>8}{'params':>10}{'MB':>7}{'faces/s':>10}"
+    lines = [head, "-" * len(head)]
+    for n, r in results.items():
+        lines.append(
+            f"{n:<15}{r['mae']:>7.2f}{r['cs5']:>8.3f}{r['params']:>10,}{r['file_mb']:>7.2f}"
+            f"{r['faces_per_s']:>10.0f}"
+        )
+    return "\n".join(lines)
+
+
+def write_json(data: dict[str, Any], path: str | Path) -> None:
+    """Write ``data`` as indented JSON, creating the folder."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=2) + "\n")

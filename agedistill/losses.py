@@ -1,0 +1,60 @@
+"""Losses of the three training stages, each a plain function plus the equation it computes."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    r"""Hinton et al. (2015) soft-target loss, scaled by :math:`T^2`.
+
+    .. math:: T^2 \, \mathrm{KL}(\mathrm{softmax}(z_t/T) \,\|\, \mathrm{softmax}(z_s/T))
+
+    averaged over the batch. Logits (B, C). The :math:`T^2` factor keeps the gradient scale of the
+    soft term independent of the temperature.
+
+    >>> float(kd_loss(torch.zeros(1, 3), torch.zeros(1, 3), 4.0))
+    0.0
+    """
+    if student_logits.shape != teacher_logits.shape:
+        raise ValueError(
+            f"student logits {tuple(student_logits.shape)} and teacher logits "
+            f"{tuple(teacher_logits.shape)} differ in shape"
+        )
+    if temperature <= 0:
+        raise ValueError("temperature must be positive")
+    log_p_s = F.log_softmax(student_logits / temperature, dim=-1)
+    log_p_t = F.log_softmax(teacher_logits / temperature, dim=-1)
+    kl = F.kl_div(log_p_s, log_p_t, reduction="batchmean", log_target=True)
+    return kl * temperature**2
+
+
+def hint_loss(student_map: torch.Tensor, teacher_map: torch.Tensor) -> torch.Tensor:
+    r"""FitNets-style hint on L2-normalised feature maps.
+
+    Both maps (B, C, H, W) are flattened per sample and normalised to unit length; the loss is
+    :math:`\frac{1}{B}\sum_b \lVert \hat s_b - \hat t_b \rVert^2 = 2 - 2\cos(s_b, t_b)`, in [0, 4].
+    The teacher map is average-pooled to the student's spatial size first. Normalising makes the
+    loss indifferent to the two networks' activation scales, so one weight fits every pair.
+
+    >>> float(hint_loss(torch.ones(1, 2, 2, 2), torch.ones(1, 2, 4, 4)))
+    0.0
+    """
+    if student_map.shape[:2] != teacher_map.shape[:2]:
+        raise ValueError(
+            f"student map {tuple(student_map.shape)} and teacher map {tuple(teacher_map.shape)} "
+            "differ in batch or channels: project the student map with a HintAdapter first"
+        )
+    if teacher_map.shape[-2:] != student_map.shape[-2:]:
+        teacher_map = F.adaptive_avg_pool2d(teacher_map, student_map.shape[-2:])
+    s = F.normalize(student_map.flatten(1), dim=1)
+    t = F.normalize(teacher_map.flatten(1), dim=1)
+    return (s - t).square().sum(dim=1).mean()
+
+
+def age_ce_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy over age classes; logits (B, C), integer labels (B,)."""
+    if logits.ndim != 2 or labels.shape != logits.shape[:1]:
+        raise ValueError(f"logits {tuple(logits.shape)} and labels {tuple(labels.shape)} mismatch")
+    return F.cross_entropy(logits, labels)

@@ -1,0 +1,122 @@
+"""Networks: the compact conv net (student and class teacher) and the ranking teacher."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+
+def _conv(cin: int, cout: int, stride: int = 1, depthwise: bool = False) -> nn.Sequential:
+    if depthwise and cin > 3:
+        layers = [
+            nn.Conv2d(cin, cin, 3, stride, 1, groups=cin, bias=False),
+            nn.BatchNorm2d(cin),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(cin, cout, 1, bias=False),
+        ]
+    else:
+        layers = [nn.Conv2d(cin, cout, 3, stride, 1, bias=False)]
+    return nn.Sequential(*layers, nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+
+
+class ConvNet(nn.Module):
+    """Stages of conv-conv(-pool); global average pooling; linear head.
+
+    Stage ``i`` has ``widths[i]`` channels; every stage but the last ends with 2x2 max pooling.
+    ``stem_stride=2`` halves the input in the first convolution, the main lever on compute.
+
+    ``forward`` returns logits (B, num_outputs); :meth:`forward_features` also returns the feature
+    map of every stage (for hint losses).
+    """
+
+    def __init__(
+        self,
+        widths: list[int],
+        num_outputs: int,
+        stem_stride: int = 2,
+        depthwise: bool = False,
+        dropout: float = 0.1,
+    ) -> None:
+        super().__init__()
+        stages = []
+        cin = 3
+        for i, w in enumerate(widths):
+            first = _conv(cin, w, stem_stride if i == 0 else 1, depthwise)
+            layers = [first, _conv(w, w, 1, depthwise)]
+            stages.append(nn.Sequential(*layers))
+            cin = w
+        self.stages = nn.ModuleList(stages)
+        self.pool = nn.MaxPool2d(2)
+        self.dropout = nn.Dropout(dropout)
+        self.head = nn.Linear(cin, num_outputs)
+        self.widths = list(widths)
+
+    def forward_features(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Pooled embedding (B, widths[-1]) and every stage's map before pooling."""
+        maps = []
+        for i, stage in enumerate(self.stages):
+            x = stage(x)
+            maps.append(x)
+            if i < len(self.stages) - 1:
+                x = self.pool(x)
+        return x.mean(dim=(2, 3)), maps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        emb, _ = self.forward_features(x)
+        return self.head(self.dropout(emb))
+
+
+class RankTeacher(nn.Module):
+    """A larger conv net embedding each face; a head classifies the permutation of K faces.
+
+    Input (B, K, 3, H, W) in shuffled order; output (B, K!) logits over
+    :func:`agedistill.ordinal.permutations`. Each face is embedded independently (shared weights),
+    the K embeddings are concatenated in input order and an MLP names the permutation.
+    """
+
+    def __init__(
+        self,
+        widths: list[int],
+        k: int,
+        feature_dim: int = 128,
+        stem_stride: int = 1,
+        depthwise: bool = False,
+        dropout: float = 0.1,
+    ) -> None:
+        super().__init__()
+        self.k = k
+        self.backbone = ConvNet(widths, feature_dim, stem_stride, depthwise, dropout)
+        self.perm_head = nn.Sequential(
+            nn.Linear(k * feature_dim, 256), nn.ReLU(inplace=True), nn.Linear(256, math.factorial(k))
+        )
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """Per-face features (N, feature_dim) for faces (N, 3, H, W)."""
+        return self.backbone(x)
+
+    def feature_maps(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Every backbone stage's feature map for faces (N, 3, H, W)."""
+        return self.backbone.forward_features(x)[1]
+
+    def forward(self, seq: torch.Tensor) -> torch.Tensor:
+        b, k = seq.shape[:2]
+        feats = self.embed(seq.flatten(0, 1)).view(b, k * self.backbone.head.out_features)  # (B, K*D)
+        return self.perm_head(torch.relu(feats))
+
+
+class HintAdapter(nn.Module):
+    """1x1 conv mapping a student feature map to the teacher's channel count."""
+
+    def __init__(self, student_channels: int, teacher_channels: int) -> None:
+        super().__init__()
+        self.proj = nn.Conv2d(student_channels, teacher_channels, 1, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(x)
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Number of trainable parameters."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)

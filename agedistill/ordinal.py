@@ -1,0 +1,103 @@
+"""Age encodings and the ordered-sequence sampler of the ranking teacher."""
+
+from __future__ import annotations
+
+import itertools
+from functools import lru_cache
+
+import numpy as np
+import torch
+
+
+def expected_age(logits: torch.Tensor, min_age: int = 0) -> torch.Tensor:
+    """Expectation of the age distribution ``softmax(logits)``; logits (B, C) -> (B,).
+
+    >>> expected_age(torch.tensor([[0.0, 0.0]]), min_age=10)
+    tensor([10.5000])
+    """
+    probs = logits.softmax(dim=-1)
+    ages = torch.arange(logits.shape[-1], dtype=probs.dtype, device=probs.device) + min_age
+    return probs @ ages
+
+
+def age_std(logits: torch.Tensor) -> torch.Tensor:
+    """Standard deviation of the age distribution; logits (B, C) -> (B,)."""
+    probs = logits.softmax(dim=-1)
+    ages = torch.arange(logits.shape[-1], dtype=probs.dtype, device=probs.device)
+    mean = probs @ ages
+    return (probs @ ages.square() - mean.square()).clamp_min(0).sqrt()
+
+
+@lru_cache(maxsize=8)
+def permutations(k: int) -> torch.Tensor:
+    """All ``k!`` permutations of ``range(k)`` in lexicographic order, shape (k!, k)."""
+    return torch.tensor(list(itertools.permutations(range(k))), dtype=torch.long)
+
+
+class SequenceSampler:
+    """Draw K images with distinct ages, at least ``min_gap`` years apart, in age order.
+
+    ``sampling='uniform_age'`` draws the ages uniformly over the ages present, so the rare old and
+    young ages are covered as often as the common ones; ``'uniform_image'`` weights each age by its
+    number of images.
+    """
+
+    def __init__(self, ages: np.ndarray, k: int, min_gap: int, sampling: str = "uniform_age"):
+        ages = np.asarray(ages).astype(int)
+        if sampling not in ("uniform_age", "uniform_image"):
+            raise ValueError(f"unknown sampling {sampling!r}")
+        self.k, self.min_gap = k, min_gap
+        self.unique = np.unique(ages)
+        self.by_age = {a: np.flatnonzero(ages == a) for a in self.unique}
+        counts = np.array([len(self.by_age[a]) for a in self.unique], dtype=float)
+        self.weights = counts / counts.sum() if sampling == "uniform_image" else None
+        if self._max_chain() < k:
+            raise ValueError(
+                f"cannot draw {k} ages at least {min_gap} years apart from ages "
+                f"{self.unique.min()}..{self.unique.max()}: lower k or min_gap"
+            )
+
+    def _max_chain(self) -> int:
+        n, last = 0, None
+        for a in self.unique:
+            if last is None or a - last >= self.min_gap:
+                n, last = n + 1, a
+        return n
+
+    def _ages(self, rng: np.random.Generator) -> np.ndarray:
+        for _ in range(1000):
+            chosen = np.sort(rng.choice(self.unique, self.k, replace=False, p=self.weights))
+            if np.all(np.diff(chosen) >= self.min_gap):
+                return chosen
+        # dense constraint: build the sequence left to right among feasible ages
+        chosen = []
+        lo = self.unique.min()
+        for i in range(self.k):
+            need = (self.k - i - 1) * self.min_gap
+            ok = self.unique[(self.unique >= lo) & (self.unique <= self.unique.max() - need)]
+            a = rng.choice(ok)
+            chosen.append(a)
+            lo = a + self.min_gap
+        return np.array(chosen)
+
+    def sample(self, n: int, rng: np.random.Generator) -> np.ndarray:
+        """``n`` sequences of image indices, each sorted by increasing age: shape (n, k)."""
+        out = np.empty((n, self.k), dtype=np.int64)
+        for i in range(n):
+            out[i] = [rng.choice(self.by_age[a]) for a in self._ages(rng)]
+        return out
+
+
+def shuffle_sequences(
+    seqs: torch.Tensor, generator: torch.Generator | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Shuffle each age-ordered sequence by a uniformly drawn permutation.
+
+    Returns ``(shuffled, target)`` where ``shuffled[b, j] = seqs[b, perm[j]]`` and ``target[b]`` is
+    the index of ``perm`` in :func:`permutations`: recovering it recovers the age order.
+    """
+    n, k = seqs.shape
+    perms = permutations(k)
+    target = torch.randint(len(perms), (n,), generator=generator)
+    shuffled = torch.gather(seqs, 1, perms[target])
+    return shuffled, target

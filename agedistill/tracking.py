@@ -1,0 +1,173 @@
+"""MLflow tracking: the only module that imports mlflow.
+
+Every training stage and ``evaluate`` log to *one* store: ``mlflow.db`` (MLflow 3's SQLite
+backend) and ``mlartifacts/`` in the main repository. Under ``dvc exp run --temp`` and queued
+experiments DVC runs stages in a temporary copy inside ``.dvc/tmp/exps/``; DVC then sets
+``DVC_ROOT`` to the main repository, which is where the store is resolved, so runs are never
+written into a copy that DVC deletes. ``MLFLOW_TRACKING_URI`` overrides the store (e.g. a local
+``mlflow server`` for many concurrent writers).
+
+Runs of one pipeline execution share the tag ``agedistill.pipeline`` (the DVC experiment name, or
+the git commit plus params hash for a plain ``dvc repro``), and every run carries ``stage``,
+``git_commit``, ``dvc_exp`` and ``params_hash`` tags, so the MLflow UI can filter and compare two
+experiments side by side.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+EXPERIMENT = "agedistill"
+
+
+def main_repo_root(start: str | Path | None = None) -> Path:
+    """The main repository's root, also from inside a DVC experiment's temporary copy."""
+    if os.environ.get("DVC_ROOT"):
+        return Path(os.environ["DVC_ROOT"]).resolve()
+    here = Path(start or Path.cwd()).resolve()
+    parts = here.parts
+    for i in range(len(parts) - 2):  # .../<repo>/.dvc/tmp/exps/... -> <repo>
+        if parts[i : i + 3] == (".dvc", "tmp", "exps"):
+            return Path(*parts[:i])
+    for p in (here, *here.parents):
+        if (p / "dvc.yaml").is_file():
+            return p
+    return here
+
+
+def tracking_uri() -> str:
+    """``MLFLOW_TRACKING_URI`` if set, else the main repository's ``mlflow.db``."""
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        return os.environ["MLFLOW_TRACKING_URI"]
+    return f"sqlite:///{main_repo_root() / 'mlflow.db'}"
+
+
+def artifact_root() -> str:
+    """Where artifacts of a new experiment go: ``mlartifacts/`` in the main repository."""
+    return (main_repo_root() / "mlartifacts").as_uri()
+
+
+def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}`` (lists become JSON strings)."""
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(flatten(v, f"{key}."))
+        elif isinstance(v, list):
+            out[key] = json.dumps(v)
+        else:
+            out[key] = v
+    return out
+
+
+def params_hash(params: dict[str, Any]) -> str:
+    """A short stable hash of a params mapping."""
+    return hashlib.sha1(json.dumps(params, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def git_commit(cwd: str | Path | None = None) -> str:
+    """The checked-out commit (DVC's baseline rev inside an experiment), or ``unknown``."""
+    if os.environ.get("DVC_EXP_BASELINE_REV"):
+        return os.environ["DVC_EXP_BASELINE_REV"]
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, check=True
+        )
+        return out.stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def run_tags(stage: str, all_params: dict[str, Any]) -> dict[str, str]:
+    """Tags that link the runs of one pipeline execution."""
+    commit = git_commit()
+    exp = os.environ.get("DVC_EXP_NAME", "")
+    phash = params_hash(all_params)
+    pipeline = exp or f"workspace-{commit[:8]}-{phash}"
+    return {
+        "agedistill.stage": stage,
+        "agedistill.pipeline": pipeline,
+        "git_commit": commit,
+        "dvc_exp": exp or "workspace",
+        "params_hash": phash,
+        "mlflow.source.git.commit": commit,
+    }
+
+
+class StageRun:
+    """A thin handle over the active MLflow run."""
+
+    def __init__(self, mlflow_module: Any) -> None:
+        self._mlflow = mlflow_module
+        self.run_id = mlflow_module.active_run().info.run_id
+
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        """Log numeric metrics (non-numbers are skipped)."""
+        clean = {k: float(v) for k, v in metrics.items() if isinstance(v, int | float)}
+        self._mlflow.log_metrics(clean, step=step)
+
+    def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
+        """Copy a file or folder into the run's artifacts."""
+        path = Path(path)
+        if path.is_dir():
+            self._mlflow.log_artifacts(str(path), artifact_path)
+        elif path.is_file():
+            self._mlflow.log_artifact(str(path), artifact_path)
+
+    def log_dict(self, data: dict[str, Any], name: str) -> None:
+        """Store a dict as a JSON artifact."""
+        self._mlflow.log_dict(data, name)
+
+    def log_figure(self, figure: Any, name: str) -> None:
+        """Store a matplotlib figure as a PNG artifact."""
+        self._mlflow.log_figure(figure, name)
+
+    def log_student(self, model_file: str | Path, registered_name: str = "agedistill-student") -> None:
+        """Log the student as an MLflow PyTorch model with an input signature, and register it."""
+        import numpy as np
+        import torch
+        from mlflow.models import infer_signature
+
+        from agedistill.checkpoint import load_model
+
+        model, config = load_model(model_file)
+        size = config["input_size"]
+        example = np.zeros((1, 3, size, size), dtype=np.float32)
+        with torch.inference_mode():
+            out = model(torch.from_numpy(example)).numpy()
+        self._mlflow.pytorch.log_model(
+            model,
+            name="student",
+            signature=infer_signature(example, out),
+            input_example=example,
+            registered_model_name=registered_name,
+            pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
+        )
+
+
+@contextmanager
+def stage_run(stage: str, stage_params: dict[str, Any], all_params: dict[str, Any]) -> Iterator[StageRun]:
+    """Start an MLflow run for ``stage`` in the main repository's store, tagged and with params."""
+    os.environ.setdefault("MLFLOW_ENABLE_ASYNC_LOGGING", "false")
+    import mlflow
+
+    mlflow.set_tracking_uri(tracking_uri())
+    if mlflow.get_experiment_by_name(EXPERIMENT) is None:
+        try:
+            mlflow.create_experiment(EXPERIMENT, artifact_location=artifact_root())
+        except mlflow.exceptions.MlflowException:
+            pass  # created concurrently by another stage
+    mlflow.set_experiment(EXPERIMENT)
+    tags = run_tags(stage, all_params)
+    name = f"{tags['dvc_exp']}/{stage}"
+    with mlflow.start_run(run_name=name, tags=tags):
+        mlflow.log_params(flatten(stage_params))
+        yield StageRun(mlflow)

@@ -1,0 +1,34 @@
+"""Stage `align`: detect, select and align the main face of every source image."""
+
+import argparse
+
+from agedistill.align_dataset import SourceSpec, align_dataset, summarize
+from agedistill.config import load_params
+from agedistill.evaluation import write_json
+from agedistill.tracking import main_repo_root
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--crops", required=True, help="folder for aligned crops")
+    ap.add_argument("--manifest", required=True, help="CSV of aligned faces")
+    ap.add_argument("--rejects", required=True, help="CSV of rejected files with reasons")
+    ap.add_argument("--metrics", required=True, help="JSON counts")
+    args = ap.parse_args()
+    p = load_params().align
+    root = main_repo_root()  # relative source paths resolve against the main repo (also --temp)
+    sources = [SourceSpec(str(root / s.path), s.reader, s.csv and str(root / s.csv)) for s in p.sources]
+    manifest, rejects = align_dataset(
+        sources, args.crops, size=p.size, margin=p.margin, min_prob=p.min_prob,
+        min_face_size=p.min_face_size, select=p.select, detect_max_side=p.detect_max_side,
+        batch_size=p.batch_size, workers=p.workers, limit=p.limit, base=root,
+    )  # fmt: skip
+    manifest.to_csv(args.manifest, index=False)
+    rejects.to_csv(args.rejects, index=False)
+    counts = summarize(manifest, rejects)
+    write_json(counts, args.metrics)
+    print(f"align: {counts}")
+
+
+if __name__ == "__main__":
+    main()

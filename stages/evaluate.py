@@ -1,0 +1,46 @@
+"""Stage `evaluate`: test-set metrics, plots and cost of the student and both teachers."""
+
+import argparse
+from pathlib import Path
+
+from agedistill.config import load_params, raw_params
+from agedistill.data import load_table
+from agedistill.evaluation import evaluate_models, summary_table, write_json, write_plots
+from agedistill.tracking import stage_run
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--crops", required=True)
+    ap.add_argument("--split", required=True)
+    ap.add_argument("--student", required=True)
+    ap.add_argument("--class-teacher", required=True)
+    ap.add_argument("--rank-teacher", required=True)
+    ap.add_argument("--metrics", required=True)
+    ap.add_argument("--plots", required=True, help="folder for plot tables and PNGs")
+    args = ap.parse_args()
+    params = load_params()
+    e, ages = params.evaluate, params.ages
+    size = params.student.input_size
+    train = load_table(Path(args.split) / "train.csv", args.crops, size)
+    test = load_table(Path(args.split) / "test.csv", args.crops, size)
+    paths = {"student": args.student, "class_teacher": args.class_teacher, "rank_teacher": args.rank_teacher}
+    with stage_run("evaluate", e.model_dump(), raw_params()) as run:
+        results, preds = evaluate_models(
+            paths, train, test, ages.min_age, ages.max_age, e.cs_max, e.latency_batch,
+            e.latency_repeats,
+        )  # fmt: skip
+        write_json(results, args.metrics)
+        pngs = write_plots(results, preds, args.plots)
+        for name, r in results.items():
+            run.log_metrics({f"{name}_{k}": v for k, v in r.items()})
+        for png in pngs.values():
+            run.log_artifact(png, "plots")
+        run.log_artifact(args.metrics)
+        if e.register_model:
+            run.log_student(args.student)
+    print(summary_table(results))
+
+
+if __name__ == "__main__":
+    main()
