@@ -58,8 +58,13 @@ def _optimizer(params, opt: Optim, steps_per_epoch: int):
     return optimizer, scheduler
 
 
-def convnet_config(model_params: dict[str, Any], num_classes: int, min_age: int) -> dict[str, Any]:
-    """Model config (for the model file) of a student-shaped network."""
+def convnet_config(
+    model_params: dict[str, Any], num_classes: int, min_age: int, align_margin: float = 0.0
+) -> dict[str, Any]:
+    """Model config (for the model file) of a student-shaped network.
+
+    ``align_margin`` records how faces were aligned, so ``predict`` crops photos the same way.
+    """
     return {
         "arch": "convnet",
         "widths": list(model_params["widths"]),
@@ -69,6 +74,7 @@ def convnet_config(model_params: dict[str, Any], num_classes: int, min_age: int)
         "input_size": model_params["input_size"],
         "num_classes": num_classes,
         "min_age": min_age,
+        "align_margin": align_margin,
     }
 
 
@@ -116,10 +122,11 @@ def train_classifier(
     num_classes: int,
     out: str | Path,
     log: EpochLogger | None = None,
+    align_margin: float = 0.0,
 ) -> dict[str, float]:
     """Train a student-shaped network with cross-entropy; save the best (val MAE) to ``out``."""
     gen = seed_everything(opt.seed, opt.threads)
-    config = convnet_config(model_params, num_classes, min_age)
+    config = convnet_config(model_params, num_classes, min_age, align_margin)
     model = build_model(config)
     labels = train.labels(min_age)
 
@@ -239,10 +246,11 @@ def train_student(
     teacher_hint_stage: int,
     out: str | Path,
     log: EpochLogger | None = None,
+    align_margin: float = 0.0,
 ) -> dict[str, float]:
     """Distil: ground truth + soft targets of the class teacher + hints of the rank teacher."""
     gen = seed_everything(opt.seed, opt.threads)
-    config = convnet_config(model_params, num_classes, min_age)
+    config = convnet_config(model_params, num_classes, min_age, align_margin)
     student = build_model(config)
     if student_hint_stage >= len(student.widths):
         raise ValueError(f"distill.hint_stage={student_hint_stage}: student has {len(student.widths)} stages")

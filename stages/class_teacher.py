@@ -29,6 +29,7 @@ def main() -> None:
         metrics = train_classifier(
             train, val, arch.model_dump(), Optim(**tp.model_dump()), params.ages.min_age,
             params.ages.num_classes, args.model, log=run.log_metrics,
+            align_margin=params.align.margin,
         )  # fmt: skip
         write_json(metrics, args.metrics)
         run.log_artifact(args.model, "model")

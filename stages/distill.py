@@ -32,7 +32,7 @@ def main() -> None:
             train, val, arch.model_dump(), Optim(**d.train.model_dump()), params.ages.min_age,
             params.ages.num_classes, class_teacher, rank_teacher, d.temperature, d.gt_weight,
             d.kd_weight, d.hint_weight, d.hint_stage, params.rank_teacher.hint_stage, args.model,
-            log=run.log_metrics,
+            log=run.log_metrics, align_margin=params.align.margin,
         )  # fmt: skip
         write_json(metrics, args.metrics)
         run.log_artifact(args.model, "model")

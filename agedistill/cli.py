@@ -1,0 +1,84 @@
+"""Command line: ``agedistill exp | predict | export``.
+
+* ``agedistill exp PROFILE [DVC ARGS...]``: run the pipeline with a params profile.
+* ``agedistill predict PATH... [--model FILE] [--out preds.csv|preds.json] [--annotate DIR]``:
+  ages for every face in photos (files or folders, recursive); default model: the shipped student.
+* ``agedistill export --format onnx|torchscript --out FILE [--model FILE]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def _parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(
+        prog="agedistill", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    sub = ap.add_subparsers(dest="command", required=True)
+    exp = sub.add_parser("exp", help="run the pipeline with a params profile (dvc exp run -S ...)")
+    exp.add_argument("profile", help="YAML file of params overrides, e.g. profiles/full.yaml")
+    exp.add_argument("dvc_args", nargs=argparse.REMAINDER, help="passed on to dvc exp run")
+
+    pred = sub.add_parser("predict", help="ages for every face in photos (files or folders)")
+    pred.add_argument("paths", nargs="+", metavar="PATH", help="image files or folders (recursive)")
+    pred.add_argument("--model", help="model file (default: the shipped student)")
+    pred.add_argument("--out", help="preds.csv or preds.json (default: CSV on stdout)")
+    pred.add_argument("--annotate", metavar="DIR", help="write images with boxes and ages here")
+    pred.add_argument("--min-prob", type=float, default=0.95, help="detection probability floor")
+    pred.add_argument("--min-face-size", type=int, default=20, help="MTCNN's smallest face, px")
+    pred.add_argument(
+        "--detect-max-side", type=int, default=640, help="detection runs on a copy this large"
+    )
+    pred.add_argument("--no-progress", action="store_true", help="no progress bar on folders")
+
+    exp_ = sub.add_parser("export", help="export a model to ONNX or TorchScript")
+    exp_.add_argument("--format", required=True, choices=["onnx", "torchscript"])
+    exp_.add_argument("--out", required=True, help="file to write")
+    exp_.add_argument("--model", help="model file (default: the shipped student)")
+    return ap
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from agedistill.predict import run_predict
+
+    detect = {
+        "min_prob": args.min_prob,
+        "min_face_size": args.min_face_size,
+        "detect_max_side": args.detect_max_side,
+    }
+    progress = False if args.no_progress else None
+    return run_predict(args.paths, args.model, args.out, args.annotate, progress, detect)
+
+
+def _export(args: argparse.Namespace) -> int:
+    from agedistill.export import export_model
+
+    out = export_model(args.format, args.out, args.model)
+    print(f"agedistill export: wrote {out}", file=sys.stderr)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``agedistill`` command; returns the exit code.
+
+    Exit codes: 0 success; 1 ``predict`` could read none of its inputs; 2 usage error or an
+    unusable ``--model`` file (one line on stderr naming the file and the problem).
+    """
+    args = _parser().parse_args(argv)
+    if args.command == "exp":
+        from agedistill.profiles import run_profile
+
+        return run_profile(args.profile, args.dvc_args)
+    from agedistill.checkpoint import ModelFileError
+
+    try:
+        return _predict(args) if args.command == "predict" else _export(args)
+    except ModelFileError as e:
+        print(f"agedistill {args.command}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,61 @@
+"""Named parameter profiles: a YAML file of overrides turned into one ``dvc exp run``.
+
+``agedistill exp profiles/full.yaml`` runs the pipeline with every key of the profile set by
+``-S key=value``. Paths under ``align.sources`` are made absolute against the main repository, so
+the same profile works in the workspace, under ``--temp`` and in the queue.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from agedistill.config import parse_params, raw_params
+from agedistill.tracking import main_repo_root
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _merge(base[k], v) if isinstance(v, dict) and isinstance(base.get(k), dict) else v
+    return out
+
+
+def _leaves(d: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
+    out = []
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out += _leaves(v, f"{prefix}{k}.")
+        else:
+            out.append((f"{prefix}{k}", v))
+    return out
+
+
+def profile_overrides(profile: str | Path, params: str | Path = "params.yaml") -> list[str]:
+    """``-S`` arguments for ``dvc exp run`` that apply ``profile`` on top of ``params``.
+
+    The merged params are validated first, so a bad profile fails before DVC starts.
+    """
+    over = yaml.safe_load(Path(profile).read_text()) or {}
+    root = main_repo_root()
+    for src in over.get("align", {}).get("sources", []):
+        for key in ("path", "csv"):
+            if src.get(key) and not Path(src[key]).is_absolute():
+                src[key] = str((root / src[key]).resolve())
+    parse_params(_merge(raw_params(params), over))
+    args = []
+    for key, value in _leaves(over):
+        text = json.dumps(value) if isinstance(value, list | bool) or value is None else str(value)
+        args += ["-S", f"{key}={text}"]
+    return args
+
+
+def run_profile(profile: str | Path, extra: list[str] | None = None) -> int:
+    """Run ``dvc exp run`` with the profile's overrides plus ``extra`` DVC arguments."""
+    cmd = ["dvc", "exp", "run", *profile_overrides(profile), *(extra or [])]
+    print("+", " ".join(cmd))
+    return subprocess.call(cmd)

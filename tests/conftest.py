@@ -1,0 +1,41 @@
+"""Shared fixtures: real data from the repository's sample and ../shared beside the clone."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SAMPLE_IMAGES = REPO / "data" / "sample" / "images"
+SHARED = REPO.parent / "shared" / "data"
+UTKFACE = SHARED / "utkface" / "images"
+PHOTOS = SHARED / "photos"
+
+
+@pytest.fixture(scope="session")
+def repo() -> Path:
+    """The repository root."""
+    return REPO
+
+
+@pytest.fixture(scope="session")
+def sample_images() -> Path:
+    """The bundled 1,000-chip UTKFace sample."""
+    return SAMPLE_IMAGES
+
+
+@pytest.fixture(scope="session")
+def photos() -> Path:
+    """Real photos (dlib, face_recognition, facenet-pytorch examples) with manifest.csv."""
+    if not (PHOTOS / "manifest.csv").is_file():
+        pytest.skip(f"{PHOTOS} is not beside this clone")
+    return PHOTOS
+
+
+@pytest.fixture(scope="session")
+def utkface() -> Path:
+    """The shared UTKFace chips folder (11,569 files)."""
+    if not UTKFACE.is_dir():
+        pytest.skip(f"{UTKFACE} is not beside this clone")
+    return UTKFACE

@@ -1,0 +1,81 @@
+"""Build a throw-away git+DVC copy of the repository with tiny params, for pipeline tests."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+TINY = {
+    "align": {"limit": 160, "batch_size": 16},
+    "split": {"val_fraction": 0.15, "test_fraction": 0.25},
+    "rank_teacher": {
+        "model": {"widths": [16, 32, 48]},
+        "train": {"epochs": 1, "batch_size": 16},
+        "sequences_per_epoch": 48,
+        "val_sequences": 32,
+        "feature_dim": 16,
+        "hint_stage": 1,
+    },
+    "student": {"widths": [8, 16, 24]},
+    "class_teacher": {"epochs": 2, "batch_size": 32},
+    "distill": {"train": {"epochs": 2, "batch_size": 32}, "hint_stage": 1},
+    "evaluate": {"latency_repeats": 2},
+}
+
+
+def _merge(base: dict, over: dict) -> dict:
+    for k, v in over.items():
+        if isinstance(v, dict):
+            _merge(base.setdefault(k, {}), v)
+        else:
+            base[k] = v
+    return base
+
+
+def env() -> dict[str, str]:
+    """This interpreter's bin first on PATH (stages call ``python``), telemetry off."""
+    e = dict(os.environ)
+    e["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{e.get('PATH', '')}"
+    e.pop("MLFLOW_TRACKING_URI", None)
+    e.pop("DVC_ROOT", None)
+    e.update({"DVC_NO_ANALYTICS": "1", "MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "1"})
+    return e
+
+
+def run(cmd: list[str], cwd: Path, timeout: int = 900) -> str:
+    """Run ``cmd`` in ``cwd``; fail with its output if it fails; return stdout+stderr."""
+    out = subprocess.run(cmd, cwd=cwd, env=env(), capture_output=True, text=True, timeout=timeout)
+    text = out.stdout + out.stderr
+    if out.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} failed ({out.returncode}):\n{text[-4000:]}")
+    return text
+
+
+def make_repo(src: Path, dst: Path, overrides: dict | None = None) -> Path:
+    """Copy the tracked and untracked-unignored files of ``src`` into a new git repo ``dst``."""
+    files = subprocess.run(
+        ["git", "ls-files", "-co", "--exclude-standard"], cwd=src, capture_output=True, text=True,
+        check=True,
+    ).stdout.split("\n")  # fmt: skip
+    for rel in filter(None, files):
+        if not (src / rel).is_file() or rel.startswith(("metrics/", "dvc.lock")):
+            continue
+        (dst / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(src / rel, dst / rel)
+    params = yaml.safe_load((dst / "params.yaml").read_text())
+    _merge(params, _merge(TINY.copy(), overrides or {}))
+    (dst / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    for cmd in (
+        ["git", "init", "-q"],
+        ["git", "config", "user.email", "test@example.com"],
+        ["git", "config", "user.name", "test"],
+        ["git", "add", "-A"],
+        ["git", "commit", "-qm", "tiny"],
+    ):
+        run(cmd, dst)
+    return dst

@@ -1,0 +1,60 @@
+"""The real pipeline on real sample images, with tiny params: repro, no-op repro, exp run."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+
+import pytest
+
+from tests.integration.pipeline_repo import run
+
+pytestmark = pytest.mark.integration
+
+STAGES = ["align", "split", "rank_teacher", "class_teacher", "distill", "evaluate"]
+
+
+def ran_stages(output: str) -> list[str]:
+    """Stages DVC says it ran (``Running stage 'x'``), in order."""
+    return re.findall(r"Running stage '([a-z_]+)'", output)
+
+
+def test_repro_runs_every_stage_and_writes_outputs(pipeline):
+    dst, out = pipeline
+    assert ran_stages(out) == STAGES
+    align = json.loads((dst / "metrics/align.json").read_text())
+    assert align["processed"] == 160
+    assert align["aligned"] + align["rejected"] == 160
+    assert align["aligned"] >= 150  # chips are faces: MTCNN finds nearly all
+    split = json.loads((dst / "metrics/split.json").read_text())
+    assert split["train"] + split["val"] + split["test"] == align["aligned"]
+    results = json.loads((dst / "metrics/evaluate.json").read_text())
+    assert set(results) == {"student", "class_teacher", "rank_teacher"}
+    for r in results.values():
+        assert 0 < r["mae"] < 60
+        assert r["cs10"] >= r["cs5"] >= r["cs0"]
+    for f in ("models/student.pt", "models/student.json", "metrics/plots/cs_curve.png",
+              "metrics/plots/cs_curve.csv", "metrics/plots/predictions.csv"):  # fmt: skip
+        assert (dst / f).is_file(), f
+    assert "student" in out and "MAE" in out  # the closing table
+
+
+def test_unchanged_repro_runs_nothing(pipeline):
+    dst, _ = pipeline
+    assert ran_stages(run(["dvc", "repro"], dst)) == []
+
+
+def test_temperature_change_reruns_only_distill_and_evaluate(pipeline):
+    dst, _ = pipeline
+    out = run(["dvc", "exp", "run", "-S", "distill.temperature=4"], dst)
+    assert ran_stages(out) == ["distill", "evaluate"]
+    shown = run(["dvc", "exp", "show", "--json"], dst)
+    assert "student" in shown
+
+
+def test_dvc_status_is_clean_after_exp_run(pipeline):
+    dst, _ = pipeline
+    out = subprocess.run(["git", "status", "--porcelain", "mlflow.db"], cwd=dst, capture_output=True, text=True)
+    assert out.stdout == ""  # the store is git-ignored
+    assert (dst / "mlflow.db").is_file()

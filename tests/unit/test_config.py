@@ -1,0 +1,58 @@
+import pytest
+import yaml
+
+from agedistill.config import ParamsError, load_params, parse_params
+
+
+@pytest.fixture
+def raw(repo):
+    return yaml.safe_load((repo / "params.yaml").read_text())
+
+
+def test_repository_params_are_valid(repo):
+    p = load_params(repo / "params.yaml")
+    assert p.ages.num_classes == p.ages.max_age - p.ages.min_age + 1
+    assert p.distill.temperature > 0
+
+
+def test_wrong_type_names_the_key(raw):
+    raw["distill"]["temperature"] = "hot"
+    with pytest.raises(ParamsError, match=r"distill\.temperature"):
+        parse_params(raw)
+
+
+def test_out_of_range_value_names_the_key(raw):
+    raw["rank_teacher"]["k"] = 9
+    with pytest.raises(ParamsError, match=r"rank_teacher\.k"):
+        parse_params(raw)
+
+
+def test_unknown_key_is_an_error(raw):
+    raw["distill"]["temprature"] = 4
+    with pytest.raises(ParamsError, match=r"distill\.temprature"):
+        parse_params(raw)
+
+
+def test_missing_section_is_an_error(raw):
+    del raw["evaluate"]
+    with pytest.raises(ParamsError, match="evaluate"):
+        parse_params(raw)
+
+
+def test_yaml_exponent_strings_and_ints_become_floats(raw):
+    raw["class_teacher"]["lr"] = "1e-3"
+    raw["distill"]["temperature"] = 4
+    p = parse_params(raw)
+    assert p.class_teacher.lr == pytest.approx(1e-3)
+    assert p.distill.temperature == 4.0
+
+
+def test_age_range_must_be_increasing(raw):
+    raw["ages"]["max_age"] = 0
+    with pytest.raises(ParamsError, match="ages"):
+        parse_params(raw)
+
+
+def test_missing_file_is_a_clear_error(tmp_path):
+    with pytest.raises(ParamsError, match="no such params file"):
+        load_params(tmp_path / "params.yaml")

@@ -1,0 +1,56 @@
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from agedistill.data import augment, batches, normalize
+from agedistill.metrics import cumulative_score, group_label, grouped_mae, mae
+from agedistill.train import kendall_tau
+
+
+def test_augment_flips_and_shifts_within_bounds():
+    g = torch.Generator().manual_seed(0)
+    img = torch.arange(2 * 3 * 8 * 8, dtype=torch.uint8).view(2, 3, 8, 8)
+    assert torch.equal(augment(img, 0, False, g), img)
+    out = augment(img, 2, True, g)
+    assert out.shape == img.shape
+    flipped_or_not = augment(img.repeat(50, 1, 1, 1), 0, True, g)
+    n_flipped = sum(torch.equal(x, img[i % 2].flip(-1)) for i, x in enumerate(flipped_or_not))
+    assert 20 < n_flipped < 80
+
+
+def test_shift_moves_content():
+    g = torch.Generator().manual_seed(3)
+    img = torch.zeros(64, 1, 9, 9, dtype=torch.uint8)
+    img[:, :, 4, 4] = 255
+    out = augment(img, 2, False, g)
+    peaks = [tuple((x[0] == 255).nonzero()[0].tolist()) for x in out]
+    assert all(abs(r - 4) <= 2 and abs(c - 4) <= 2 for r, c in peaks)
+    assert len(set(peaks)) > 5
+
+
+def test_batches_cover_every_index_once():
+    got = torch.cat(list(batches(10, 3, True, torch.Generator().manual_seed(0))))
+    assert sorted(got.tolist()) == list(range(10))
+
+
+def test_normalize_range():
+    x = normalize(torch.tensor([0, 255], dtype=torch.uint8))
+    assert x.tolist() == pytest.approx([-2.0, 2.0])
+
+
+def test_metrics_by_hand():
+    pred, true = np.array([10.0, 25.0, 70.0]), np.array([12.0, 20.0, 70.0])
+    assert mae(pred, true) == pytest.approx(7 / 3)
+    assert cumulative_score(pred, true, 5) == pytest.approx([1 / 3, 1 / 3, 2 / 3, 2 / 3, 2 / 3, 1.0])
+    rows = pd.DataFrame({"age": true, "gender": [0, 1, 1], "race": [2, 2, None]})
+    g = grouped_mae(pred, rows)
+    assert g["age_group"] == {"0-12": 2.0, "20-39": 5.0, "60+": 0.0}
+    assert g["gender"] == {"male": 2.0, "female": 2.5}
+    assert g["race"] == {"asian": 3.5}
+    assert [group_label(a) for a in (0, 12, 13, 19, 59, 60)] == ["0-12", "0-12", "13-19", "13-19", "40-59", "60+"]
+
+
+def test_kendall_tau_by_hand():
+    assert kendall_tau(torch.tensor([[0, 1, 2]]), torch.tensor([[0, 1, 2]])).item() == 1.0
+    assert kendall_tau(torch.tensor([[1, 0, 2]]), torch.tensor([[0, 1, 2]])).item() == pytest.approx(1 / 3)

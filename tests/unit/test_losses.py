@@ -1,0 +1,57 @@
+import math
+
+import pytest
+import torch
+
+from agedistill.losses import age_ce_loss, hint_loss, kd_loss
+
+
+def test_kd_loss_matches_hand_computation():
+    s = torch.tensor([[1.0, 0.0]])
+    t = torch.tensor([[0.0, 1.0]])
+    temp = 2.0
+    ps = [math.exp(0.5) / (math.exp(0.5) + 1), 1 / (math.exp(0.5) + 1)]
+    pt = [ps[1], ps[0]]  # teacher is the mirror image
+    kl = sum(pt[i] * math.log(pt[i] / ps[i]) for i in range(2))
+    assert float(kd_loss(s, t, temp)) == pytest.approx(kl * temp**2, rel=1e-6)
+
+
+def test_kd_loss_is_zero_for_identical_logits_and_averages_over_batch():
+    z = torch.randn(4, 7)
+    assert float(kd_loss(z, z, 3.0)) == pytest.approx(0.0, abs=1e-6)
+    a, b = torch.randn(2, 5), torch.randn(2, 5)
+    both = kd_loss(a, b, 1.5)
+    each = (kd_loss(a[:1], b[:1], 1.5) + kd_loss(a[1:], b[1:], 1.5)) / 2
+    assert float(both) == pytest.approx(float(each), rel=1e-6)
+
+
+def test_kd_loss_rejects_bad_input():
+    with pytest.raises(ValueError, match="differ in shape"):
+        kd_loss(torch.zeros(2, 3), torch.zeros(2, 4), 1.0)
+    with pytest.raises(ValueError, match="temperature"):
+        kd_loss(torch.zeros(2, 3), torch.zeros(2, 3), 0.0)
+
+
+def test_hint_loss_matches_hand_computation():
+    s = torch.tensor([[[[1.0]], [[0.0]]]])  # (1, 2, 1, 1): unit vector e1
+    t = torch.tensor([[[[1.0]], [[1.0]]]])  # normalised: (1/sqrt2, 1/sqrt2)
+    expected = (1 - 1 / math.sqrt(2)) ** 2 + (0 - 1 / math.sqrt(2)) ** 2  # = 2 - sqrt(2)
+    assert float(hint_loss(s, t)) == pytest.approx(expected, rel=1e-6)
+
+
+def test_hint_loss_pools_teacher_to_student_size_and_ignores_scale():
+    t = torch.randn(3, 4, 8, 8)
+    s = torch.nn.functional.adaptive_avg_pool2d(t, (4, 4)) * 10
+    assert float(hint_loss(s, t)) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_hint_loss_needs_matching_channels():
+    with pytest.raises(ValueError, match="HintAdapter"):
+        hint_loss(torch.zeros(1, 3, 4, 4), torch.zeros(1, 5, 4, 4))
+
+
+def test_age_ce_loss_matches_hand_computation():
+    logits = torch.tensor([[0.0, math.log(3.0)]])  # probs 1/4, 3/4
+    assert float(age_ce_loss(logits, torch.tensor([1]))) == pytest.approx(-math.log(0.75))
+    with pytest.raises(ValueError, match="mismatch"):
+        age_ce_loss(logits, torch.tensor([1, 0]))

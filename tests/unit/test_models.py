@@ -1,0 +1,78 @@
+import pickle
+
+import pytest
+import torch
+
+from agedistill.checkpoint import ModelFileError, build_model, load_model, save_model
+from agedistill.models import ConvNet, HintAdapter, RankTeacher, count_parameters
+from agedistill.train import convnet_config
+
+
+def test_student_shapes_and_size_budget():
+    m = ConvNet([32, 64, 128, 192], 101, stem_stride=2)
+    emb, maps = m.forward_features(torch.randn(2, 3, 64, 64))
+    assert emb.shape == (2, 192)
+    assert [tuple(x.shape[1:]) for x in maps] == [(32, 32, 32), (64, 16, 16), (128, 8, 8), (192, 4, 4)]
+    assert m(torch.randn(2, 3, 64, 64)).shape == (2, 101)
+    assert count_parameters(m) < 1_000_000
+
+
+def test_rank_teacher_outputs_one_logit_per_permutation():
+    t = RankTeacher([16, 32, 64], k=4, feature_dim=8, stem_stride=2)
+    assert t(torch.randn(5, 4, 3, 32, 32)).shape == (5, 24)
+    assert [m.shape[1] for m in t.feature_maps(torch.randn(1, 3, 32, 32))] == [16, 32, 64]
+
+
+def test_adapter_maps_student_channels_to_teacher_channels():
+    a = HintAdapter(128, 256)
+    assert a(torch.randn(2, 128, 8, 8)).shape == (2, 256, 8, 8)
+
+
+def test_depthwise_network_is_smaller():
+    dense = ConvNet([32, 64, 128], 10)
+    dw = ConvNet([32, 64, 128], 10, depthwise=True)
+    assert count_parameters(dw) < count_parameters(dense) / 3
+
+
+@pytest.fixture
+def saved(tmp_path):
+    config = convnet_config(
+        {"widths": [8, 16], "stem_stride": 2, "depthwise": False, "dropout": 0.0, "input_size": 32},
+        num_classes=11, min_age=0,
+    )  # fmt: skip
+    model = build_model(config)
+    path = tmp_path / "m.pt"
+    save_model(path, model, config)
+    return path, model
+
+
+def test_model_round_trip_is_exact_and_weights_only(saved):
+    path, model = saved
+    loaded, config = load_model(path)
+    x = torch.randn(3, 3, 32, 32)
+    model.eval()
+    assert torch.equal(model(x), loaded(x))
+    assert path.with_suffix(".json").is_file()
+    torch.load(path, weights_only=True)  # must not need pickled code
+
+
+def test_model_file_errors_are_one_line_and_name_the_file(saved, tmp_path):
+    with pytest.raises(ModelFileError, match="no such model file"):
+        load_model(tmp_path / "missing.pt")
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"\x00garbage" * 10)
+    with pytest.raises(ModelFileError, match=str(bad.name)):
+        load_model(bad)
+
+    class Evil:
+        def __reduce__(self):
+            return (exec, ("raise SystemExit('pickled code ran')",))
+
+    evil = tmp_path / "evil.pt"
+    evil.write_bytes(pickle.dumps(Evil()))
+    with pytest.raises(ModelFileError):
+        load_model(evil)
+    other = tmp_path / "other.pt"
+    torch.save({"weights": torch.zeros(1)}, other)
+    with pytest.raises(ModelFileError, match="not an agedistill model"):
+        load_model(other)

@@ -1,0 +1,59 @@
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from agedistill.ordinal import (
+    SequenceSampler,
+    age_std,
+    expected_age,
+    permutations,
+    shuffle_sequences,
+)
+
+
+def test_expected_age_and_spread_by_hand():
+    logits = torch.log(torch.tensor([[0.25, 0.75, 1e-12]]))
+    assert float(expected_age(logits, min_age=20)) == pytest.approx(20.75, abs=1e-5)
+    assert float(age_std(logits)) == pytest.approx(math.sqrt(0.75 - 0.75**2), abs=1e-5)
+
+
+def test_permutations_are_all_distinct():
+    p = permutations(4)
+    assert p.shape == (24, 4)
+    assert len({tuple(r) for r in p.tolist()}) == 24
+
+
+def test_sampler_sequences_are_ordered_and_respect_the_gap():
+    rng = np.random.default_rng(0)
+    ages = rng.integers(0, 90, size=500)
+    seqs = SequenceSampler(ages, k=4, min_gap=5).sample(300, rng)
+    seq_ages = ages[seqs]
+    assert np.all(np.diff(seq_ages, axis=1) >= 5)
+
+
+def test_uniform_age_sampling_covers_rare_ages():
+    ages = np.array([30] * 990 + [1, 2, 80, 85, 90, 95, 99, 100, 60, 70])
+    rng = np.random.default_rng(1)
+    seqs = SequenceSampler(ages, k=3, min_gap=5, sampling="uniform_age").sample(500, rng)
+    used = set(ages[seqs].ravel().tolist())
+    assert {1, 100, 30}.issubset(used)
+
+
+def test_sampler_refuses_impossible_constraints():
+    with pytest.raises(ValueError, match="lower k or min_gap"):
+        SequenceSampler(np.array([10, 12, 14, 16]), k=3, min_gap=5)
+
+
+def test_dense_constraint_still_samples_valid_sequences():
+    ages = np.arange(0, 21)  # exactly 3 ages 10 apart fit only as (0, 10, 20)
+    seqs = SequenceSampler(ages, k=3, min_gap=10).sample(20, np.random.default_rng(0))
+    assert (ages[seqs] == [0, 10, 20]).all()
+
+
+def test_shuffle_gathers_by_permutation_and_reaches_every_permutation():
+    seqs = torch.arange(3).repeat(600, 1)  # every row (0, 1, 2)
+    shuffled, target = shuffle_sequences(seqs, torch.Generator().manual_seed(0))
+    assert torch.equal(shuffled, permutations(3)[target])
+    assert set(target.tolist()) == set(range(6))
