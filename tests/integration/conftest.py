@@ -11,4 +11,8 @@ def pipeline(repo, tmp_path_factory):
     if shutil.which("git") is None:
         pytest.skip("git is not installed")
     dst = make_repo(repo, tmp_path_factory.mktemp("pipeline"))
-    return dst, run(["dvc", "repro"], dst)
+    out = run(["dvc", "repro"], dst)
+    # as a user would: commit the lock file and the (git-tracked) metrics of the baseline
+    run(["git", "add", "-A"], dst)
+    run(["git", "commit", "-qm", "baseline results"], dst)
+    return dst, out
