@@ -7,7 +7,6 @@ the same profile works in the workspace, under ``--temp`` and in the queue.
 
 from __future__ import annotations
 
-import json
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -35,6 +34,26 @@ def _leaves(d: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
     return out
 
 
+def hydra_value(value: Any) -> str:
+    """A value in the override grammar ``dvc exp run -S`` parses (Hydra's).
+
+    >>> hydra_value([{"path": "/data/x y", "reader": "utkface"}])
+    "[{path:'/data/x y',reader:'utkface'}]"
+    """
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if value is None:
+        return "null"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, list):
+        return "[" + ",".join(hydra_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ",".join(f"{k}:{hydra_value(v)}" for k, v in value.items()) + "}"
+    text = str(value).replace("\\", "\\\\").replace("'", "\\'")
+    return f"'{text}'"
+
+
 def profile_overrides(profile: str | Path, params: str | Path = "params.yaml") -> list[str]:
     """``-S`` arguments for ``dvc exp run`` that apply ``profile`` on top of ``params``.
 
@@ -49,8 +68,7 @@ def profile_overrides(profile: str | Path, params: str | Path = "params.yaml") -
     parse_params(_merge(raw_params(params), over))
     args = []
     for key, value in _leaves(over):
-        text = json.dumps(value) if isinstance(value, list | bool) or value is None else str(value)
-        args += ["-S", f"{key}={text}"]
+        args += ["-S", f"{key}={hydra_value(value)}"]
     return args
 
 
