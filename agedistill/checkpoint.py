@@ -71,7 +71,7 @@ def load_model(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
         raise ModelFileError(f"{path}: no such model file")
     try:
         blob = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - every failure here means "not a usable model file"
+    except Exception as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ModelFileError(f"{path}: not a readable model file ({first[:200]})") from None
     if not isinstance(blob, dict) or blob.get("format") != FORMAT:

@@ -32,7 +32,9 @@ class SourceParams(_Strict):
 
     path: str
     reader: Literal["utkface", "fgnet", "csv"] = "utkface"
-    csv: str | None = None  # for reader=csv: a table with columns path, age[, subject, gender, race]
+    csv: str | None = (
+        None  # for reader=csv: a table with columns path, age[, subject, gender, race]
+    )
 
 
 class AgesParams(_Strict):

@@ -46,8 +46,10 @@ def score(pred: np.ndarray, test: FaceTable, cs_max: int) -> dict[str, Any]:
     """MAE, CS(0..cs_max) and grouped MAE of predictions on ``test``."""
     true = test.ages.numpy()
     cs = cumulative_score(pred, true, cs_max)
+    adult = (true >= 21) & (true <= 60)
     return {
         "mae": mae(pred, true),
+        "mae_21_60": mae(pred[adult], true[adult]) if adult.any() else float("nan"),
         **{f"cs{t}": v for t, v in enumerate(cs)},
         **{f"mae_{kind}": groups for kind, groups in grouped_mae(pred, test.rows).items()},
     }
@@ -84,7 +86,9 @@ def evaluate_models(
     return results, preds
 
 
-def write_plots(results: dict[str, Any], preds: pd.DataFrame, plots_dir: str | Path) -> dict[str, Path]:
+def write_plots(
+    results: dict[str, Any], preds: pd.DataFrame, plots_dir: str | Path
+) -> dict[str, Path]:
     """DVC plot tables (CSV) and the same figures as PNG; returns the PNG paths by name."""
     import matplotlib
 
@@ -110,7 +114,9 @@ def write_plots(results: dict[str, Any], preds: pd.DataFrame, plots_dir: str | P
     fig, ax = plt.subplots(figsize=(5, 4))
     for n in names:
         ax.plot(cs["theta"], cs[n], marker="o", label=f"{n} (MAE {results[n]['mae']:.2f})")
-    ax.set(xlabel="error threshold θ (years)", ylabel="CS(θ)", title="Cumulative score", ylim=(0, 1))
+    ax.set(
+        xlabel="error threshold θ (years)", ylabel="CS(θ)", title="Cumulative score", ylim=(0, 1)
+    )
     ax.grid(alpha=0.3)
     ax.legend()
     pngs["cs_curve"] = _save(fig, plots_dir / "cs_curve.png")

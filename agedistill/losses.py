@@ -6,7 +6,9 @@ import torch
 import torch.nn.functional as F
 
 
-def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
+def kd_loss(
+    student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float
+) -> torch.Tensor:
     r"""Hinton et al. (2015) soft-target loss, scaled by :math:`T^2`.
 
     .. math:: T^2 \, \mathrm{KL}(\mathrm{softmax}(z_t/T) \,\|\, \mathrm{softmax}(z_s/T))

@@ -47,9 +47,7 @@ def grouped_mae(pred: np.ndarray, rows: pd.DataFrame) -> dict[str, dict[str, flo
     """MAE per age group, and per gender and race where the table has those labels."""
     df = rows.assign(err=np.abs(np.asarray(pred, float) - rows["age"].to_numpy(float)))
     out: dict[str, dict[str, float]] = {
-        "age_group": {
-            g: float(e.mean()) for g, e in df.groupby(df["age"].map(group_label))["err"]
-        }
+        "age_group": {g: float(e.mean()) for g, e in df.groupby(df["age"].map(group_label))["err"]}
     }
     for col, names in (("gender", GENDERS), ("race", RACES)):
         if col in df and df[col].notna().any():

@@ -89,7 +89,9 @@ class RankTeacher(nn.Module):
         self.k = k
         self.backbone = ConvNet(widths, feature_dim, stem_stride, depthwise, dropout)
         self.perm_head = nn.Sequential(
-            nn.Linear(k * feature_dim, 256), nn.ReLU(inplace=True), nn.Linear(256, math.factorial(k))
+            nn.Linear(k * feature_dim, 256),
+            nn.ReLU(inplace=True),
+            nn.Linear(256, math.factorial(k)),
         )
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
@@ -102,7 +104,9 @@ class RankTeacher(nn.Module):
 
     def forward(self, seq: torch.Tensor) -> torch.Tensor:
         b, k = seq.shape[:2]
-        feats = self.embed(seq.flatten(0, 1)).view(b, k * self.backbone.head.out_features)  # (B, K*D)
+        feats = self.embed(seq.flatten(0, 1)).view(
+            b, k * self.backbone.head.out_features
+        )  # (B, K*D)
         return self.perm_head(torch.relu(feats))
 
 

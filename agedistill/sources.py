@@ -42,9 +42,7 @@ class LabelReader:
 
     def files(self) -> list[Path]:
         """Every regular file under the root, sorted (hidden files skipped)."""
-        return sorted(
-            p for p in self.root.rglob("*") if p.is_file() and not p.name.startswith(".")
-        )
+        return sorted(p for p in self.root.rglob("*") if p.is_file() and not p.name.startswith("."))
 
     def parse(self, path: Path) -> Record:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -124,7 +122,9 @@ class CsvReader(LabelReader):
                 continue
             yield self._row_record(path, row)
         for p in self.files():
-            if p.resolve() not in listed and p.resolve() != (self.csv.resolve() if self.csv else None):
+            if p.resolve() not in listed and p.resolve() != (
+                self.csv.resolve() if self.csv else None
+            ):
                 yield Record(str(p), None, error="not in label table")
 
     def parse(self, path: Path) -> Record:
@@ -134,9 +134,7 @@ class CsvReader(LabelReader):
         return self._row_record(path, self.table.loc[rel])
 
 
-READERS: dict[str, type[LabelReader]] = {
-    r.name: r for r in (UTKFaceReader, FGNetReader, CsvReader)
-}
+READERS: dict[str, type[LabelReader]] = {r.name: r for r in (UTKFaceReader, FGNetReader, CsvReader)}
 
 
 def make_reader(reader: str, root: str | Path, csv: str | Path | None = None) -> LabelReader:

@@ -20,7 +20,7 @@ import json
 import os
 import subprocess
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -130,7 +130,9 @@ class StageRun:
         """Store a matplotlib figure as a PNG artifact."""
         self._mlflow.log_figure(figure, name)
 
-    def log_student(self, model_file: str | Path, registered_name: str = "agedistill-student") -> None:
+    def log_student(
+        self, model_file: str | Path, registered_name: str = "agedistill-student"
+    ) -> None:
         """Log the student as an MLflow PyTorch model with an input signature, and register it."""
         import numpy as np
         import torch
@@ -154,17 +156,18 @@ class StageRun:
 
 
 @contextmanager
-def stage_run(stage: str, stage_params: dict[str, Any], all_params: dict[str, Any]) -> Iterator[StageRun]:
+def stage_run(
+    stage: str, stage_params: dict[str, Any], all_params: dict[str, Any]
+) -> Iterator[StageRun]:
     """Start an MLflow run for ``stage`` in the main repository's store, tagged and with params."""
     os.environ.setdefault("MLFLOW_ENABLE_ASYNC_LOGGING", "false")
     import mlflow
 
     mlflow.set_tracking_uri(tracking_uri())
     if mlflow.get_experiment_by_name(EXPERIMENT) is None:
-        try:
+        # another stage may create it concurrently: that is fine
+        with suppress(mlflow.exceptions.MlflowException):
             mlflow.create_experiment(EXPERIMENT, artifact_location=artifact_root())
-        except mlflow.exceptions.MlflowException:
-            pass  # created concurrently by another stage
     mlflow.set_experiment(EXPERIMENT)
     tags = run_tags(stage, all_params)
     name = f"{tags['dvc_exp']}/{stage}"

@@ -7,6 +7,7 @@ scripts only parse params and paths.
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -95,6 +96,7 @@ def _fit(
     steps = math.ceil(n_train / opt.batch_size)
     optimizer, scheduler = _optimizer(params, opt, steps)
     best, best_epoch, history = None, 0, {}
+    start = time.perf_counter()
     for epoch in tqdm(range(1, opt.epochs + 1), desc=desc, unit="epoch"):
         train_logs = train_one_epoch(
             modules, loss_fn, batches(n_train, opt.batch_size, True, gen), optimizer, scheduler
@@ -107,10 +109,12 @@ def _fit(
             save_best()
         metrics[f"best_{select}"] = best
         history = metrics
-        tqdm.write(f"{desc} epoch {epoch}: " + ", ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
+        tqdm.write(
+            f"{desc} epoch {epoch}: " + ", ".join(f"{k}={v:.4g}" for k, v in metrics.items())
+        )
         if log:
             log(metrics, epoch)
-    return {**history, "best_epoch": best_epoch}
+    return {**history, "best_epoch": best_epoch, "train_wall_s": time.perf_counter() - start}
 
 
 def train_classifier(
@@ -156,13 +160,17 @@ def kendall_tau(pred: torch.Tensor, true: torch.Tensor) -> torch.Tensor:
 
 
 @torch.inference_mode()
-def order_metrics(model: nn.Module, images: torch.Tensor, seqs: torch.Tensor, target: torch.Tensor) -> dict[str, float]:
+def order_metrics(
+    model: nn.Module, images: torch.Tensor, seqs: torch.Tensor, target: torch.Tensor
+) -> dict[str, float]:
     """Exact-order accuracy and mean Kendall tau of the predicted permutations."""
     model.eval()
     perms = permutations(seqs.shape[1])
     preds = []
     for i in range(0, len(seqs), 64):
-        x = normalize(images[seqs[i : i + 64]].flatten(0, 1)).view(*seqs[i : i + 64].shape, *images.shape[1:])
+        x = normalize(images[seqs[i : i + 64]].flatten(0, 1)).view(
+            *seqs[i : i + 64].shape, *images.shape[1:]
+        )
         preds.append(model(x).argmax(-1))
     pred = torch.cat(preds)
     return {
@@ -253,10 +261,14 @@ def train_student(
     config = convnet_config(model_params, num_classes, min_age, align_margin)
     student = build_model(config)
     if student_hint_stage >= len(student.widths):
-        raise ValueError(f"distill.hint_stage={student_hint_stage}: student has {len(student.widths)} stages")
+        raise ValueError(
+            f"distill.hint_stage={student_hint_stage}: student has {len(student.widths)} stages"
+        )
     t_widths = rank_teacher.backbone.widths
     if teacher_hint_stage >= len(t_widths):
-        raise ValueError(f"rank_teacher.hint_stage={teacher_hint_stage}: teacher has {len(t_widths)} stages")
+        raise ValueError(
+            f"rank_teacher.hint_stage={teacher_hint_stage}: teacher has {len(t_widths)} stages"
+        )
     adapter = HintAdapter(student.widths[student_hint_stage], t_widths[teacher_hint_stage])
     for t in (class_teacher, rank_teacher):
         t.eval().requires_grad_(False)

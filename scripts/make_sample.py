@@ -1,4 +1,7 @@
-"""Rebuild the bundled sample: python scripts/make_sample.py ../shared/data/utkface/images data/sample"""
+"""Rebuild the bundled sample.
+
+    python scripts/make_sample.py ../shared/data/utkface/images data/sample
+"""
 
 import argparse
 import shutil

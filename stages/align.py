@@ -17,7 +17,9 @@ def main() -> None:
     args = ap.parse_args()
     p = load_params().align
     root = main_repo_root()  # relative source paths resolve against the main repo (also --temp)
-    sources = [SourceSpec(str(root / s.path), s.reader, s.csv and str(root / s.csv)) for s in p.sources]
+    sources = [
+        SourceSpec(str(root / s.path), s.reader, s.csv and str(root / s.csv)) for s in p.sources
+    ]
     manifest, rejects = align_dataset(
         sources, args.crops, size=p.size, margin=p.margin, min_prob=p.min_prob,
         min_face_size=p.min_face_size, select=p.select, detect_max_side=p.detect_max_side,

@@ -24,7 +24,11 @@ def main() -> None:
     arch, tp = params.student, params.class_teacher
     train = load_table(Path(args.split) / "train.csv", args.crops, arch.input_size)
     val = load_table(Path(args.split) / "val.csv", args.crops, arch.input_size)
-    stage_params = {"train": tp.model_dump(), "model": arch.model_dump(), "ages": params.ages.model_dump()}
+    stage_params = {
+        "train": tp.model_dump(),
+        "model": arch.model_dump(),
+        "ages": params.ages.model_dump(),
+    }
     with stage_run("class_teacher", stage_params, raw_params()) as run:
         metrics = train_classifier(
             train, val, arch.model_dump(), Optim(**tp.model_dump()), params.ages.min_age,

@@ -24,7 +24,11 @@ def main() -> None:
     size = params.student.input_size
     train = load_table(Path(args.split) / "train.csv", args.crops, size)
     test = load_table(Path(args.split) / "test.csv", args.crops, size)
-    paths = {"student": args.student, "class_teacher": args.class_teacher, "rank_teacher": args.rank_teacher}
+    paths = {
+        "student": args.student,
+        "class_teacher": args.class_teacher,
+        "rank_teacher": args.rank_teacher,
+    }
     with stage_run("evaluate", e.model_dump(), raw_params()) as run:
         results, preds = evaluate_models(
             paths, train, test, ages.min_age, ages.max_age, e.cs_max, e.latency_batch,

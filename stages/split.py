@@ -7,7 +7,7 @@ import pandas as pd
 
 from agedistill.config import load_params
 from agedistill.evaluation import write_json
-from agedistill.splits import PARTS, apply_age_range, make_split
+from agedistill.splits import PARTS, SplitError, apply_age_range, make_split
 
 
 def main() -> None:
@@ -20,11 +20,14 @@ def main() -> None:
     s, ages = params.split, params.ages
     manifest = pd.read_csv(args.manifest, dtype={"subject": str})
     kept, excluded = apply_age_range(manifest, ages.min_age, ages.max_age, ages.out_of_range)
-    table = make_split(
-        kept, method=s.method, seed=s.seed, val_fraction=s.val_fraction,
-        test_fraction=s.test_fraction, test_size=s.test_size, folds=s.folds, fold=s.fold,
-        age_bin=s.age_bin,
-    )  # fmt: skip
+    try:
+        table = make_split(
+            kept, method=s.method, seed=s.seed, val_fraction=s.val_fraction,
+            test_fraction=s.test_fraction, test_size=s.test_size, folds=s.folds, fold=s.fold,
+            age_bin=s.age_bin,
+        )  # fmt: skip
+    except SplitError as e:  # the data cannot be split as asked: say why, no traceback
+        raise SystemExit(f"split: {e}") from None
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     for part in PARTS:

@@ -48,7 +48,9 @@ def server(pipeline):
         "--port", str(port), "--backend-store-uri", f"sqlite:///{dst / 'mlflow.db'}",
         "--workers", "1",
     ]  # fmt: skip
-    proc = subprocess.Popen(cmd, cwd=dst, env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        cmd, cwd=dst, env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
     base = f"http://127.0.0.1:{port}"
     deadline = time.time() + 120
     while time.time() < deadline:
@@ -69,7 +71,11 @@ def server(pipeline):
 
 def runs(base: str) -> list[dict]:
     exp = call(base, "/api/2.0/mlflow/experiments/get-by-name?experiment_name=agedistill")
-    found = call(base, "/api/2.0/mlflow/runs/search", {"experiment_ids": [exp["experiment"]["experiment_id"]], "max_results": 1000})
+    found = call(
+        base,
+        "/api/2.0/mlflow/runs/search",
+        {"experiment_ids": [exp["experiment"]["experiment_id"]], "max_results": 1000},
+    )
     return found.get("runs", [])
 
 
@@ -83,7 +89,7 @@ def test_every_stage_logged_params_and_metrics(server):
         t = tags(r)
         if t.get("dvc_exp") == "workspace":
             by_stage[t["agedistill.stage"]] = r
-    assert TRAINING <= set(by_stage)
+    assert set(by_stage) >= TRAINING
     distill = by_stage["distill"]
     params = {p["key"]: p["value"] for p in distill["data"]["params"]}
     assert float(params["temperature"]) == 2.0
@@ -91,7 +97,10 @@ def test_every_stage_logged_params_and_metrics(server):
     assert {"val_mae", "train_loss", "train_kd_loss", "train_hint_loss"} <= metrics
     ev = {m["key"]: m["value"] for m in by_stage["evaluate"]["data"]["metrics"]}
     assert 0 < ev["student_mae"] < 60 and 0 < ev["class_teacher_mae"] < 60
-    history = call(server, f"/api/2.0/mlflow/metrics/get-history?run_id={distill['info']['run_id']}&metric_key=val_mae")
+    history = call(
+        server,
+        f"/api/2.0/mlflow/metrics/get-history?run_id={distill['info']['run_id']}&metric_key=val_mae",
+    )
     assert len(history["metrics"]) == 2  # one value per epoch
 
 
@@ -101,7 +110,7 @@ def test_runs_of_one_pipeline_share_a_tag(server):
         t = tags(r)
         pipelines.setdefault(t["agedistill.pipeline"], set()).add(t["agedistill.stage"])
     workspace = [stages for name, stages in pipelines.items() if name.startswith("workspace-")]
-    assert any(TRAINING <= s for s in workspace)
+    assert any(s >= TRAINING for s in workspace)
 
 
 def test_temp_experiment_runs_land_in_the_main_store(server):

@@ -55,6 +55,8 @@ def test_temperature_change_reruns_only_distill_and_evaluate(pipeline):
 
 def test_dvc_status_is_clean_after_exp_run(pipeline):
     dst, _ = pipeline
-    out = subprocess.run(["git", "status", "--porcelain", "mlflow.db"], cwd=dst, capture_output=True, text=True)
+    out = subprocess.run(
+        ["git", "status", "--porcelain", "mlflow.db"], cwd=dst, capture_output=True, text=True
+    )
     assert out.stdout == ""  # the store is git-ignored
     assert (dst / "mlflow.db").is_file()

@@ -42,15 +42,26 @@ def test_normalize_range():
 def test_metrics_by_hand():
     pred, true = np.array([10.0, 25.0, 70.0]), np.array([12.0, 20.0, 70.0])
     assert mae(pred, true) == pytest.approx(7 / 3)
-    assert cumulative_score(pred, true, 5) == pytest.approx([1 / 3, 1 / 3, 2 / 3, 2 / 3, 2 / 3, 1.0])
+    assert cumulative_score(pred, true, 5) == pytest.approx(
+        [1 / 3, 1 / 3, 2 / 3, 2 / 3, 2 / 3, 1.0]
+    )
     rows = pd.DataFrame({"age": true, "gender": [0, 1, 1], "race": [2, 2, None]})
     g = grouped_mae(pred, rows)
     assert g["age_group"] == {"0-12": 2.0, "20-39": 5.0, "60+": 0.0}
     assert g["gender"] == {"male": 2.0, "female": 2.5}
     assert g["race"] == {"asian": 3.5}
-    assert [group_label(a) for a in (0, 12, 13, 19, 59, 60)] == ["0-12", "0-12", "13-19", "13-19", "40-59", "60+"]
+    assert [group_label(a) for a in (0, 12, 13, 19, 59, 60)] == [
+        "0-12",
+        "0-12",
+        "13-19",
+        "13-19",
+        "40-59",
+        "60+",
+    ]
 
 
 def test_kendall_tau_by_hand():
     assert kendall_tau(torch.tensor([[0, 1, 2]]), torch.tensor([[0, 1, 2]])).item() == 1.0
-    assert kendall_tau(torch.tensor([[1, 0, 2]]), torch.tensor([[0, 1, 2]])).item() == pytest.approx(1 / 3)
+    assert kendall_tau(
+        torch.tensor([[1, 0, 2]]), torch.tensor([[0, 1, 2]])
+    ).item() == pytest.approx(1 / 3)

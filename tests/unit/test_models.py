@@ -12,7 +12,12 @@ def test_student_shapes_and_size_budget():
     m = ConvNet([32, 64, 128, 192], 101, stem_stride=2)
     emb, maps = m.forward_features(torch.randn(2, 3, 64, 64))
     assert emb.shape == (2, 192)
-    assert [tuple(x.shape[1:]) for x in maps] == [(32, 32, 32), (64, 16, 16), (128, 8, 8), (192, 4, 4)]
+    assert [tuple(x.shape[1:]) for x in maps] == [
+        (32, 32, 32),
+        (64, 16, 16),
+        (128, 8, 8),
+        (192, 4, 4),
+    ]
     assert m(torch.randn(2, 3, 64, 64)).shape == (2, 101)
     assert count_parameters(m) < 1_000_000
 
@@ -48,7 +53,7 @@ def saved(tmp_path):
 
 def test_model_round_trip_is_exact_and_weights_only(saved):
     path, model = saved
-    loaded, config = load_model(path)
+    loaded, _ = load_model(path)
     x = torch.randn(3, 3, 32, 32)
     model.eval()
     assert torch.equal(model(x), loaded(x))

@@ -1,0 +1,87 @@
+"""Cost of candidate student architectures, side by side in one run.
+
+    python benchmarks/bench_arch.py [--out metrics/bench_arch.json]
+
+For each candidate: parameters, multiply-accumulates per face (torch's FLOP counter / 2), file
+size of its state dict, and CPU throughput at batch 64 (median of repeated timed forwards) — all
+measured in the same process, so the ratios against the reference CNN are comparable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import statistics
+import time
+from pathlib import Path
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from agedistill.models import ConvNet, count_parameters
+
+CANDIDATES = {
+    # the brief's reference: four conv-conv-pool blocks 32/64/128/192 at 64 px, stride 1
+    "reference (s1, 64px)": dict(widths=[32, 64, 128, 192], stem_stride=1, size=64),
+    "student (s2, 64px)": dict(widths=[32, 64, 128, 192], stem_stride=2, size=64),
+    "wide s2 (48/96/160/256)": dict(widths=[48, 96, 160, 256], stem_stride=2, size=64),
+    "s1, 48px": dict(widths=[32, 64, 128, 192], stem_stride=1, size=48),
+    "depthwise s1 (64px)": dict(widths=[32, 64, 128, 192], stem_stride=1, size=64, depthwise=True),
+    "depthwise wide s1": dict(widths=[48, 96, 192, 320], stem_stride=1, size=64, depthwise=True),
+}
+
+
+def macs(model: torch.nn.Module, size: int) -> int:
+    """Multiply-accumulates of one forward on one face."""
+    counter = FlopCounterMode(display=False)
+    with counter, torch.inference_mode():
+        model(torch.randn(1, 3, size, size))
+    return counter.get_total_flops() // 2
+
+
+@torch.inference_mode()
+def faces_per_s(model: torch.nn.Module, size: int, batch: int = 64, repeats: int = 30) -> float:
+    """Median throughput of timed forwards at ``batch``."""
+    x = torch.randn(batch, 3, size, size)
+    for _ in range(5):
+        model(x)
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        model(x)
+        times.append(time.perf_counter() - t0)
+    return batch / statistics.median(times)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--out", default="metrics/bench_arch.json")
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    rows = {}
+    for name, c in CANDIDATES.items():
+        m = ConvNet(c["widths"], 101, c["stem_stride"], c.get("depthwise", False)).eval()
+        buf = io.BytesIO()
+        torch.save(m.state_dict(), buf)
+        rows[name] = {
+            **c,
+            "params": count_parameters(m),
+            "mmacs": macs(m, c["size"]) / 1e6,
+            "file_mb": len(buf.getvalue()) / 1e6,
+            "faces_per_s": faces_per_s(m, c["size"]),
+        }
+    ref = rows["reference (s1, 64px)"]
+    print(f"{'candidate':<26}{'params':>10}{'MMACs':>8}{'MB':>6}{'faces/s':>9}{'x ref':>7}")
+    for name, r in rows.items():
+        r["speedup_vs_reference"] = r["faces_per_s"] / ref["faces_per_s"]
+        print(
+            f"{name:<26}{r['params']:>10,}{r['mmacs']:>8.1f}{r['file_mb']:>6.2f}"
+            f"{r['faces_per_s']:>9.0f}{r['speedup_vs_reference']:>7.2f}"
+        )
+    Path(args.out).write_text(json.dumps(rows, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
