@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -71,13 +72,27 @@ def load_model(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
         raise ModelFileError(f"{path}: no such model file")
     try:
         blob = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        # weights_only refused an object: the file holds pickled code, which is never run
+        raise ModelFileError(
+            f"{path}: holds pickled Python objects, not plain weights; refused unloaded"
+        ) from None
     except Exception as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ModelFileError(f"{path}: not a readable model file ({first[:200]})") from None
-    if not isinstance(blob, dict) or blob.get("format") != FORMAT:
-        raise ModelFileError(f"{path}: not an agedistill model (expected format {FORMAT})")
-    config = blob["config"]
-    model = build_model(config)
+    if not isinstance(blob, dict) or "format" not in blob:
+        raise ModelFileError(f"{path}: not an agedistill model (no format tag)")
+    if blob["format"] != FORMAT:
+        raise ModelFileError(
+            f"{path}: model format {blob['format']!r}, this release reads {FORMAT!r}"
+        )
+    config = blob.get("config")
+    if not isinstance(config, dict) or not isinstance(blob.get("state_dict"), dict):
+        raise ModelFileError(f"{path}: model file lacks its config or weights")
+    try:
+        model = build_model(config)
+    except (KeyError, TypeError, ValueError) as e:
+        raise ModelFileError(f"{path}: malformed model config ({type(e).__name__}: {e})") from None
     try:
         model.load_state_dict(blob["state_dict"])
     except RuntimeError as e:

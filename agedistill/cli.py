@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 
 
@@ -26,11 +27,10 @@ def _parser() -> argparse.ArgumentParser:
     pred.add_argument("--model", help="model file (default: the shipped student)")
     pred.add_argument("--out", help="preds.csv or preds.json (default: CSV on stdout)")
     pred.add_argument("--annotate", metavar="DIR", help="write images with boxes and ages here")
-    pred.add_argument("--min-prob", type=float, default=0.95, help="detection probability floor")
-    pred.add_argument("--min-face-size", type=int, default=20, help="MTCNN's smallest face, px")
-    pred.add_argument(
-        "--detect-max-side", type=int, default=640, help="detection runs on a copy this large"
-    )
+    # detection defaults live in agedistill.predict.DETECT_DEFAULTS (None = use them)
+    pred.add_argument("--min-prob", type=float, help="detection probability floor (0.95)")
+    pred.add_argument("--min-face-size", type=int, help="MTCNN's smallest face in px (20)")
+    pred.add_argument("--detect-max-side", type=int, help="detect on a copy this large (640)")
     pred.add_argument("--no-progress", action="store_true", help="no progress bar on folders")
 
     exp_ = sub.add_parser("export", help="export a model to ONNX or TorchScript")
@@ -43,11 +43,12 @@ def _parser() -> argparse.ArgumentParser:
 def _predict(args: argparse.Namespace) -> int:
     from agedistill.predict import run_predict
 
-    detect = {
+    given = {
         "min_prob": args.min_prob,
         "min_face_size": args.min_face_size,
         "detect_max_side": args.detect_max_side,
     }
+    detect = {k: v for k, v in given.items() if v is not None}
     progress = False if args.no_progress else None
     return run_predict(args.paths, args.model, args.out, args.annotate, progress, detect)
 
@@ -76,7 +77,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return _predict(args) if args.command == "predict" else _export(args)
     except ModelFileError as e:
-        print(f"agedistill {args.command}: error: {e}", file=sys.stderr)
+        # one line, without the terminal colour codes some torch messages carry
+        message = re.sub(r"\x1b\[[0-9;]*m", "", " ".join(str(e).split()))
+        print(f"agedistill {args.command}: error: {message}", file=sys.stderr)
         return 2
 
 

@@ -67,6 +67,7 @@ class AlignParams(_Strict):
     detect_max_side: PosInt = 640
     batch_size: PosInt = 32
     workers: Annotated[int, Field(ge=0)] = 2
+    threads: Annotated[int, Field(ge=0)] = 1  # torch threads for detection; 0 = torch default
     limit: Annotated[int, Field(ge=0)] = 0  # 0 = every file
 
 

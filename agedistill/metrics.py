@@ -29,7 +29,7 @@ def cumulative_score(pred: np.ndarray, true: np.ndarray, max_theta: int = 10) ->
     """CS(theta): fraction of faces with absolute error <= theta years, theta = 0..max_theta.
 
     >>> cumulative_score(np.array([1.0, 3.5]), np.array([1.0, 1.0]), 3)
-    [0.5, 0.5, 0.5, 0.5]
+    [0.5, 0.5, 0.5, 1.0]
     """
     err = np.abs(np.asarray(pred, float) - np.asarray(true, float))
     return [float(np.mean(err <= t)) for t in range(max_theta + 1)]

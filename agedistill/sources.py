@@ -41,10 +41,18 @@ class LabelReader:
         self.csv = Path(csv) if csv else None
 
     def files(self) -> list[Path]:
-        """Every regular file under the root, sorted (hidden files skipped)."""
-        return sorted(p for p in self.root.rglob("*") if p.is_file() and not p.name.startswith("."))
+        """Every regular file under the root, sorted.
+
+        Hidden files and folders (``.DS_Store``, ``.ipynb_checkpoints/``, ``.git/``) are not
+        inputs and are not listed; every other file is, whatever its suffix.
+        """
+        return sorted(p for p in self.root.rglob("*") if p.is_file() and not self._hidden(p))
+
+    def _hidden(self, path: Path) -> bool:
+        return any(part.startswith(".") for part in path.relative_to(self.root).parts)
 
     def parse(self, path: Path) -> Record:  # pragma: no cover - abstract
+        """Labels of one file, or a :class:`Record` whose ``error`` says why there are none."""
         raise NotImplementedError
 
     def records(self) -> Iterator[Record]:

@@ -8,9 +8,15 @@ then assigned to parts, stratified over age bins. Methods:
 * ``kfold``: ``folds`` age-stratified folds of groups; fold ``fold`` is the test part;
 * ``loso``: leave-one-subject-out (the FG-NET protocol); subject number ``fold`` is the test part.
 
-Ages outside ``[min_age, max_age]`` are clipped to the range (``out_of_range: clip``) or excluded
-and listed with the reason (``out_of_range: drop``); the model's classes are the integer ages of
-the range, so a clipped 110-year-old is trained and scored as ``max_age``.
+Ages outside ``[min_age, max_age]`` (the ``ages`` params) are clipped to the range
+(``out_of_range: clip``: a 116-year-old is trained and scored as ``max_age``, a negative age as
+``min_age``) or excluded (``out_of_range: drop``) and written to ``excluded.csv`` with the reason;
+the models' classes are the integer ages of the range. The stage writes ``train.csv``,
+``val.csv``, ``test.csv`` (and ``excluded.csv``) so a split is a file, not a seed to re-derive.
+
+Leakage guard: :func:`check_no_leakage` runs on every split; when the data cannot be split without
+leakage or without an empty part (one subject, loso without subjects, too few groups for the
+folds), :class:`SplitError` says why and the stage exits with that message.
 """
 
 from __future__ import annotations
@@ -25,6 +31,21 @@ class SplitError(ValueError):
     """The requested split is impossible for this data (or would leak)."""
 
 
+def _subject_keys(df: pd.DataFrame) -> pd.Series | None:
+    """Subject ids qualified by their source (subject 78 of two datasets is two people)."""
+    if "subject" not in df:
+        return None
+    subject = df["subject"].astype("string").replace("", pd.NA)
+    if "source" in df:
+        return (df["source"].astype("string") + "/" + subject).astype(object)
+    return subject.astype(object)
+
+
+def _known(values: list) -> list:
+    """``None`` for every missing value (None, NaN, pd.NA), the value otherwise."""
+    return [None if pd.isna(v) else v for v in values]
+
+
 def _groups(df: pd.DataFrame) -> np.ndarray:
     """Union-find over shared subject and shared content hash; returns a group id per row."""
     parent = list(range(len(df)))
@@ -35,12 +56,13 @@ def _groups(df: pd.DataFrame) -> np.ndarray:
             i = parent[i]
         return i
 
-    for col in ("subject", "sha1"):
-        if col not in df:
+    keys = [_subject_keys(df), df.get("sha1")]
+    for col in keys:
+        if col is None:
             continue
         first: dict[str, int] = {}
-        for i, v in enumerate(df[col].tolist()):
-            if v is None or (isinstance(v, float) and np.isnan(v)) or v == "":
+        for i, v in enumerate(_known(col.tolist())):
+            if v is None or v == "":
                 continue
             if v in first:
                 parent[find(i)] = find(first[v])
@@ -66,49 +88,87 @@ def _age_bins(ages: pd.Series, width: int) -> np.ndarray:
     return (ages.to_numpy() // width).astype(int)
 
 
-def _assign_stratified(gid, bins, rng, val_fraction, test_fraction, test_size, n_rows):
-    groups = pd.DataFrame({"gid": gid, "bin": bins}).groupby("gid")["bin"].median().astype(int)
-    test_frac = test_size / n_rows if test_size else test_fraction
-    if test_frac + val_fraction >= 1:
+def _group_bins(gid: np.ndarray, bins: np.ndarray) -> pd.Series:
+    """The age bin of each group (median over its rows), indexed by group id."""
+    return pd.DataFrame({"gid": gid, "bin": bins}).groupby("gid")["bin"].median().astype(int)
+
+
+def _dithered(x: float, rng: np.random.Generator) -> int:
+    # random rounding: many small bins still give the requested fraction in expectation
+    return int(np.floor(x + rng.random()))
+
+
+def _assign_stratified(
+    gid: np.ndarray,
+    bins: np.ndarray,
+    rng: np.random.Generator,
+    val_fraction: float,
+    test_fraction: float,
+) -> np.ndarray:
+    if test_fraction + val_fraction >= 1:
         raise SplitError("val and test parts leave nothing to train on")
-    part = {}
+    groups = _group_bins(gid, bins)
+    part: dict[int, str] = {}
     for _, members in groups.groupby(groups):
         ids = members.index.to_numpy().copy()
         rng.shuffle(ids)
-        # cumulative rounding keeps the overall fractions exact even with many tiny bins
         n = len(ids)
-        n_test = int(round(n * test_frac + rng.random() - 0.5))
-        n_val = int(round(n * val_fraction + rng.random() - 0.5))
-        n_test, n_val = max(0, min(n_test, n)), max(0, min(n_val, n - max(0, n_test)))
-        for g in ids[:n_test]:
-            part[g] = "test"
-        for g in ids[n_test : n_test + n_val]:
-            part[g] = "val"
-        for g in ids[n_test + n_val :]:
-            part[g] = "train"
+        n_test = min(_dithered(n * test_fraction, rng), n)
+        n_val = min(_dithered(n * val_fraction, rng), n - n_test)
+        part.update(dict.fromkeys(ids[:n_test], "test"))
+        part.update(dict.fromkeys(ids[n_test : n_test + n_val], "val"))
+        part.update(dict.fromkeys(ids[n_test + n_val :], "train"))
     return np.array([part[g] for g in gid])
 
 
-def _assign_kfold(gid, bins, rng, folds, fold, val_fraction):
+def _assign_kfold(
+    gid: np.ndarray,
+    bins: np.ndarray,
+    rng: np.random.Generator,
+    folds: int,
+    fold: int,
+    val_fraction: float,
+) -> tuple[np.ndarray, np.ndarray]:
     if fold >= folds:
         raise SplitError(f"split.fold={fold} but only {folds} folds")
-    groups = pd.DataFrame({"gid": gid, "bin": bins}).groupby("gid")["bin"].median().astype(int)
-    fold_of = {}
+    groups = _group_bins(gid, bins)
+    if len(groups) < folds:
+        raise SplitError(f"{len(groups)} leakage-free groups cannot fill {folds} folds")
+    fold_of: dict[int, int] = {}
     offset = 0
-    for _, members in groups.groupby(groups):
+    for _, members in groups.groupby(groups):  # deal each age bin round-robin over the folds
         ids = members.index.to_numpy().copy()
         rng.shuffle(ids)
         for j, g in enumerate(ids):
             fold_of[g] = (j + offset) % folds
         offset += len(ids)
-    part = {}
-    rest = [g for g in fold_of if fold_of[g] != fold]
+    rest = np.array([g for g in fold_of if fold_of[g] != fold])
     rng.shuffle(rest)
-    n_val = int(round(len(rest) * val_fraction))
-    val = set(rest[:n_val])
-    for g, f in fold_of.items():
-        part[g] = "test" if f == fold else ("val" if g in val else "train")
+    val = set(rest[: round(len(rest) * val_fraction)].tolist())
+    part = {
+        g: "test" if f == fold else ("val" if g in val else "train") for g, f in fold_of.items()
+    }
     return np.array([part[g] for g in gid]), np.array([fold_of[g] for g in gid])
+
+
+def _assign_loso(
+    df: pd.DataFrame, gid: np.ndarray, rng: np.random.Generator, fold: int, val_fraction: float
+) -> np.ndarray:
+    subjects = _subject_keys(df)
+    if subjects is None or subjects.isna().any():
+        raise SplitError("split.method=loso needs a subject for every row (e.g. FG-NET)")
+    names = sorted(subjects.unique())
+    if fold >= len(names):
+        raise SplitError(f"split.fold={fold} but only {len(names)} subjects")
+    held_out = names[fold]
+    is_test = subjects.to_numpy() == held_out
+    test_groups = set(gid[is_test].tolist())
+    if any(g in test_groups for g in gid[~is_test]):
+        raise SplitError(f"subject {held_out} shares an identical image with another subject")
+    rest = np.unique(gid[~is_test])
+    rng.shuffle(rest)
+    val = set(rest[: round(len(rest) * val_fraction)].tolist())
+    return np.array(["test" if g in test_groups else ("val" if g in val else "train") for g in gid])
 
 
 def make_split(
@@ -123,7 +183,38 @@ def make_split(
     fold: int = 0,
     age_bin: int = 5,
 ) -> pd.DataFrame:
-    """Return ``manifest`` with a ``split`` column (train/val/test) and a ``group`` column."""
+    """Assign every row of ``manifest`` to train, val or test without leakage.
+
+    Parameters
+    ----------
+    manifest : pandas.DataFrame
+        Aligned faces with an ``age`` column and optional ``subject``, ``source``, ``sha1``.
+    method : {"stratified", "kfold", "loso"}
+        See the module docstring.
+    seed : int
+        The same seed and manifest give the same split.
+    val_fraction, test_fraction : float
+        Fractions of groups per age bin (``stratified``); ``val_fraction`` of the non-test groups
+        otherwise.
+    test_size : int
+        If > 0 (``stratified``), about this many test rows instead of ``test_fraction``.
+    folds, fold : int
+        ``kfold``: number of folds and the one held out. ``loso``: ``fold`` is the index of the
+        held-out subject in sorted order (iterate ``fold`` over every subject for the protocol).
+    age_bin : int
+        Width in years of the stratification bins.
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``manifest`` (index reset) with ``split`` and ``group`` columns (and ``fold`` for kfold).
+
+    Raises
+    ------
+    SplitError
+        When the data cannot be split as asked (no subjects for loso, too few groups, an empty
+        part) or the result would leak.
+    """
     if manifest.empty:
         raise SplitError("the manifest has no rows to split")
     df = manifest.reset_index(drop=True).copy()
@@ -131,43 +222,44 @@ def make_split(
     gid = _groups(df)
     bins = _age_bins(df["age"], age_bin)
     if method == "stratified":
-        df["split"] = _assign_stratified(
-            gid, bins, rng, val_fraction, test_fraction, test_size, len(df)
-        )
+        test_frac = test_size / len(df) if test_size else test_fraction
+        df["split"] = _assign_stratified(gid, bins, rng, val_fraction, test_frac)
     elif method == "kfold":
         df["split"], df["fold"] = _assign_kfold(gid, bins, rng, folds, fold, val_fraction)
     elif method == "loso":
-        if "subject" not in df or df["subject"].isna().any():
-            raise SplitError("split.method=loso needs a subject for every row (e.g. FG-NET)")
-        subjects = sorted(df["subject"].astype(str).unique())
-        if fold >= len(subjects):
-            raise SplitError(f"split.fold={fold} but only {len(subjects)} subjects")
-        held_out = subjects[fold]
-        is_test = df["subject"].astype(str).to_numpy() == held_out
-        test_groups = set(gid[is_test])
-        if any(g in test_groups for g in gid[~is_test]):
-            raise SplitError(f"subject {held_out} shares images with other subjects")
-        rest = np.unique(gid[~np.isin(gid, list(test_groups))])
-        rng.shuffle(rest)
-        val = set(rest[: int(round(len(rest) * val_fraction))])
-        df["split"] = ["test" if g in test_groups else ("val" if g in val else "train") for g in gid]
+        df["split"] = _assign_loso(df, gid, rng, fold, val_fraction)
     else:
         raise SplitError(f"unknown split method {method!r}")
     df["group"] = gid
     check_no_leakage(df)
     for p in PARTS:
-        if not (df["split"] == p).any() and not (p == "val" and val_fraction == 0):
-            raise SplitError(f"the {p} part is empty: too few images or groups for these fractions")
+        if not (df["split"] == p).any():
+            raise SplitError(
+                f"the {p} part is empty: {len(df)} rows in {len(set(gid))} leakage-free groups "
+                "are too few for these fractions"
+            )
     return df
 
 
 def check_no_leakage(df: pd.DataFrame) -> None:
-    """Raise :class:`SplitError` if a subject or an identical image appears in two parts."""
-    for col in ("subject", "sha1"):
-        if col not in df:
+    """Raise :class:`SplitError` if a subject or an identical image appears in two parts.
+
+    Parameters
+    ----------
+    df : pandas.DataFrame
+        Rows with a ``split`` column and optional ``subject`` (with ``source``) and ``sha1``.
+
+    Raises
+    ------
+    SplitError
+        Naming how many subjects or images straddle parts, and one example.
+    """
+    for name, col in (("subject", _subject_keys(df)), ("sha1", df.get("sha1"))):
+        if col is None:
             continue
-        known = df[df[col].notna() & (df[col].astype(str) != "")]
-        sides = known.groupby(col)["split"].nunique()
+        values = pd.Series(_known(col.tolist()), index=df.index, dtype=object)
+        known = values.notna() & (values.astype(str) != "")
+        sides = df.loc[known, "split"].groupby(values[known]).nunique()
         leaked = sides[sides > 1]
         if len(leaked):
-            raise SplitError(f"{len(leaked)} {col} value(s) on two sides, e.g. {leaked.index[0]}")
+            raise SplitError(f"{len(leaked)} {name} value(s) on two sides, e.g. {leaked.index[0]}")

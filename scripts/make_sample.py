@@ -1,6 +1,6 @@
 """Rebuild the bundled sample.
 
-    python scripts/make_sample.py ../shared/data/utkface/images data/sample
+python scripts/make_sample.py ../shared/data/utkface/images data/sample
 """
 
 import argparse

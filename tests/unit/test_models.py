@@ -75,9 +75,13 @@ def test_model_file_errors_are_one_line_and_name_the_file(saved, tmp_path):
 
     evil = tmp_path / "evil.pt"
     evil.write_bytes(pickle.dumps(Evil()))
-    with pytest.raises(ModelFileError):
+    with pytest.raises(ModelFileError, match="pickled"):
         load_model(evil)
     other = tmp_path / "other.pt"
     torch.save({"weights": torch.zeros(1)}, other)
     with pytest.raises(ModelFileError, match="not an agedistill model"):
         load_model(other)
+    future = tmp_path / "future.pt"
+    torch.save({"format": "agedistill-model/9", "config": {}, "state_dict": {}}, future)
+    with pytest.raises(ModelFileError, match="agedistill-model/9"):
+        load_model(future)

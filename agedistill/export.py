@@ -1,0 +1,132 @@
+"""Export an age model to ONNX or TorchScript for phones and other runtimes.
+
+The exported graph takes the aligned face tensor the PyTorch model itself takes, ``faces``
+(B, 3, S, S) float32, i.e. :func:`agedistill.data.normalize` of an RGB crop from
+:func:`agedistill.align.align_face`, with a dynamic batch size B. It returns three outputs:
+``logits`` (B, num_classes), ``age`` (B,) (expectation of the age distribution) and ``age_std``
+(B,), so an app needs no softmax code of its own. The preprocessing constants travel as ONNX
+metadata / a TorchScript extra file (``agedistill.json``).
+
+The ONNX file is written by the TorchScript-based exporter (``dynamo=False``): the
+``torch.export``-based default needs ``onnxscript``, which the project does not depend on.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from agedistill.data import MEAN, STD
+from agedistill.ordinal import age_std, expected_age
+from agedistill.predict import AgeModel, load_age_model
+
+FORMATS = ("onnx", "torchscript")
+INPUT_NAME = "faces"
+OUTPUT_NAMES = ["logits", "age", "age_std"]
+OPSET = 17
+
+
+class AgeOutputs(nn.Module):
+    """The classifier followed by its age expectation and spread: faces -> (logits, age, std)."""
+
+    def __init__(self, net: nn.Module, min_age: int) -> None:
+        super().__init__()
+        self.net = net
+        self.min_age = min_age
+
+    def forward(self, faces: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        logits = self.net(faces)  # (B, C)
+        return logits, expected_age(logits, self.min_age), age_std(logits)
+
+
+def export_metadata(model: AgeModel) -> dict[str, str]:
+    """What a runtime needs to feed the exported graph, as string key-value pairs."""
+    return {
+        "agedistill_config": json.dumps(model.config, sort_keys=True),
+        "input": f"{INPUT_NAME}: (B, 3, {model.input_size}, {model.input_size}) float32 RGB",
+        "normalize": f"(pixel / 255 - {MEAN}) / {STD}",
+        "align": f"ArcFace 5-point similarity alignment, size {model.input_size}, "
+        f"margin {model.align_margin}",
+        "min_age": str(model.min_age),
+        "outputs": ", ".join(OUTPUT_NAMES),
+    }
+
+
+def _example(model: AgeModel, batch: int = 2) -> torch.Tensor:
+    # batch 2, not 1: a size-1 example dimension invites the tracer to specialise on it
+    return torch.zeros(batch, 3, model.input_size, model.input_size)
+
+
+def export_onnx(model: AgeModel, out: Path) -> None:
+    """Write ``model`` as ONNX with a dynamic batch axis and preprocessing metadata."""
+    import onnx
+
+    wrapper = AgeOutputs(model.net, model.min_age).eval()
+    axes: dict[str, dict[int, str]] = {name: {0: "batch"} for name in [INPUT_NAME, *OUTPUT_NAMES]}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # the legacy exporter, on purpose
+        torch.onnx.export(
+            wrapper, (_example(model),), str(out), dynamo=False, input_names=[INPUT_NAME],
+            output_names=OUTPUT_NAMES, dynamic_axes=axes, opset_version=OPSET,
+        )  # fmt: skip
+    proto = onnx.load(str(out))
+    for key, value in export_metadata(model).items():
+        proto.metadata_props.add(key=key, value=value)
+    onnx.checker.check_model(proto)
+    onnx.save(proto, str(out))
+
+
+def export_torchscript(model: AgeModel, out: Path) -> None:
+    """Write ``model`` as a traced TorchScript module (``torch.jit.load``, no Python classes)."""
+    wrapper = AgeOutputs(model.net, model.min_age).eval()
+    extra = {"agedistill.json": json.dumps(export_metadata(model))}
+    with torch.no_grad(), warnings.catch_warnings():
+        # TorchScript is deprecated upstream but still what PyTorch Mobile / LibTorch load
+        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.simplefilter("ignore", FutureWarning)
+        traced = torch.jit.trace(wrapper, (_example(model),))
+        torch.jit.save(traced, str(out), _extra_files=extra)
+
+
+def export_model(fmt: str, out: str | Path, model_path: str | Path | None = None) -> Path:
+    """Export a model file (default: the shipped student) to ``fmt`` at ``out``.
+
+    Parameters
+    ----------
+    fmt : {"onnx", "torchscript"}
+    out : str or Path
+        The file to write; its folder is created.
+    model_path : str or Path, optional
+        An age model file; default: the shipped student.
+
+    Returns
+    -------
+    Path
+        ``out``.
+
+    Raises
+    ------
+    agedistill.checkpoint.ModelFileError
+        For a missing, corrupt or unsuitable model file.
+    ValueError
+        For an unknown format.
+    """
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown export format {fmt!r}; use one of {', '.join(FORMATS)}")
+    model = load_age_model(model_path)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    (export_onnx if fmt == "onnx" else export_torchscript)(model, out)
+    return out
+
+
+def torch_outputs(model: AgeModel, faces: torch.Tensor) -> dict[str, Any]:
+    """The reference outputs of the PyTorch model for normalised faces, as numpy arrays."""
+    with torch.inference_mode():
+        outs = AgeOutputs(model.net, model.min_age).eval()(faces)
+    return {name: t.numpy() for name, t in zip(OUTPUT_NAMES, outs, strict=True)}

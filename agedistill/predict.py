@@ -1,0 +1,518 @@
+"""Ages for every face in any photo: detection, alignment and the student, as in training.
+
+Faces go through :class:`~agedistill.align.FaceDetector` and :func:`~agedistill.align.align_face`,
+the functions the ``align`` stage uses, so a photo at prediction time meets exactly the geometry
+the model was trained on. The age is the expectation of the model's age distribution and
+``age_std`` its standard deviation (a spread, not a calibrated error bar).
+
+The CSV written by :func:`write_csv` is a stable interface: header :data:`COLUMNS`, one row per
+face (``face`` = 0, 1, ... by detection probability) and one row with empty face fields and a
+non-empty ``error`` for every input that has no face or could not be read.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+import zipfile
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+from typing import Any, Protocol, TextIO
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw, ImageFont
+from torch import nn
+
+from agedistill import __version__
+from agedistill.align import (
+    Detection,
+    FaceDetector,
+    ImageReadError,
+    align_face,
+    load_image,
+    to_rgb,
+)
+from agedistill.checkpoint import ModelFileError, load_model
+from agedistill.data import normalize
+from agedistill.ordinal import age_std, expected_age
+
+COLUMNS = ["path", "face", "x", "y", "w", "h", "det_prob", "age", "age_std", "error"]
+FACE_FIELDS = COLUMNS[1:9]
+
+# Detection settings of ``predict`` (the ``align`` stage's defaults; see FaceDetector).
+# ``detect_max_side`` bounds detection cost on large photos.
+DETECT_DEFAULTS: dict[str, Any] = {"min_prob": 0.95, "min_face_size": 20, "detect_max_side": 640}
+
+# Config keys ``predict`` needs; ``align_margin`` defaults to the pipeline's ``align.margin``.
+_REQUIRED_KEYS = ("input_size", "min_age", "num_classes")
+DEFAULT_ALIGN_MARGIN = 0.0
+
+
+# Images are worked on at up to this many times the detection side, as in the ``align`` stage:
+# crops come from sharper pixels than detection needs, and a huge photo stays cheap.
+WORK_SIDE_FACTOR = 2
+
+
+class Detector(Protocol):
+    """What :class:`FaceDetector` offers ``predict`` (tests pass stubs)."""
+
+    detect_max_side: int
+
+    def detect(self, images: list[Image.Image]) -> list[Detection]: ...
+
+
+@dataclass(frozen=True)
+class FacePrediction:
+    """One face: box ``(x, y, w, h)`` in original-image pixels, detection probability, age."""
+
+    face: int
+    x: float
+    y: float
+    w: float
+    h: float
+    det_prob: float
+    age: float
+    age_std: float
+    landmarks: np.ndarray = field(repr=False, compare=False)  # (5, 2), original-image pixels
+
+
+@dataclass
+class ImageResult:
+    """All faces of one input file, or the reason it has none (``error``)."""
+
+    path: str
+    faces: list[FacePrediction]
+    error: str | None = None
+    read: bool = True  # False when the file could not be decoded (faceless images were read)
+
+
+@dataclass(frozen=True)
+class AgeModel:
+    """An age classifier (student or class teacher) with the config that says how to feed it."""
+
+    net: nn.Module
+    config: dict[str, Any]
+    path: Path
+
+    @property
+    def input_size(self) -> int:
+        return int(self.config["input_size"])
+
+    @property
+    def min_age(self) -> int:
+        return int(self.config["min_age"])
+
+    @property
+    def align_margin(self) -> float:
+        return float(self.config.get("align_margin", DEFAULT_ALIGN_MARGIN))
+
+    @torch.inference_mode()
+    def ages(self, crops: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Expected age and its standard deviation, each (N,), for uint8 crops (N, 3, S, S)."""
+        logits = self.net(normalize(crops))
+        return expected_age(logits, self.min_age), age_std(logits)
+
+
+def default_model_path() -> Path:
+    """The student shipped inside the package (``agedistill/assets/student.pt``)."""
+    return Path(str(resources.files("agedistill") / "assets" / "student.pt"))
+
+
+def _major(version: str) -> str:
+    return str(version).split(".")[0]
+
+
+def check_age_config(config: dict[str, Any], path: Path) -> None:
+    """Raise :class:`ModelFileError` unless ``config`` is an age classifier ``predict`` can run.
+
+    Parameters
+    ----------
+    config : dict
+        The model file's config.
+    path : Path
+        The model file, named in the message.
+    """
+    version = config.get("agedistill_version")
+    if version is None or _major(version) != _major(__version__):
+        raise ModelFileError(
+            f"{path}: written by agedistill {version or 'of unknown version'}, "
+            f"this is {__version__} (major versions differ): retrain or use a matching release"
+        )
+    if config.get("arch") != "convnet":
+        raise ModelFileError(
+            f"{path}: a {config.get('arch')!r} model has no age head; predict needs a student "
+            "or class-teacher model (arch 'convnet')"
+        )
+    missing = [k for k in _REQUIRED_KEYS if k not in config]
+    if missing:
+        raise ModelFileError(f"{path}: model config lacks {', '.join(missing)}")
+
+
+def load_age_model(path: str | Path | None = None) -> AgeModel:
+    """Load an age model without executing pickled code; ``None`` loads the shipped student.
+
+    Parameters
+    ----------
+    path : str or Path, optional
+        A model file written by :func:`agedistill.checkpoint.save_model`.
+
+    Returns
+    -------
+    AgeModel
+
+    Raises
+    ------
+    ModelFileError
+        One line naming the file and the problem: missing, corrupt, not an agedistill model,
+        another architecture, or another major version.
+    """
+    path = Path(path) if path is not None else default_model_path()
+    if path.is_file() and not zipfile.is_zipfile(path):
+        # torch.save has written zip archives since PyTorch 1.6: anything else is not ours
+        raise ModelFileError(
+            f"{path}: not a PyTorch model file (corrupt, truncated or another kind)"
+        )
+    try:
+        net, config = load_model(path)
+    except ModelFileError:
+        raise
+    except (KeyError, TypeError, AttributeError, ValueError) as e:
+        # a readable file whose config does not describe a known network
+        raise ModelFileError(f"{path}: malformed model config ({type(e).__name__}: {e})") from None
+    check_age_config(config, path)
+    return AgeModel(net, config, path)
+
+
+@lru_cache(maxsize=1)
+def _default_model() -> AgeModel:
+    return load_age_model()
+
+
+@lru_cache(maxsize=1)
+def _default_detector() -> FaceDetector:
+    return FaceDetector(**DETECT_DEFAULTS)
+
+
+def as_rgb_image(image: Image.Image | np.ndarray) -> Image.Image:
+    """A PIL image or a uint8 array (H, W), (H, W, 3) RGB or (H, W, 4) RGBA as 8-bit RGB."""
+    if isinstance(image, Image.Image):
+        return to_rgb(image)
+    arr = np.asarray(image)
+    if arr.dtype != np.uint8:
+        raise ValueError(f"image array must be uint8, got {arr.dtype}")
+    if arr.ndim == 2 or (arr.ndim == 3 and arr.shape[2] in (3, 4)):
+        return to_rgb(Image.fromarray(arr))
+    raise ValueError(f"image array must be (H, W), (H, W, 3) or (H, W, 4), got {arr.shape}")
+
+
+def work_copy(image: Image.Image, max_side: int) -> tuple[Image.Image, float]:
+    """``image`` downscaled so its longer side is at most ``max_side``, and the scale applied.
+
+    The same reduction :func:`agedistill.align.load_image` applies to files, for in-memory images.
+    """
+    if max(image.size) <= max_side:
+        return image, 1.0
+    small = image.copy()
+    small.thumbnail((max_side, max_side), Image.Resampling.BILINEAR)
+    return small, max(small.size) / max(image.size)
+
+
+def ages_for_detection(
+    image: Image.Image, detection: Detection, model: AgeModel, scale: float = 1.0
+) -> list[FacePrediction]:
+    """Align every detected face of ``image`` as the ``align`` stage does and predict its age.
+
+    Parameters
+    ----------
+    image : PIL.Image.Image
+        The RGB image the faces were detected in.
+    detection : Detection
+        Its faces, in ``image`` pixels.
+    model : AgeModel
+    scale : float
+        ``image`` pixels per original-image pixel; boxes and landmarks are returned in original
+        pixels.
+
+    Returns
+    -------
+    list of FacePrediction
+        In ``detection``'s order (highest probability first).
+    """
+    if not detection.faces:
+        return []
+    crops = [
+        np.asarray(align_face(image, f.landmarks, model.input_size, model.align_margin))
+        for f in detection.faces
+    ]
+    batch = torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2).contiguous()  # (N, 3, S, S)
+    ages, stds = model.ages(batch)
+    originals = [f.scaled(1.0 / scale) for f in detection.faces]
+    return [
+        FacePrediction(i, *f.xywh(), f.prob, float(a), float(s), f.landmarks)
+        for i, (f, a, s) in enumerate(zip(originals, ages, stds, strict=True))
+    ]
+
+
+def predict_image(
+    image: Image.Image | np.ndarray,
+    model: AgeModel | str | Path | None = None,
+    detector: Detector | None = None,
+) -> list[FacePrediction]:
+    """Every face in one image with its box, detection probability, age and age spread.
+
+    Parameters
+    ----------
+    image : PIL.Image.Image or numpy.ndarray
+        Any PIL mode, or a uint8 array (H, W), (H, W, 3) RGB or (H, W, 4) RGBA.
+    model : AgeModel, str or Path, optional
+        A loaded model or a model file; default: the shipped student (loaded once).
+    detector : FaceDetector, optional
+        Default: MTCNN with :data:`DETECT_DEFAULTS` (created once).
+
+    Returns
+    -------
+    list of FacePrediction
+        Sorted by detection probability, highest first; empty when there is no face.
+
+    Examples
+    --------
+    >>> faces = predict_image(Image.open("photo.jpg"))  # doctest: +SKIP
+    >>> [(f.age, f.age_std) for f in faces]  # doctest: +SKIP
+    [(34.2, 7.9)]
+    """
+    model = _resolve_model(model)
+    detector = detector if detector is not None else _default_detector()
+    work, scale = work_copy(as_rgb_image(image), WORK_SIDE_FACTOR * detector.detect_max_side)
+    return ages_for_detection(work, detector.detect([work])[0], model, scale)
+
+
+def _resolve_model(model: AgeModel | str | Path | None) -> AgeModel:
+    if isinstance(model, AgeModel):
+        return model
+    return _default_model() if model is None else load_age_model(model)
+
+
+def iter_input_files(paths: Iterable[str | Path]) -> Iterator[tuple[Path, Path | None]]:
+    """Each input file with the folder it was found under (``None`` for a file given directly).
+
+    Folders are walked recursively in sorted order; every file is tried whatever its suffix (the
+    decoder decides, as in ``align``). Hidden files and folders are skipped. A path that does not
+    exist is yielded as is, so it gets an error row.
+    """
+    for p in map(Path, paths):
+        if p.is_dir():
+            for f in sorted(p.rglob("*")):
+                rel = f.relative_to(p)
+                if f.is_file() and not any(part.startswith(".") for part in rel.parts):
+                    yield f, p
+        else:
+            yield p, None
+
+
+def _read(path: Path, max_side: int) -> tuple[Image.Image | None, float, str | None]:
+    if not path.exists():
+        return None, 1.0, "unreadable: no such file"
+    try:
+        image, scale = load_image(path, max_side=max_side)
+        return image, scale, None
+    except ImageReadError as e:
+        return None, 1.0, str(e)
+    except OSError as e:  # a folder, permissions and the like
+        return None, 1.0, f"unreadable: {e.strerror or e}"
+
+
+def predict_files(
+    paths: Sequence[str | Path],
+    model: AgeModel,
+    detector: Detector,
+    *,
+    annotate_dir: str | Path | None = None,
+    progress: bool | None = None,
+) -> Iterator[ImageResult]:
+    """Predict every face in every file of ``paths`` (files or folders, recursive).
+
+    Parameters
+    ----------
+    paths : sequence of str or Path
+        Files and folders.
+    model : AgeModel
+    detector : FaceDetector
+    annotate_dir : str or Path, optional
+        Where to write copies of the images with boxes and ages drawn.
+    progress : bool, optional
+        Show a progress bar; default: when any input is a folder.
+
+    Yields
+    ------
+    ImageResult
+        One per input file, in input order; unreadable and faceless files carry ``error``.
+    """
+    from tqdm import tqdm
+
+    files = list(iter_input_files(paths))
+    if progress is None:
+        progress = any(base is not None for _, base in files)
+    namer = _AnnotationNamer(Path(annotate_dir)) if annotate_dir is not None else None
+    max_side = WORK_SIDE_FACTOR * detector.detect_max_side
+    for path, base in tqdm(files, desc="predict", unit="img", disable=not progress):
+        image, scale, error = _read(path, max_side)
+        if image is None:
+            yield ImageResult(str(path), [], error, read=False)
+            continue
+        detection = detector.detect([image])[0]
+        try:
+            faces = ages_for_detection(image, detection, model, scale)
+        except (ValueError, np.linalg.LinAlgError) as e:  # degenerate landmarks: no transform
+            yield ImageResult(str(path), [], f"alignment failed: {e}")
+            continue
+        if namer is not None:
+            _save_annotated(annotate(image, faces, scale), namer.name(path, base))
+        yield ImageResult(str(path), faces, None if faces else detection.error or "no face")
+
+
+def _save_annotated(image: Image.Image, out: Path) -> None:
+    try:
+        image.save(out)
+    except (OSError, ValueError) as e:  # a full disk or an odd format costs the copy, not the run
+        print(f"agedistill predict: could not write {out}: {e}", file=sys.stderr)
+
+
+class _AnnotationNamer:
+    """Output names mirroring the input layout under ``out_dir``, never overwriting each other."""
+
+    def __init__(self, out_dir: Path) -> None:
+        self.out_dir = out_dir
+        self.used: set[Path] = set()
+
+    def name(self, path: Path, base: Path | None) -> Path:
+        rel = path.relative_to(base) if base is not None else Path(path.name)
+        if rel.suffix.lower() not in Image.registered_extensions():
+            rel = rel.with_name(rel.name + ".png")  # PIL picks the format from the suffix
+        out, n = self.out_dir / rel, 1
+        while out in self.used:  # same name from two inputs: number the later one
+            out = (self.out_dir / rel).with_stem(f"{rel.stem}_{n}")
+            n += 1
+        self.used.add(out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        return out
+
+
+def annotate(
+    image: Image.Image, faces: Sequence[FacePrediction], scale: float = 1.0
+) -> Image.Image:
+    """A copy of ``image`` with each face's box and ``age ± std`` drawn.
+
+    Parameters
+    ----------
+    image : PIL.Image.Image
+        The image to draw on (a copy is returned).
+    faces : sequence of FacePrediction
+        Boxes in original-image pixels.
+    scale : float
+        ``image`` pixels per original-image pixel (``image`` may be a downscaled copy).
+    """
+    out = image.convert("RGB")  # always a copy
+    draw = ImageDraw.Draw(out)
+    line = max(2, round(max(out.size) / 400))  # visible on large photos, not heavy on small
+    font = _font(max(12, round(max(out.size) / 50)))
+    red, white = (255, 32, 32), (255, 255, 255)
+    for f in faces:
+        x0, y0, x1, y1 = (v * scale for v in (f.x, f.y, f.x + f.w, f.y + f.h))
+        draw.rectangle([x0, y0, x1, y1], outline=red, width=line)
+        label = f"{f.age:.0f}±{f.age_std:.0f}"
+        _, top, right, bottom = draw.textbbox((0, 0), label, font=font)
+        height = bottom - top + 2 * line
+        ty = y0 - height if y0 >= height else y1  # above the box, or below it at the top edge
+        draw.rectangle([x0, ty, x0 + right + 2 * line, ty + height], fill=red)
+        draw.text((x0 + line, ty + line - top), label, fill=white, font=font)
+    return out
+
+
+@lru_cache(maxsize=8)
+def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
+    try:
+        return ImageFont.load_default(size=size)
+    except (TypeError, ImportError, OSError):  # Pillow without FreeType: fixed-size bitmap font
+        return ImageFont.load_default()
+
+
+def result_rows(result: ImageResult) -> list[dict[str, Any]]:
+    """The CSV/JSON rows of one input: one per face, or one error row with empty face fields."""
+    if not result.faces:
+        empty = dict.fromkeys(FACE_FIELDS)
+        return [{"path": result.path, **empty, "error": result.error or "no face"}]
+    return [
+        {
+            "path": result.path,
+            "face": f.face,
+            "x": round(f.x, 1),
+            "y": round(f.y, 1),
+            "w": round(f.w, 1),
+            "h": round(f.h, 1),
+            "det_prob": round(f.det_prob, 5),
+            "age": round(f.age, 2),
+            "age_std": round(f.age_std, 2),
+            "error": None,
+        }
+        for f in result.faces
+    ]
+
+
+def write_csv(rows: Iterable[dict[str, Any]], stream: TextIO) -> None:
+    """Write rows under the header :data:`COLUMNS`; ``None`` becomes an empty field."""
+    writer = csv.DictWriter(stream, fieldnames=COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: "" if row[k] is None else row[k] for k in COLUMNS})
+
+
+def write_json(rows: Iterable[dict[str, Any]], stream: TextIO) -> None:
+    """Write rows as a JSON list of objects with the CSV's fields (``null`` for empty)."""
+    json.dump([{k: row[k] for k in COLUMNS} for row in rows], stream, indent=1)
+    stream.write("\n")
+
+
+def run_predict(
+    paths: Sequence[str | Path],
+    model_path: str | Path | None = None,
+    out: str | Path | None = None,
+    annotate_dir: str | Path | None = None,
+    progress: bool | None = None,
+    detect: dict[str, Any] | None = None,
+) -> int:
+    """The ``predict`` command: write the table and return the exit code.
+
+    Returns 0 when at least one input could be read (faceless images count as read), 1 when
+    none could. Raises :class:`ModelFileError` for an unusable model file.
+    """
+    model = load_age_model(model_path)  # before the detector: a bad --model fails fast
+    detector = FaceDetector(**{**DETECT_DEFAULTS, **(detect or {})})
+    rows: list[dict[str, Any]] = []
+    n_read = n_files = 0
+    for result in predict_files(
+        paths, model, detector, annotate_dir=annotate_dir, progress=progress
+    ):
+        n_files += 1
+        n_read += result.read
+        rows.extend(result_rows(result))
+    _write_rows(rows, out)
+    if n_read == 0:
+        what = f"none of {n_files} input file(s) could be read" if n_files else "no input files"
+        print(f"agedistill predict: {what}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _write_rows(rows: list[dict[str, Any]], out: str | Path | None) -> None:
+    writer = write_json if out is not None and Path(out).suffix.lower() == ".json" else write_csv
+    if out is None:
+        writer(rows, sys.stdout)
+        return
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    with open(out, "w", newline="", encoding="utf-8") as f:
+        writer(rows, f)

@@ -1,0 +1,99 @@
+"""Exported ONNX and TorchScript models agree with PyTorch on real aligned faces (within 1e-4).
+
+Faces are the ``align`` stage's crops when the pipeline has run (``data/aligned/crops``), otherwise
+sample chips aligned here through the same detector and ``align_face``. The ONNX file is run by
+ONNX Runtime, at two batch sizes (the batch axis is dynamic).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+from PIL import Image
+
+from agedistill.align import FaceDetector, align_face, read_image
+from agedistill.cli import main
+from agedistill.data import normalize
+from agedistill.export import INPUT_NAME, OUTPUT_NAMES, torch_outputs
+from agedistill.predict import DETECT_DEFAULTS, AgeModel, load_age_model
+
+pytestmark = pytest.mark.integration
+
+ATOL = 1e-4
+N_FACES = 48
+
+
+@pytest.fixture(scope="module")
+def model() -> AgeModel:
+    return load_age_model()
+
+
+@pytest.fixture(scope="module")
+def faces(repo: Path, sample_images: Path, model: AgeModel) -> torch.Tensor:
+    """Normalised real aligned faces (N, 3, S, S), the exported graph's input."""
+    crops_dir = repo / "data" / "aligned" / "crops"
+    files = sorted(crops_dir.glob("*.png"))[:N_FACES] if crops_dir.is_dir() else []
+    crops = [np.asarray(Image.open(f).convert("RGB")) for f in files]
+    if len(crops) < 8 or crops[0].shape[0] != model.input_size:  # absent, or for another model
+        crops = _align_sample(sorted(sample_images.glob("*.jpg"))[:16], model)
+    assert all(c.shape == (model.input_size, model.input_size, 3) for c in crops)
+    return normalize(torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2))
+
+
+def _align_sample(paths: list[Path], model: AgeModel) -> list[np.ndarray]:
+    detector = FaceDetector(**DETECT_DEFAULTS)
+    images = [read_image(p) for p in paths]
+    return [
+        np.asarray(align_face(im, det.faces[0].landmarks, model.input_size, model.align_margin))
+        for im, det in zip(images, detector.detect(images), strict=True)
+        if det.faces
+    ]
+
+
+def _assert_close(got: list[np.ndarray], ref: dict[str, np.ndarray]) -> None:
+    for name, value in zip(OUTPUT_NAMES, got, strict=True):
+        assert value.shape == ref[name].shape, name
+        np.testing.assert_allclose(value, ref[name], rtol=0, atol=ATOL, err_msg=name)
+
+
+def test_onnx_matches_pytorch(tmp_path: Path, model: AgeModel, faces: torch.Tensor) -> None:
+    out = tmp_path / "student.onnx"
+    assert main(["export", "--format", "onnx", "--out", str(out)]) == 0
+    proto = onnx.load(str(out))
+    dims = proto.graph.input[0].type.tensor_type.shape.dim
+    assert proto.graph.input[0].name == INPUT_NAME
+    size = model.input_size
+    assert dims[0].dim_param and [d.dim_value for d in dims[1:]] == [3, size, size]
+    meta = {p.key: p.value for p in proto.metadata_props}
+    assert json.loads(meta["agedistill_config"])["min_age"] == model.min_age
+    session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    for batch in (faces, faces[:1]):  # dynamic batch size
+        got = session.run(OUTPUT_NAMES, {INPUT_NAME: batch.numpy()})
+        _assert_close(got, torch_outputs(model, batch))
+
+
+def test_torchscript_matches_pytorch(tmp_path: Path, model: AgeModel, faces: torch.Tensor) -> None:
+    out = tmp_path / "student.ts"
+    assert main(["export", "--format", "torchscript", "--out", str(out)]) == 0
+    extra = {"agedistill.json": ""}
+    with pytest.warns(FutureWarning):  # torch.jit is deprecated upstream; still loads
+        loaded = torch.jit.load(str(out), _extra_files=extra)
+    assert json.loads(extra["agedistill.json"])["min_age"] == str(model.min_age)
+    for batch in (faces, faces[:3]):
+        with torch.inference_mode():
+            got = [t.numpy() for t in loaded(batch)]
+        _assert_close(got, torch_outputs(model, batch))
+
+
+def test_parity_check_can_fail(model: AgeModel, faces: torch.Tensor) -> None:
+    # a perturbation of 1e-3 in the logits must not pass the tolerance the tests use
+    ref = torch_outputs(model, faces)
+    shifted = [ref["logits"] + 1e-3, ref["age"], ref["age_std"]]
+    with pytest.raises(AssertionError):
+        _assert_close(shifted, ref)
