@@ -69,9 +69,14 @@ def main(argv: list[str] | None = None) -> int:
     """
     args = _parser().parse_args(argv)
     if args.command == "exp":
+        from agedistill.config import ParamsError
         from agedistill.profiles import run_profile
 
-        return run_profile(args.profile, args.dvc_args)
+        try:
+            return run_profile(args.profile, args.dvc_args)
+        except (ParamsError, OSError, ValueError) as e:
+            print(f"agedistill exp: error: {e}", file=sys.stderr)
+            return 2
     from agedistill.checkpoint import ModelFileError
 
     try:

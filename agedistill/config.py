@@ -145,6 +145,16 @@ class Params(_Strict):
     distill: DistillParams
     evaluate: EvaluateParams
 
+    @model_validator(mode="after")
+    def _same_input_size(self) -> Params:
+        # the hint and the probe feed the ranking teacher the student's crops
+        if self.rank_teacher.model.input_size != self.student.input_size:
+            raise ValueError(
+                "rank_teacher.model.input_size must equal student.input_size "
+                f"({self.rank_teacher.model.input_size} != {self.student.input_size})"
+            )
+        return self
+
 
 def _format(err: ValidationError) -> str:
     lines = []

@@ -57,25 +57,31 @@ class SequenceSampler:
                 f"{self.unique.min()}..{self.unique.max()}: lower k or min_gap"
             )
 
+    def _chain_from(self) -> np.ndarray:
+        """Longest gap-respecting chain of ages starting at each unique age (greedy is optimal)."""
+        n = len(self.unique)
+        chain = np.ones(n, dtype=int)
+        nxt = np.searchsorted(self.unique, self.unique + self.min_gap)
+        for i in range(n - 1, -1, -1):
+            if nxt[i] < n:
+                chain[i] = 1 + chain[nxt[i]]
+        return chain
+
     def _max_chain(self) -> int:
-        n, last = 0, None
-        for a in self.unique:
-            if last is None or a - last >= self.min_gap:
-                n, last = n + 1, a
-        return n
+        return int(self._chain_from().max())
 
     def _ages(self, rng: np.random.Generator) -> np.ndarray:
         for _ in range(1000):
             chosen = np.sort(rng.choice(self.unique, self.k, replace=False, p=self.weights))
             if np.all(np.diff(chosen) >= self.min_gap):
                 return chosen
-        # dense constraint: build the sequence left to right among feasible ages
-        chosen = []
+        # dense constraint: build left to right, only among ages that still leave room for the rest
+        chain = self._chain_from()
+        chosen: list[int] = []
         lo = self.unique.min()
         for i in range(self.k):
-            need = (self.k - i - 1) * self.min_gap
-            ok = self.unique[(self.unique >= lo) & (self.unique <= self.unique.max() - need)]
-            a = rng.choice(ok)
+            ok = self.unique[(self.unique >= lo) & (chain >= self.k - i)]
+            a = int(rng.choice(ok))
             chosen.append(a)
             lo = a + self.min_gap
         return np.array(chosen)

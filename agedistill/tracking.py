@@ -111,7 +111,12 @@ class StageRun:
 
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
         """Log numeric metrics (non-numbers are skipped)."""
-        clean = {k: float(v) for k, v in metrics.items() if isinstance(v, int | float)}
+        flat = flatten(metrics)  # nested groups (e.g. MAE per age group) become dotted keys
+        clean = {
+            k.replace(" ", "_").replace("+", "plus"): float(v)
+            for k, v in flat.items()
+            if isinstance(v, int | float) and not isinstance(v, bool)
+        }
         self._mlflow.log_metrics(clean, step=step)
 
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:

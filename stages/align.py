@@ -1,11 +1,12 @@
 """Stage `align`: detect, select and align the main face of every source image."""
 
 import argparse
+from pathlib import Path
 
 from agedistill.align_dataset import SourceSpec, align_dataset, summarize
 from agedistill.config import load_params
 from agedistill.evaluation import write_json
-from agedistill.tracking import main_repo_root
+from agedistill.stage import run_stage
 
 
 def main() -> None:
@@ -16,14 +17,14 @@ def main() -> None:
     ap.add_argument("--metrics", required=True, help="JSON counts")
     args = ap.parse_args()
     p = load_params().align
-    root = main_repo_root()  # relative source paths resolve against the main repo (also --temp)
-    sources = [
-        SourceSpec(str(root / s.path), s.reader, s.csv and str(root / s.csv)) for s in p.sources
-    ]
+    # relative source paths resolve against the working copy DVC runs in (and hashed as a dep);
+    # `agedistill exp` makes paths outside the repository absolute
+    sources = [SourceSpec(s.path, s.reader, s.csv) for s in p.sources]
     manifest, rejects = align_dataset(
         sources, args.crops, size=p.size, margin=p.margin, min_prob=p.min_prob,
         min_face_size=p.min_face_size, select=p.select, detect_max_side=p.detect_max_side,
-        batch_size=p.batch_size, workers=p.workers, threads=p.threads, limit=p.limit, base=root,
+        batch_size=p.batch_size, workers=p.workers, threads=p.threads, limit=p.limit,
+        base=Path.cwd(),
     )  # fmt: skip
     manifest.to_csv(args.manifest, index=False)
     rejects.to_csv(args.rejects, index=False)
@@ -33,4 +34,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_stage("align", main)

@@ -7,6 +7,7 @@ from agedistill.checkpoint import load_model
 from agedistill.config import load_params, raw_params
 from agedistill.data import load_table
 from agedistill.evaluation import write_json
+from agedistill.stage import run_stage
 from agedistill.tracking import stage_run
 from agedistill.train import Optim, train_student
 
@@ -26,7 +27,12 @@ def main() -> None:
     val = load_table(Path(args.split) / "val.csv", args.crops, arch.input_size)
     class_teacher, _ = load_model(args.class_teacher)
     rank_teacher, _ = load_model(args.rank_teacher)
-    stage_params = {**d.model_dump(), "model": arch.model_dump()}
+    stage_params = {
+        **d.model_dump(),
+        "model": arch.model_dump(),
+        "ages": params.ages.model_dump(),
+        "rank_teacher_hint_stage": params.rank_teacher.hint_stage,
+    }
     with stage_run("distill", stage_params, raw_params()) as run:
         metrics = train_student(
             train, val, arch.model_dump(), Optim(**d.train.model_dump()), params.ages.min_age,
@@ -40,4 +46,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_stage("distill", main)

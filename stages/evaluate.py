@@ -6,6 +6,7 @@ from pathlib import Path
 from agedistill.config import load_params, raw_params
 from agedistill.data import load_table
 from agedistill.evaluation import evaluate_models, summary_table, write_json, write_plots
+from agedistill.stage import run_stage
 from agedistill.tracking import stage_run
 
 
@@ -47,4 +48,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_stage("evaluate", main)

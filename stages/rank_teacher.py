@@ -6,6 +6,7 @@ from pathlib import Path
 from agedistill.config import load_params, raw_params
 from agedistill.data import load_table
 from agedistill.evaluation import write_json
+from agedistill.stage import run_stage
 from agedistill.tracking import stage_run
 from agedistill.train import Optim, train_rank_teacher
 
@@ -33,4 +34,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_stage("rank_teacher", main)

@@ -8,6 +8,7 @@ import pandas as pd
 from agedistill.config import load_params
 from agedistill.evaluation import write_json
 from agedistill.splits import PARTS, SplitError, apply_age_range, make_split
+from agedistill.stage import run_stage
 
 
 def main() -> None:
@@ -39,4 +40,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_stage("split", main)

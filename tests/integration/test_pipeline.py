@@ -8,7 +8,7 @@ import subprocess
 
 import pytest
 
-from tests.integration.pipeline_repo import run
+from tests.integration.pipeline_repo import env, run
 
 pytestmark = pytest.mark.integration
 
@@ -53,10 +53,28 @@ def test_temperature_change_reruns_only_distill_and_evaluate(pipeline):
     assert "student" in shown
 
 
-def test_dvc_status_is_clean_after_exp_run(pipeline):
+def test_store_is_ignored_and_pipeline_up_to_date_after_exp_run(pipeline):
     dst, _ = pipeline
     out = subprocess.run(
         ["git", "status", "--porcelain", "mlflow.db"], cwd=dst, capture_output=True, text=True
     )
     assert out.stdout == ""  # the store is git-ignored
     assert (dst / "mlflow.db").is_file()
+    assert json.loads(run(["dvc", "status", "--json"], dst)) == {}
+
+
+def test_stage_error_is_one_line_naming_the_key(pipeline, tmp_path):
+    dst, _ = pipeline
+    params = (dst / "params.yaml").read_text()
+    try:
+        (dst / "params.yaml").write_text(re.sub(r"temperature: .*", "temperature: hot", params))
+        proc = subprocess.run(
+            ["python", "-m", "stages.distill", "--crops", "x", "--split", "x", "--class-teacher",
+             "x", "--rank-teacher", "x", "--model", str(tmp_path / "m.pt"), "--metrics", "x"],
+            cwd=dst, capture_output=True, text=True, env=env(),
+        )  # fmt: skip
+    finally:
+        (dst / "params.yaml").write_text(params)
+    assert proc.returncode == 2
+    assert "distill.temperature" in proc.stderr
+    assert "Traceback" not in proc.stderr

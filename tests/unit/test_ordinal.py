@@ -57,3 +57,10 @@ def test_shuffle_gathers_by_permutation_and_reaches_every_permutation():
     shuffled, target = shuffle_sequences(seqs, torch.Generator().manual_seed(0))
     assert torch.equal(shuffled, permutations(3)[target])
     assert set(target.tolist()) == set(range(6))
+
+
+def test_dense_fallback_never_dead_ends():
+    ages = np.array([0] + [10] * 200 + [19] * 200 + [21, 30])
+    sampler = SequenceSampler(ages, k=3, min_gap=10, sampling="uniform_image")
+    seqs = sampler.sample(200, np.random.default_rng(0))
+    assert np.all(np.diff(ages[seqs], axis=1) >= 10)

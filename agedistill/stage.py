@@ -1,0 +1,21 @@
+"""Run a stage's ``main`` so that a user's mistake is one line, not a traceback."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+
+from agedistill.checkpoint import ModelFileError
+from agedistill.config import ParamsError
+from agedistill.splits import SplitError
+
+USER_ERRORS = (ParamsError, SplitError, ModelFileError, FileNotFoundError, ValueError)
+
+
+def run_stage(name: str, main: Callable[[], None]) -> None:
+    """Call ``main``; on a user error print ``<name>: error: <message>`` and exit with status 2."""
+    try:
+        main()
+    except USER_ERRORS as e:
+        print(f"{name}: error: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
