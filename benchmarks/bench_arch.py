@@ -12,13 +12,12 @@ from __future__ import annotations
 import argparse
 import io
 import json
-import statistics
-import time
 from pathlib import Path
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from agedistill.metrics import cpu_latency
 from agedistill.models import ConvNet, count_parameters
 
 CANDIDATES = {
@@ -40,20 +39,6 @@ def macs(model: torch.nn.Module, size: int) -> int:
     return counter.get_total_flops() // 2
 
 
-@torch.inference_mode()
-def faces_per_s(model: torch.nn.Module, size: int, batch: int = 64, repeats: int = 30) -> float:
-    """Median throughput of timed forwards at ``batch``."""
-    x = torch.randn(batch, 3, size, size)
-    for _ in range(5):
-        model(x)
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        model(x)
-        times.append(time.perf_counter() - t0)
-    return batch / statistics.median(times)
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--out", default="metrics/bench_arch.json")
@@ -70,7 +55,7 @@ def main() -> None:
             "params": count_parameters(m),
             "mmacs": macs(m, c["size"]) / 1e6,
             "file_mb": len(buf.getvalue()) / 1e6,
-            "faces_per_s": faces_per_s(m, c["size"]),
+            "faces_per_s": cpu_latency(m, c["size"], batch=64, repeats=30)["faces_per_s"],
         }
     ref = rows["reference (s1, 64px)"]
     print(f"{'candidate':<26}{'params':>10}{'MMACs':>8}{'MB':>6}{'faces/s':>9}{'x ref':>7}")
