@@ -33,11 +33,29 @@ def _parser() -> argparse.ArgumentParser:
     pred.add_argument("--detect-max-side", type=int, help="detect on a copy this large (640)")
     pred.add_argument("--no-progress", action="store_true", help="no progress bar on folders")
 
+    rep = sub.add_parser("report", help="print the MAE table of an evaluate metrics file")
+    rep.add_argument("metrics", nargs="?", default="metrics/evaluate.json")
+
     exp_ = sub.add_parser("export", help="export a model to ONNX or TorchScript")
     exp_.add_argument("--format", required=True, choices=["onnx", "torchscript"])
     exp_.add_argument("--out", required=True, help="file to write")
     exp_.add_argument("--model", help="model file (default: the shipped student)")
     return ap
+
+
+def _report(path: str) -> int:
+    import json
+    from pathlib import Path
+
+    from agedistill.evaluation import summary_table
+
+    try:
+        results = json.loads(Path(path).read_text())
+        print(summary_table(results))
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        print(f"agedistill report: error: {path}: {e}", file=sys.stderr)
+        return 2
+    return 0
 
 
 def _predict(args: argparse.Namespace) -> int:
@@ -77,6 +95,8 @@ def main(argv: list[str] | None = None) -> int:
         except (ParamsError, OSError, ValueError) as e:
             print(f"agedistill exp: error: {e}", file=sys.stderr)
             return 2
+    if args.command == "report":
+        return _report(args.metrics)
     from agedistill.checkpoint import ModelFileError
 
     try:

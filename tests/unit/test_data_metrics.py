@@ -65,3 +65,15 @@ def test_kendall_tau_by_hand():
     assert kendall_tau(
         torch.tensor([[1, 0, 2]]), torch.tensor([[0, 1, 2]])
     ).item() == pytest.approx(1 / 3)
+
+
+def test_report_prints_the_committed_table(repo, capsys):
+    from agedistill.cli import main
+
+    assert main(["report", str(repo / "metrics" / "evaluate.json")]) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines()[0].split()[:2] == ["model", "MAE"]
+    assert {"student", "class_teacher", "rank_teacher"} <= {
+        ln.split()[0] for ln in out.splitlines()[2:]
+    }
+    assert main(["report", str(repo / "missing.json")]) == 2
