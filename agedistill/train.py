@@ -59,6 +59,12 @@ def _optimizer(params, opt: Optim, steps_per_epoch: int):
     return optimizer, scheduler
 
 
+def _arch_config(model_params: dict[str, Any]) -> dict[str, Any]:
+    """The ``ModelParams`` keys a model file records, as plain types."""
+    keys = ("stem_stride", "depthwise", "dropout", "input_size")
+    return {"widths": list(model_params["widths"]), **{k: model_params[k] for k in keys}}
+
+
 def convnet_config(
     model_params: dict[str, Any], num_classes: int, min_age: int, align_margin: float = 0.0
 ) -> dict[str, Any]:
@@ -68,11 +74,7 @@ def convnet_config(
     """
     return {
         "arch": "convnet",
-        "widths": list(model_params["widths"]),
-        "stem_stride": model_params["stem_stride"],
-        "depthwise": model_params["depthwise"],
-        "dropout": model_params["dropout"],
-        "input_size": model_params["input_size"],
+        **_arch_config(model_params),
         "num_classes": num_classes,
         "min_age": min_age,
         "align_margin": align_margin,
@@ -198,11 +200,7 @@ def train_rank_teacher(
     rng = np.random.default_rng(opt.seed)
     config = {
         "arch": "rank_teacher",
-        "widths": list(model_params["widths"]),
-        "stem_stride": model_params["stem_stride"],
-        "depthwise": model_params["depthwise"],
-        "dropout": model_params["dropout"],
-        "input_size": model_params["input_size"],
+        **_arch_config(model_params),
         "k": k,
         "feature_dim": feature_dim,
     }
