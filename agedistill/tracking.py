@@ -42,11 +42,47 @@ def main_repo_root(start: str | Path | None = None) -> Path:
     return here
 
 
+SQLITE_TIMEOUT_S = 120  # how long a writer waits for another's lock before SQLite gives up
+
+
 def tracking_uri() -> str:
-    """``MLFLOW_TRACKING_URI`` if set, else the main repository's ``mlflow.db``."""
+    """``MLFLOW_TRACKING_URI`` if set, else the main repository's ``mlflow.db``.
+
+    The SQLite URI carries a busy timeout of ``SQLITE_TIMEOUT_S`` (Python's default is 5 s), so
+    parallel stages (``dvc queue start -j 2``, data-parallel ranks) wait for each other's writes
+    instead of failing with "database is locked".
+    """
     if os.environ.get("MLFLOW_TRACKING_URI"):
         return os.environ["MLFLOW_TRACKING_URI"]
-    return f"sqlite:///{main_repo_root() / 'mlflow.db'}"
+    return f"sqlite:///{main_repo_root() / 'mlflow.db'}?timeout={SQLITE_TIMEOUT_S}"
+
+
+def _sqlite_file(uri: str) -> Path | None:
+    if not uri.startswith("sqlite:///"):
+        return None
+    return Path(uri.removeprefix("sqlite:///").split("?", 1)[0])
+
+
+@contextmanager
+def store_lock(uri: str) -> Iterator[None]:
+    """Hold an exclusive file lock beside a SQLite store (no-op for a server or other store).
+
+    MLflow creates and migrates a new SQLite schema on first use; two processes doing that at once
+    collide ("duplicate column name"). Store set-up runs under this lock.
+    """
+    path = _sqlite_file(uri)
+    if path is None:
+        yield
+        return
+    import fcntl
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(path.name + ".lock"), "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def artifact_root() -> str:
@@ -168,12 +204,14 @@ def stage_run(
     os.environ.setdefault("MLFLOW_ENABLE_ASYNC_LOGGING", "false")
     import mlflow
 
-    mlflow.set_tracking_uri(tracking_uri())
-    if mlflow.get_experiment_by_name(EXPERIMENT) is None:
-        # another stage may create it concurrently: that is fine
-        with suppress(mlflow.exceptions.MlflowException):
-            mlflow.create_experiment(EXPERIMENT, artifact_location=artifact_root())
-    mlflow.set_experiment(EXPERIMENT)
+    uri = tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    with store_lock(uri):
+        if mlflow.get_experiment_by_name(EXPERIMENT) is None:
+            # a server store may still see a concurrent creator: that is fine
+            with suppress(mlflow.exceptions.MlflowException):
+                mlflow.create_experiment(EXPERIMENT, artifact_location=artifact_root())
+        mlflow.set_experiment(EXPERIMENT)
     tags = run_tags(stage, all_params)
     name = f"{tags['dvc_exp']}/{stage}"
     with mlflow.start_run(run_name=name, tags=tags):

@@ -1,97 +1,53 @@
-"""Distillation ablation grid: queue it, then tabulate it.
+"""Distillation ablation at full scale: every signal on/off, over seeds, on one pipeline's teachers.
 
-    python scripts/ablation.py queue [--profile profiles/full.yaml] [--seeds 0 1 2]
-    dvc queue start -j 1            # runs the queued experiments (one at a time on 2 cores)
-    python scripts/ablation.py table [--out metrics/ablation.json]
+    agedistill exp profiles/full.yaml -n full       # the pipeline, in the workspace
+    python scripts/ablation.py run --jobs 2         # soft / hint / both (and none) x seeds 0 1 2
+    python scripts/ablation.py table                # metrics/ablation.json, .md and .png
 
-Variants: ``soft`` (kd only), ``hint`` (hints only), ``both``; each at every seed. The class teacher
-(no distillation) is the baseline every row is compared with: its MAE comes from the same
-experiments' ``evaluate`` (it is trained once, seeds vary only the student). The table gives the
-test MAE mean and standard deviation over seeds, and the margin over the class teacher in units of
-its standard error.
+Runs resume: a finished (variant, seed) is skipped, so rerunning after a kill continues the grid.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import math
-import statistics
-import subprocess
 from pathlib import Path
 
-from agedistill.profiles import hydra_value, profile_overrides
-
-VARIANTS = {
-    "soft": {"distill.kd_weight": 1.0, "distill.hint_weight": 0.0},
-    "hint": {"distill.kd_weight": 0.0, "distill.hint_weight": 1.0},
-    "both": {"distill.kd_weight": 1.0, "distill.hint_weight": 1.0},
-}
-
-
-def queue(profile: str, seeds: list[int], prefix: str) -> None:
-    """Queue one ``dvc exp run`` per (variant, seed) on top of ``profile``."""
-    base = profile_overrides(profile) if profile else []
-    for variant, sets in VARIANTS.items():
-        for seed in seeds:
-            extra = [a for k, v in {**sets, "distill.train.seed": seed}.items()
-                     for a in ("-S", f"{k}={hydra_value(v)}")]  # fmt: skip
-            name = f"{prefix}-{variant}-s{seed}"
-            subprocess.run(["dvc", "exp", "run", "--queue", "-n", name, *base, *extra], check=True)
-
-
-def _stats(values: list[float]) -> dict[str, float]:
-    sd = statistics.stdev(values) if len(values) > 1 else 0.0
-    return {"mean": statistics.mean(values), "std": sd, "n": len(values),
-            "sem": sd / math.sqrt(len(values))}  # fmt: skip
-
-
-def table(prefix: str, out: str) -> dict:
-    """Mean/std test MAE per variant from ``dvc exp show``; written to ``out`` and printed."""
-    import dvc.api
-
-    rows = dvc.api.exp_show()
-    groups: dict[str, list[float]] = {}
-    groups_adult: dict[str, list[float]] = {}
-    teacher: list[float] = []
-    for r in rows:
-        name = r.get("Experiment") or ""
-        if not name.startswith(f"{prefix}-") or r.get("student.mae") is None:
-            continue
-        variant = name[len(prefix) + 1 :].rsplit("-s", 1)[0]
-        groups.setdefault(variant, []).append(float(r["student.mae"]))
-        groups_adult.setdefault(variant, []).append(float(r["student.mae_21_60"]))
-        teacher.append(float(r["class_teacher.mae"]))
-    if not groups:
-        raise SystemExit(f"no finished experiments named {prefix}-*: run the queue first")
-    result = {"class_teacher": _stats(sorted(set(teacher)))}
-    for v, maes in groups.items():
-        s = _stats(maes)
-        s["mae_21_60"] = _stats(groups_adult[v])["mean"]
-        s["margin_in_sem"] = (result["class_teacher"]["mean"] - s["mean"]) / max(s["sem"], 1e-9)
-        result[v] = s
-    Path(out).write_text(json.dumps(result, indent=2) + "\n")
-    print(f"{'model':<15}{'MAE mean':>9}{'std':>7}{'n':>3}")
-    for k, s in result.items():
-        print(f"{k:<15}{s['mean']:>9.3f}{s['std']:>7.3f}{s['n']:>3}")
-    return result
+from agedistill.ablation import (
+    VARIANTS,
+    Workspace,
+    class_teacher_score,
+    format_table,
+    plot_table,
+    run_grid,
+    summarize,
+)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    sub = ap.add_subparsers(dest="cmd", required=True)
-    q = sub.add_parser("queue")
-    q.add_argument("--profile", default="profiles/full.yaml")
-    q.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    q.add_argument("--prefix", default="abl")
-    t = sub.add_parser("table")
-    t.add_argument("--prefix", default="abl")
-    t.add_argument("--out", default="metrics/ablation.json")
+    ap.add_argument("cmd", choices=["run", "table"])
+    ap.add_argument("--workspace", type=Path, default=Path("."), help="a finished pipeline")
+    ap.add_argument("--out", type=Path, default=Path("ablation"), help="models and run results")
+    ap.add_argument("--variants", nargs="+", default=["both", "soft", "hint", "none"],
+                    choices=sorted(VARIANTS))  # fmt: skip
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--jobs", type=int, default=1, help="runs trained at once")
+    ap.add_argument("--threads", type=int, default=0, help="torch threads per run (0: cores/jobs)")
+    ap.add_argument("--metrics", type=Path, default=Path("metrics/ablation"))
     args = ap.parse_args()
-    if args.cmd == "queue":
-        queue(args.profile, args.seeds, args.prefix)
-    else:
-        table(args.prefix, args.out)
+    w = args.workspace
+    ws = Workspace(w / "params.yaml", w / "data/aligned/crops", w / "data/split",
+                   w / "models/class_teacher.pt", w / "models/rank_teacher.pt")  # fmt: skip
+    if args.cmd == "run":
+        run_grid(ws, args.variants, args.seeds, args.out, args.jobs, args.threads)
+    teacher = class_teacher_score(ws)
+    table = summarize(args.out, teacher["mae"])
+    args.metrics.mkdir(parents=True, exist_ok=True)
+    (args.metrics / "ablation.json").write_text(json.dumps(table, indent=2) + "\n")
+    (args.metrics / "ablation.md").write_text(format_table(table) + "\n")
+    plot_table(table, args.metrics / "ablation.png")
+    print(format_table(table))
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ def test_store_is_the_main_repo_even_inside_a_dvc_temp_copy(tmp_path, monkeypatc
     (temp_copy / "dvc.yaml").write_text("stages: {}\n")
     assert main_repo_root(temp_copy) == tmp_path.resolve()
     monkeypatch.chdir(temp_copy)
-    assert tracking_uri() == f"sqlite:///{tmp_path.resolve() / 'mlflow.db'}"
+    assert tracking_uri() == f"sqlite:///{tmp_path.resolve() / 'mlflow.db'}?timeout=120"
 
 
 def test_dvc_root_and_mlflow_uri_take_precedence(tmp_path, monkeypatch):

@@ -1,0 +1,209 @@
+"""Distillation ablation: the student trained with each signal switched on or off, over seeds.
+
+Runs on top of a finished pipeline workspace (its params, split, crops and both teachers), so the
+teachers are shared by every row and only the student varies. Each (variant, seed) run is trained
+in its own process, scored on the test part, logged to MLflow as stage ``ablation`` and written to
+``<out>/runs/<name>.json``; finished runs are skipped, so a killed grid resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import multiprocessing as mp
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+VARIANTS: dict[str, dict[str, float]] = {
+    "none": {"kd_weight": 0.0, "hint_weight": 0.0},  # the student's non-distilled twin
+    "soft": {"kd_weight": 1.0, "hint_weight": 0.0},
+    "hint": {"kd_weight": 0.0, "hint_weight": 1.0},
+    "both": {"kd_weight": 1.0, "hint_weight": 1.0},
+}
+
+
+@dataclass(frozen=True)
+class Workspace:
+    """Where a finished pipeline keeps what the ablation reads (the paths of ``dvc.yaml``)."""
+
+    params: Path = Path("params.yaml")
+    crops: Path = Path("data/aligned/crops")
+    split: Path = Path("data/split")
+    class_teacher: Path = Path("models/class_teacher.pt")
+    rank_teacher: Path = Path("models/rank_teacher.pt")
+
+    def check(self) -> None:
+        """Fail with the first missing input, naming the command that makes it."""
+        for p in (self.params, self.crops, self.split / "test.csv", self.class_teacher,
+                  self.rank_teacher):  # fmt: skip
+            if not p.exists():
+                raise FileNotFoundError(f"{p}: missing; run the pipeline first (dvc repro)")
+
+
+def run_name(variant: str, seed: int) -> str:
+    """File and MLflow name of one ablation run."""
+    return f"{variant}-s{seed}"
+
+
+def plan(variants: list[str], seeds: list[int]) -> list[tuple[str, int]]:
+    """Runs in the order given: every seed of the first variant, then the next variant."""
+    unknown = [v for v in variants if v not in VARIANTS]
+    if unknown:
+        raise ValueError(f"unknown variant(s) {unknown}; choose from {sorted(VARIANTS)}")
+    return [(v, s) for v in variants for s in seeds]
+
+
+def test_score(model_file: Path, test: Any, cs_max: int) -> dict[str, Any]:
+    """Test metrics of a student-shaped model file (MAE, CS, grouped MAE)."""
+    from agedistill.checkpoint import load_model
+    from agedistill.engine import predict_logits
+    from agedistill.evaluation import score
+    from agedistill.ordinal import expected_age
+
+    model, config = load_model(model_file)
+    pred = expected_age(predict_logits(model, test.images), config["min_age"]).numpy()
+    return score(pred, test, cs_max)
+
+
+def class_teacher_score(ws: Workspace) -> dict[str, Any]:
+    """The class teacher's test metrics: the no-distillation baseline of every row."""
+    from agedistill.config import load_params
+    from agedistill.data import load_table
+
+    params = load_params(ws.params)
+    test = load_table(ws.split / "test.csv", ws.crops, params.student.input_size)
+    return test_score(ws.class_teacher, test, params.evaluate.cs_max)
+
+
+def _train_and_score(job: tuple[Workspace, str, int, Path, int]) -> dict[str, Any]:
+    """One ablation run (in a worker process): train the student, score it on the test part."""
+    ws, variant, seed, out, threads = job
+    from agedistill.checkpoint import load_model
+    from agedistill.config import load_params, raw_params
+    from agedistill.data import load_table
+    from agedistill.tracking import stage_run
+    from agedistill.train import Optim, train_student
+
+    params = load_params(ws.params)
+    arch, d = params.student, params.distill
+    weights = VARIANTS[variant]
+    opt = Optim(**{**d.train.model_dump(), "seed": seed, "threads": threads})
+    train = load_table(ws.split / "train.csv", ws.crops, arch.input_size)
+    val = load_table(ws.split / "val.csv", ws.crops, arch.input_size)
+    test = load_table(ws.split / "test.csv", ws.crops, arch.input_size)
+    class_teacher, _ = load_model(ws.class_teacher)
+    rank_teacher, _ = load_model(ws.rank_teacher)
+    name = run_name(variant, seed)
+    model_file = out / "models" / f"{name}.pt"
+    model_file.parent.mkdir(parents=True, exist_ok=True)
+    stage_params = {**d.model_dump(), **weights, "variant": variant, "seed": seed,
+                    "model": arch.model_dump()}  # fmt: skip
+    with stage_run("ablation", stage_params, raw_params(ws.params)) as run:
+        fit = train_student(
+            train, val, arch.model_dump(), opt, params.ages.min_age, params.ages.num_classes,
+            class_teacher, rank_teacher, d.temperature, d.gt_weight, weights["kd_weight"],
+            weights["hint_weight"], d.hint_stage, params.rank_teacher.hint_stage, model_file,
+            log=run.log_metrics, align_margin=params.align.margin,
+        )  # fmt: skip
+        result = {"variant": variant, "seed": seed, "fit": fit,
+                  "test": test_score(model_file, test, params.evaluate.cs_max)}  # fmt: skip
+        run.log_metrics({f"test_{k}": v for k, v in result["test"].items()})
+    path = out / "runs" / f"{name}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=2) + "\n")
+    return result
+
+
+def run_grid(
+    ws: Workspace, variants: list[str], seeds: list[int], out: Path, jobs: int = 1,
+    threads: int = 0,
+) -> list[dict[str, Any]]:  # fmt: skip
+    """Train every (variant, seed) not already in ``out/runs``; ``jobs`` processes at a time."""
+    ws.check()
+    todo = [(v, s) for v, s in plan(variants, seeds)
+            if not (out / "runs" / f"{run_name(v, s)}.json").exists()]  # fmt: skip
+    threads = threads or max(1, (mp.cpu_count() or 1) // max(1, jobs))
+    work = [(ws, v, s, out, threads) for v, s in todo]
+    print(f"ablation: {len(todo)} run(s) to train, {jobs} at a time, {threads} thread(s) each")
+    if jobs <= 1:
+        return [_train_and_score(w) for w in work]
+    with mp.get_context("spawn").Pool(jobs, maxtasksperchild=1) as pool:
+        return list(pool.imap(_train_and_score, work))
+
+
+def _stats(values: list[float]) -> dict[str, float]:
+    sd = statistics.stdev(values) if len(values) > 1 else float("nan")
+    n = len(values)
+    return {"mean": statistics.mean(values), "std": sd, "sem": sd / math.sqrt(n), "n": n}
+
+
+def summarize(out: Path, class_teacher_mae: float | None = None) -> dict[str, Any]:
+    """Mean, std and standard error of test MAE per variant from ``out/runs``.
+
+    ``margin_in_sem`` is how far the variant's mean is below the class teacher's MAE, in units of
+    the variant's standard error over seeds (> 2 is the bar the method must clear).
+    """
+    runs = [json.loads(p.read_text()) for p in sorted((out / "runs").glob("*.json"))]
+    if not runs:
+        raise FileNotFoundError(f"{out / 'runs'}: no finished ablation runs")
+    table: dict[str, Any] = {}
+    for variant in VARIANTS:
+        rows = [r for r in runs if r["variant"] == variant]
+        if not rows:
+            continue
+        s = _stats([r["test"]["mae"] for r in rows])
+        s["mae_21_60"] = _stats([r["test"]["mae_21_60"] for r in rows])["mean"]
+        s["seeds"] = sorted(r["seed"] for r in rows)
+        s["train_wall_s"] = statistics.median(r["fit"]["train_wall_s"] for r in rows)
+        if class_teacher_mae is not None and s["n"] > 1:
+            s["margin_in_sem"] = (class_teacher_mae - s["mean"]) / s["sem"]
+        table[variant] = s
+    if class_teacher_mae is not None:
+        table["class_teacher"] = {"mae": class_teacher_mae}
+    return table
+
+
+def format_table(table: dict[str, Any]) -> str:
+    """The ablation as a Markdown table."""
+    lines = ["| model | test MAE (mean ± std) | seeds | MAE 21-60 | below class teacher, in SE |",
+             "|---|---|---|---|---|"]  # fmt: skip
+    ct = table.get("class_teacher", {}).get("mae")
+    if ct is not None:
+        lines.append(f"| class teacher (no distillation) | {ct:.3f} | 0 | | |")
+    for variant, s in table.items():
+        if variant == "class_teacher":
+            continue
+        margin = s.get("margin_in_sem")
+        lines.append(
+            f"| student, {variant} | {s['mean']:.3f} ± {s['std']:.3f} | {s['n']} | "
+            f"{s['mae_21_60']:.3f} | {'' if margin is None else f'{margin:.1f}'} |"
+        )
+    return "\n".join(lines)
+
+
+def plot_table(table: dict[str, Any], path: Path) -> Path:
+    """Bar chart of mean test MAE per variant with ±1 SE bars and the class teacher as a line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = [v for v in table if v != "class_teacher"]
+    fig, ax = plt.subplots(figsize=(5, 3.2))
+    ax.bar(names, [table[v]["mean"] for v in names],
+           yerr=[0 if math.isnan(table[v]["sem"]) else table[v]["sem"] for v in names],
+           capsize=4, color="#4c72b0")  # fmt: skip
+    if "class_teacher" in table:
+        ax.axhline(table["class_teacher"]["mae"], color="#c44e52", ls="--", label="class teacher")
+        ax.legend(loc="lower right")
+    lo = min(table[v]["mean"] for v in names)
+    ax.set_ylim(lo - 0.3, None)
+    ax.set_ylabel("test MAE (years)")
+    ax.set_title("Student by distillation signal (mean ± SE over seeds)")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
