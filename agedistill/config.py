@@ -133,6 +133,13 @@ class EvaluateParams(_Strict):
     register_model: bool = True
 
 
+class DistributedParams(_Strict):
+    """Data-parallel training of the three training stages (``torchrun`` under the hood)."""
+
+    nproc: PosInt = 1  # processes per training stage; 1 = a plain single process
+    backend: Literal["auto", "gloo", "nccl"] = "auto"  # auto: nccl with CUDA GPUs, else gloo
+
+
 class Params(_Strict):
     """The whole of ``params.yaml``."""
 
@@ -144,6 +151,7 @@ class Params(_Strict):
     class_teacher: TrainParams
     distill: DistillParams
     evaluate: EvaluateParams
+    distributed: DistributedParams = DistributedParams()
 
     @model_validator(mode="after")
     def _same_input_size(self) -> Params:

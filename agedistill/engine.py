@@ -20,11 +20,13 @@ def train_one_epoch(
     batches: Iterable[Any],
     optimizer: torch.optim.Optimizer,
     scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
+    after_backward: Callable[[], None] | None = None,
 ) -> dict[str, float]:
     """Run ``loss_fn`` over ``batches`` with one optimiser step each; return mean logged values.
 
     ``loss_fn(batch)`` returns the loss to minimise and a dict of floats to average (it owns the
     forward pass, so the same engine serves cross-entropy, permutation and distillation losses).
+    ``after_backward`` runs between ``backward`` and the step (data-parallel gradient averaging).
     """
     for m in modules:
         m.train()
@@ -36,6 +38,8 @@ def train_one_epoch(
             raise FloatingPointError(f"loss is {loss.item()}: lower the learning rate")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        if after_backward is not None:
+            after_backward()
         optimizer.step()
         if scheduler is not None:
             scheduler.step()
@@ -49,7 +53,11 @@ def train_one_epoch(
 def predict_logits(model: nn.Module, images: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
     """Logits for uint8 faces (N, 3, H, W), in eval mode, batch by batch."""
     model.eval()
-    outs = [model(normalize(images[i : i + batch_size])) for i in range(0, len(images), batch_size)]
+    dev = next(model.parameters()).device
+    outs = [
+        model(normalize(images[i : i + batch_size]).to(dev)).cpu()
+        for i in range(0, len(images), batch_size)
+    ]
     return torch.cat(outs) if outs else torch.empty(0)
 
 

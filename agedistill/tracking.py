@@ -196,11 +196,31 @@ class StageRun:
         )
 
 
+class NullRun:
+    """What ranks other than 0 get from :func:`stage_run`: every call does nothing."""
+
+    run_id = None
+
+    def __getattr__(self, name: str) -> Any:
+        return lambda *args, **kwargs: None
+
+
 @contextmanager
 def stage_run(
-    stage: str, stage_params: dict[str, Any], all_params: dict[str, Any]
-) -> Iterator[StageRun]:
-    """Start an MLflow run for ``stage`` in the main repository's store, tagged and with params."""
+    stage: str,
+    stage_params: dict[str, Any],
+    all_params: dict[str, Any],
+    run_id: str | None = None,
+    enabled: bool = True,
+) -> Iterator[StageRun | NullRun]:
+    """Start an MLflow run for ``stage`` in the main repository's store, tagged and with params.
+
+    ``run_id`` continues an existing run (a training stage resumed after a kill) when the store
+    still has it. ``enabled=False`` (data-parallel ranks other than 0) logs nothing.
+    """
+    if not enabled:
+        yield NullRun()
+        return
     os.environ.setdefault("MLFLOW_ENABLE_ASYNC_LOGGING", "false")
     import mlflow
 
@@ -212,8 +232,16 @@ def stage_run(
             with suppress(mlflow.exceptions.MlflowException):
                 mlflow.create_experiment(EXPERIMENT, artifact_location=artifact_root())
         mlflow.set_experiment(EXPERIMENT)
+    if run_id is not None:
+        try:
+            mlflow.get_run(run_id)
+        except mlflow.exceptions.MlflowException:
+            run_id = None  # the store was reset since: start a new run
     tags = run_tags(stage, all_params)
-    name = f"{tags['dvc_exp']}/{stage}"
-    with mlflow.start_run(run_name=name, tags=tags):
+    if run_id is not None:
+        active = mlflow.start_run(run_id=run_id)
+    else:
+        active = mlflow.start_run(run_name=f"{tags['dvc_exp']}/{stage}", tags=tags)
+    with active:
         mlflow.log_params(flatten(stage_params))
         yield StageRun(mlflow)

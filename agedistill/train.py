@@ -6,9 +6,9 @@ scripts only parse params and paths.
 
 from __future__ import annotations
 
-import math
+import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,10 +20,19 @@ from tqdm import tqdm
 
 from agedistill.checkpoint import build_model, save_model
 from agedistill.data import FaceTable, augment, batches, normalize
+from agedistill.distributed import (
+    SINGLE,
+    Context,
+    average_gradients,
+    broadcast_modules,
+    shard,
+    weighted_mean,
+)
 from agedistill.engine import age_mae, train_one_epoch
 from agedistill.losses import age_ce_loss, hint_loss, kd_loss
 from agedistill.models import HintAdapter, count_parameters
 from agedistill.ordinal import SequenceSampler, permutations, shuffle_sequences
+from agedistill.resume import TrainState
 
 EpochLogger = Callable[[dict[str, float], int], None]
 
@@ -49,6 +58,34 @@ def seed_everything(seed: int, threads: int = 0) -> torch.Generator:
     if threads:
         torch.set_num_threads(threads)
     return torch.Generator().manual_seed(seed)
+
+
+@dataclass(frozen=True)
+class EpochRandom:
+    """The random streams of one epoch, derived from (seed, epoch, rank) alone.
+
+    ``order`` (batch order) and ``np`` (sequence sampling) are the same on every rank; ``aug``
+    (augmentation) and torch's global generator (dropout) differ per rank. Deriving them per epoch
+    is what lets a resumed run draw exactly what an uninterrupted one would.
+    """
+
+    order: torch.Generator
+    aug: torch.Generator
+    np: np.random.Generator
+
+
+def _seed(*key: int) -> int:
+    return int(np.random.SeedSequence(list(key)).generate_state(1)[0])
+
+
+def epoch_random(seed: int, epoch: int, rank: int = 0) -> EpochRandom:
+    """Seed this epoch's streams (and torch's global generator, for dropout)."""
+    torch.manual_seed(_seed(seed, epoch, 3, rank))
+    return EpochRandom(
+        order=torch.Generator().manual_seed(_seed(seed, epoch, 0)),
+        aug=torch.Generator().manual_seed(_seed(seed, epoch, 1, rank)),
+        np=np.random.default_rng(_seed(seed, epoch, 2)),
+    )
 
 
 def _optimizer(params, opt: Optim, steps_per_epoch: int):
@@ -81,42 +118,105 @@ def convnet_config(
     }
 
 
+@dataclass
+class Run:
+    """Where a training run writes and how it is spread: the context of one stage execution."""
+
+    out: Path
+    ctx: Context = SINGLE
+    state: TrainState | None = None  # per-epoch checkpoints to resume from
+    log: EpochLogger | None = None
+    mlflow_run_id: str | None = None
+
+
+def _as_run(out: str | Path | Run, log: EpochLogger | None) -> Run:
+    return out if isinstance(out, Run) else Run(Path(out), log=log)
+
+
+def _global_batches(n: int, opt: Optim, rand: EpochRandom, ctx: Context) -> Iterator[torch.Tensor]:
+    # the same order on every rank; a batch too small to give every rank a sample is skipped
+    for idx in batches(n, opt.batch_size, True, rand.order):
+        if len(idx) >= ctx.world:
+            yield shard(idx, ctx)
+
+
 def _fit(
     modules: list[nn.Module],
-    loss_fn: Callable,
+    loss_fn: Callable[[torch.Tensor, EpochRandom], tuple[torch.Tensor, dict[str, float]]],
     n_train: int,
     opt: Optim,
-    gen: torch.Generator,
-    validate: Callable[[], dict[str, float]],
+    validate: Callable[[torch.Tensor], dict[str, float]],
+    n_val: int,
     select: str,
     lower_is_better: bool,
-    save_best: Callable[[], None],
-    log: EpochLogger | None,
+    best_model: tuple[nn.Module, dict[str, Any]],
+    run: Run,
     desc: str,
+    epoch_start: Callable[[EpochRandom], None] | None = None,
 ) -> dict[str, float]:
+    """The epoch loop shared by the three trainings.
+
+    Trains on this rank's shard of every batch with gradients averaged over ranks, validates on a
+    shard with metrics reduced over ranks, keeps the best model (by ``select``) in ``run.out`` and,
+    with ``run.state``, checkpoints after every epoch and resumes from the last one.
+    """
+    ctx = run.ctx
+    for m in modules:
+        m.to(ctx.device)
     params = [p for m in modules for p in m.parameters() if p.requires_grad]
-    steps = math.ceil(n_train / opt.batch_size)
+    steps = sum(1 for _ in range(0, n_train, opt.batch_size))
     optimizer, scheduler = _optimizer(params, opt, steps)
-    best, best_epoch, history = None, 0, {}
-    start = time.perf_counter()
-    for epoch in tqdm(range(1, opt.epochs + 1), desc=desc, unit="epoch"):
+    done, progress = run.state.restore(modules, optimizer, scheduler) if run.state else (0, {})
+    broadcast_modules(modules, ctx)
+    best, best_epoch = progress.get("best"), progress.get("best_epoch", 0)
+    history, elapsed = progress.get("history", {}), progress.get("train_wall_s", 0.0)
+    if done and ctx.is_main:
+        tqdm.write(f"{desc}: resuming after epoch {done} of {opt.epochs} from {run.state.last}")
+        _copy_model(run.state.best, run.out)
+    start = time.perf_counter() - elapsed
+    for epoch in tqdm(range(done + 1, opt.epochs + 1), desc=desc, unit="epoch", initial=done,
+                      total=opt.epochs, disable=not ctx.is_main):  # fmt: skip
+        rand = epoch_random(opt.seed, epoch, ctx.rank)
+        if epoch_start:
+            epoch_start(rand)
         train_logs = train_one_epoch(
-            modules, loss_fn, batches(n_train, opt.batch_size, True, gen), optimizer, scheduler
-        )
-        val = validate()
+            modules, lambda idx, r=rand: loss_fn(idx, r), _global_batches(n_train, opt, rand, ctx),
+            optimizer, scheduler, after_backward=lambda: average_gradients(params, ctx),
+        )  # fmt: skip
+        train_logs = weighted_mean(train_logs, 1.0, ctx)
+        broadcast_modules(modules, ctx)  # rank 0's BatchNorm statistics everywhere
+        val_idx = shard(torch.arange(n_val), ctx)
+        val = weighted_mean(validate(val_idx), float(len(val_idx)), ctx)
         metrics = {**{f"train_{k}": v for k, v in train_logs.items()}, **val}
         value = val[select]
         if best is None or (value < best if lower_is_better else value > best):
             best, best_epoch = value, epoch
-            save_best()
+            if ctx.is_main:
+                save_model(run.out, *best_model)
+                if run.state:
+                    _copy_model(run.out, run.state.best)
         metrics[f"best_{select}"] = best
         history = metrics
-        tqdm.write(
-            f"{desc} epoch {epoch}: " + ", ".join(f"{k}={v:.4g}" for k, v in metrics.items())
-        )
-        if log:
-            log(metrics, epoch)
+        progress = {"best": best, "best_epoch": best_epoch, "history": history,
+                    "train_wall_s": time.perf_counter() - start}  # fmt: skip
+        if ctx.is_main:
+            if run.state:
+                run.state.save(epoch, modules, optimizer, scheduler, progress, run.mlflow_run_id)
+            tqdm.write(
+                f"{desc} epoch {epoch}: " + ", ".join(f"{k}={v:.4g}" for k, v in metrics.items())
+            )
+            if run.log:
+                run.log(metrics, epoch)
+    if run.state and ctx.is_main:
+        run.state.clear()
     return {**history, "best_epoch": best_epoch, "train_wall_s": time.perf_counter() - start}
+
+
+def _copy_model(src: Path, dst: Path) -> None:
+    """Copy a model file and its JSON sidecar."""
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    for suffix in (".pt", ".json"):
+        shutil.copyfile(src.with_suffix(suffix), dst.with_suffix(suffix))
 
 
 def train_classifier(
@@ -126,25 +226,30 @@ def train_classifier(
     opt: Optim,
     min_age: int,
     num_classes: int,
-    out: str | Path,
+    out: str | Path | Run,
     log: EpochLogger | None = None,
     align_margin: float = 0.0,
 ) -> dict[str, float]:
-    """Train a student-shaped network with cross-entropy; save the best (val MAE) to ``out``."""
-    gen = seed_everything(opt.seed, opt.threads)
+    """Train a student-shaped network with cross-entropy; save the best (val MAE) to ``out``.
+
+    ``out`` is a model path, or a :class:`Run` (data-parallel context, checkpoints, logger).
+    """
+    run = _as_run(out, log)
+    seed_everything(opt.seed, opt.threads)
     config = convnet_config(model_params, num_classes, min_age, align_margin)
     model = build_model(config)
     labels = train.labels(min_age)
+    dev = run.ctx.device
 
-    def loss_fn(idx):
-        x = normalize(augment(train.images[idx], opt.max_shift, opt.flip, gen))
-        loss = age_ce_loss(model(x), labels[idx])
+    def loss_fn(idx, rand):
+        x = normalize(augment(train.images[idx], opt.max_shift, opt.flip, rand.aug)).to(dev)
+        loss = age_ce_loss(model(x), labels[idx].to(dev))
         return loss, {"loss": loss.item()}
 
     result = _fit(
-        [model], loss_fn, len(train), opt, gen,
-        lambda: {"val_mae": age_mae(model, val.images, val.ages, min_age)},
-        "val_mae", True, lambda: save_model(out, model, config), log, "class_teacher",
+        [model], loss_fn, len(train), opt,
+        lambda vi: {"val_mae": age_mae(model, val.images[vi], val.ages[vi], min_age)}, len(val),
+        "val_mae", True, (model, config), run, "class_teacher",
     )  # fmt: skip
     return {**result, "params": count_parameters(model)}
 
@@ -167,13 +272,14 @@ def order_metrics(
 ) -> dict[str, float]:
     """Exact-order accuracy and mean Kendall tau of the predicted permutations."""
     model.eval()
+    dev = next(model.parameters()).device
     perms = permutations(seqs.shape[1])
     preds = []
     for i in range(0, len(seqs), 64):
         x = normalize(images[seqs[i : i + 64]].flatten(0, 1)).view(
             *seqs[i : i + 64].shape, *images.shape[1:]
         )
-        preds.append(model(x).argmax(-1))
+        preds.append(model(x.to(dev)).argmax(-1).cpu())
     pred = torch.cat(preds)
     return {
         "val_order_acc": float((pred == target).float().mean()),
@@ -192,12 +298,12 @@ def train_rank_teacher(
     sequences_per_epoch: int,
     val_sequences: int,
     feature_dim: int,
-    out: str | Path,
+    out: str | Path | Run,
     log: EpochLogger | None = None,
 ) -> dict[str, float]:
     """Train the ranking teacher to recover the age order of K shuffled faces."""
-    gen = seed_everything(opt.seed, opt.threads)
-    rng = np.random.default_rng(opt.seed)
+    run = _as_run(out, log)
+    seed_everything(opt.seed, opt.threads)
     config = {
         "arch": "rank_teacher",
         **_arch_config(model_params),
@@ -205,32 +311,32 @@ def train_rank_teacher(
         "feature_dim": feature_dim,
     }
     model = build_model(config)
+    dev = run.ctx.device
     sampler = SequenceSampler(train.ages.numpy(), k, min_gap, sampling)
     val_sampler = SequenceSampler(val.ages.numpy(), k, min_gap, sampling)
     val_seqs, val_target = shuffle_sequences(
         torch.from_numpy(val_sampler.sample(val_sequences, np.random.default_rng(opt.seed + 1))),
         torch.Generator().manual_seed(opt.seed + 1),
     )
-    state = {"seqs": None}
+    epoch_seqs: dict[str, torch.Tensor] = {}
 
-    def loss_fn(idx):
-        if state["seqs"] is None:
-            state["seqs"] = torch.from_numpy(sampler.sample(sequences_per_epoch, rng))
-        seqs, target = shuffle_sequences(state["seqs"][idx], gen)  # (B, K), (B,)
-        faces = augment(train.images[seqs.flatten()], opt.max_shift, opt.flip, gen)
-        x = normalize(faces).view(*seqs.shape, *faces.shape[1:])  # (B, K, 3, H, W)
+    def new_sequences(rand: EpochRandom) -> None:  # fresh sequences every epoch
+        epoch_seqs["seqs"] = torch.from_numpy(sampler.sample(sequences_per_epoch, rand.np))
+
+    def loss_fn(idx, rand):
+        seqs, target = shuffle_sequences(epoch_seqs["seqs"][idx], rand.aug)  # (B, K), (B,)
+        faces = augment(train.images[seqs.flatten()], opt.max_shift, opt.flip, rand.aug)
+        x = normalize(faces).view(*seqs.shape, *faces.shape[1:]).to(dev)  # (B, K, 3, H, W)
         logits = model(x)
+        target = target.to(dev)
         loss = nn.functional.cross_entropy(logits, target)
         acc = (logits.argmax(-1) == target).float().mean().item()
         return loss, {"loss": loss.item(), "order_acc": acc}
 
-    def validate():
-        state["seqs"] = None  # fresh sequences every epoch
-        return order_metrics(model, val.images, val_seqs, val_target)
-
     result = _fit(
-        [model], loss_fn, sequences_per_epoch, opt, gen, validate, "val_kendall_tau", False,
-        lambda: save_model(out, model, config), log, "rank_teacher",
+        [model], loss_fn, sequences_per_epoch, opt,
+        lambda vi: order_metrics(model, val.images, val_seqs[vi], val_target[vi]), len(val_seqs),
+        "val_kendall_tau", False, (model, config), run, "rank_teacher", epoch_start=new_sequences,
     )  # fmt: skip
     return {**result, "params": count_parameters(model)}
 
@@ -250,12 +356,13 @@ def train_student(
     hint_weight: float,
     student_hint_stage: int,
     teacher_hint_stage: int,
-    out: str | Path,
+    out: str | Path | Run,
     log: EpochLogger | None = None,
     align_margin: float = 0.0,
 ) -> dict[str, float]:
     """Distil: ground truth + soft targets of the class teacher + hints of the rank teacher."""
-    gen = seed_everything(opt.seed, opt.threads)
+    run = _as_run(out, log)
+    seed_everything(opt.seed, opt.threads)
     config = convnet_config(model_params, num_classes, min_age, align_margin)
     student = build_model(config)
     if student_hint_stage >= len(student.widths):
@@ -268,15 +375,16 @@ def train_student(
             f"rank_teacher.hint_stage={teacher_hint_stage}: teacher has {len(t_widths)} stages"
         )
     adapter = HintAdapter(student.widths[student_hint_stage], t_widths[teacher_hint_stage])
+    dev = run.ctx.device
     for t in (class_teacher, rank_teacher):
-        t.eval().requires_grad_(False)
+        t.eval().requires_grad_(False).to(dev)
     labels = train.labels(min_age)
 
-    def loss_fn(idx):
-        x = normalize(augment(train.images[idx], opt.max_shift, opt.flip, gen))
+    def loss_fn(idx, rand):
+        x = normalize(augment(train.images[idx], opt.max_shift, opt.flip, rand.aug)).to(dev)
         emb, maps = student.forward_features(x)
         logits = student.head(student.dropout(emb))
-        gt = age_ce_loss(logits, labels[idx])
+        gt = age_ce_loss(logits, labels[idx].to(dev))
         loss = gt_weight * gt
         logs = {"gt_loss": gt.item()}
         if kd_weight > 0:
@@ -294,9 +402,11 @@ def train_student(
         logs["loss"] = loss.item()
         return loss, logs
 
+    # the adapter only learns when hints are on (an unused module would get no gradient)
+    modules = [student, adapter] if hint_weight > 0 else [student]
     result = _fit(
-        [student, adapter], loss_fn, len(train), opt, gen,
-        lambda: {"val_mae": age_mae(student, val.images, val.ages, min_age)},
-        "val_mae", True, lambda: save_model(out, student, config), log, "distill",
+        modules, loss_fn, len(train), opt,
+        lambda vi: {"val_mae": age_mae(student, val.images[vi], val.ages[vi], min_age)}, len(val),
+        "val_mae", True, (student, config), run, "distill",
     )  # fmt: skip
     return {**result, "params": count_parameters(student)}

@@ -6,11 +6,11 @@ It is both the source of soft targets for `distill` and the no-distillation base
 import argparse
 from pathlib import Path
 
-from agedistill.config import load_params, raw_params
+from agedistill.config import load_params
 from agedistill.data import load_table
 from agedistill.evaluation import write_json
+from agedistill.runner import training_run
 from agedistill.stage import run_stage
-from agedistill.tracking import stage_run
 from agedistill.train import Optim, train_classifier
 
 
@@ -20,6 +20,7 @@ def main() -> None:
     ap.add_argument("--split", required=True)
     ap.add_argument("--model", required=True)
     ap.add_argument("--metrics", required=True)
+    ap.add_argument("--checkpoints", help="folder for per-epoch state (resume after a kill)")
     args = ap.parse_args()
     params = load_params()
     arch, tp = params.student, params.class_teacher
@@ -30,15 +31,19 @@ def main() -> None:
         "model": arch.model_dump(),
         "ages": params.ages.model_dump(),
     }
-    with stage_run("class_teacher", stage_params, raw_params()) as run:
+    data = [train.images, train.ages, val.images, val.ages]
+    with training_run(
+        "class_teacher", stage_params, args.model, args.checkpoints, data,
+        params.distributed.backend,
+    ) as (run, tracker):  # fmt: skip
         metrics = train_classifier(
             train, val, arch.model_dump(), Optim(**tp.model_dump()), params.ages.min_age,
-            params.ages.num_classes, args.model, log=run.log_metrics,
-            align_margin=params.align.margin,
+            params.ages.num_classes, run, align_margin=params.align.margin,
         )  # fmt: skip
-        write_json(metrics, args.metrics)
-        run.log_artifact(args.model, "model")
-        run.log_artifact(Path(args.model).with_suffix(".json"), "model")
+        if run.ctx.is_main:
+            write_json(metrics, args.metrics)
+            tracker.log_artifact(args.model, "model")
+            tracker.log_artifact(Path(args.model).with_suffix(".json"), "model")
 
 
 if __name__ == "__main__":

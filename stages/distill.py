@@ -4,11 +4,12 @@ import argparse
 from pathlib import Path
 
 from agedistill.checkpoint import load_model
-from agedistill.config import load_params, raw_params
+from agedistill.config import load_params
 from agedistill.data import load_table
 from agedistill.evaluation import write_json
+from agedistill.resume import file_digest
+from agedistill.runner import training_run
 from agedistill.stage import run_stage
-from agedistill.tracking import stage_run
 from agedistill.train import Optim, train_student
 
 
@@ -20,6 +21,7 @@ def main() -> None:
     ap.add_argument("--rank-teacher", required=True)
     ap.add_argument("--model", required=True)
     ap.add_argument("--metrics", required=True)
+    ap.add_argument("--checkpoints", help="folder for per-epoch state (resume after a kill)")
     args = ap.parse_args()
     params = load_params()
     arch, d = params.student, params.distill
@@ -33,16 +35,21 @@ def main() -> None:
         "ages": params.ages.model_dump(),
         "rank_teacher_hint_stage": params.rank_teacher.hint_stage,
     }
-    with stage_run("distill", stage_params, raw_params()) as run:
+    data = [train.images, train.ages, val.images, val.ages,
+            file_digest(args.class_teacher), file_digest(args.rank_teacher)]  # fmt: skip
+    with training_run(
+        "distill", stage_params, args.model, args.checkpoints, data, params.distributed.backend
+    ) as (run, tracker):
         metrics = train_student(
             train, val, arch.model_dump(), Optim(**d.train.model_dump()), params.ages.min_age,
             params.ages.num_classes, class_teacher, rank_teacher, d.temperature, d.gt_weight,
-            d.kd_weight, d.hint_weight, d.hint_stage, params.rank_teacher.hint_stage, args.model,
-            log=run.log_metrics, align_margin=params.align.margin,
+            d.kd_weight, d.hint_weight, d.hint_stage, params.rank_teacher.hint_stage, run,
+            align_margin=params.align.margin,
         )  # fmt: skip
-        write_json(metrics, args.metrics)
-        run.log_artifact(args.model, "model")
-        run.log_artifact(Path(args.model).with_suffix(".json"), "model")
+        if run.ctx.is_main:
+            write_json(metrics, args.metrics)
+            tracker.log_artifact(args.model, "model")
+            tracker.log_artifact(Path(args.model).with_suffix(".json"), "model")
 
 
 if __name__ == "__main__":

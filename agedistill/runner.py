@@ -1,0 +1,45 @@
+"""The frame every training stage runs in: data-parallel context, resumable state, MLflow run."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from agedistill import distributed
+from agedistill.config import raw_params
+from agedistill.resume import TrainState, fingerprint
+from agedistill.tracking import NullRun, StageRun, stage_run
+from agedistill.train import Run
+
+
+@contextmanager
+def training_run(
+    stage: str,
+    stage_params: dict[str, Any],
+    out: str | Path,
+    checkpoints: str | Path | None,
+    data: list[Any],
+    backend: str = "auto",
+) -> Iterator[tuple[Run, StageRun | NullRun]]:
+    """Set up one training stage; yield the :class:`Run` to train with and its MLflow tracker.
+
+    ``data`` (tensors, digests) and ``stage_params`` fingerprint the run: a checkpoint in
+    ``checkpoints`` is resumed only when both match. Under torchrun every rank trains; only rank 0
+    logs to MLflow (the others get a tracker that does nothing) and writes files.
+    """
+    ctx = distributed.setup(backend)
+    try:
+        state = None
+        if checkpoints:
+            key = fingerprint(stage, stage_params, ctx.world, *data)
+            state = TrainState(checkpoints, key)
+        resume_id = state.mlflow_run_id() if state and ctx.is_main else None
+        if ctx.world > 1 and ctx.is_main:
+            print(f"{stage}: data-parallel over {ctx.world} processes ({ctx.device.type})")
+        logged = {**stage_params, "world_size": ctx.world}
+        with stage_run(stage, logged, raw_params(), resume_id, ctx.is_main) as tracker:
+            yield Run(Path(out), ctx, state, tracker.log_metrics, tracker.run_id), tracker
+    finally:
+        distributed.teardown()

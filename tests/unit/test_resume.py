@@ -1,0 +1,103 @@
+"""Determinism and resume of the training loop, on real sample chips (in-process, fast)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+
+from agedistill.checkpoint import load_model
+from agedistill.data import FaceTable
+from agedistill.resume import TrainState, fingerprint
+from agedistill.sources import UTKFaceReader
+from agedistill.train import Optim, Run, epoch_random, train_classifier
+
+ARCH = {"widths": [8, 16], "stem_stride": 2, "depthwise": False, "dropout": 0.2, "input_size": 32}
+OPT = Optim(4, 16, 3e-3, 0.0, seed=3, max_shift=2, flip=True, threads=1)
+
+
+@pytest.fixture(scope="module")
+def faces(sample_images) -> FaceTable:
+    recs = [r for r in UTKFaceReader(sample_images).records() if r.error is None][::10][:64]
+    imgs = [np.asarray(Image.open(r.path).convert("RGB").resize((32, 32))) for r in recs]
+    images = torch.from_numpy(np.stack(imgs)).permute(0, 3, 1, 2).contiguous()
+    ages = torch.tensor([min(r.age, 100) for r in recs])
+    return FaceTable(images, ages, pd.DataFrame({"crop": range(len(recs)), "age": ages.numpy()}))
+
+
+def _weights(path) -> dict[str, torch.Tensor]:
+    return load_model(path)[0].state_dict()
+
+
+def _train(faces, run: Run) -> dict[str, float]:
+    m = train_classifier(faces, faces, ARCH, OPT, 0, 101, run)
+    return {k: v for k, v in m.items() if k != "train_wall_s"}
+
+
+def test_same_seed_gives_bit_identical_metrics_and_weights(faces, tmp_path):
+    a = _train(faces, Run(tmp_path / "a.pt"))
+    b = _train(faces, Run(tmp_path / "b.pt"))
+    assert a == b  # exact float equality, not approx
+    wa, wb = _weights(tmp_path / "a.pt"), _weights(tmp_path / "b.pt")
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    c = train_classifier(faces, faces, ARCH, Optim(**{**OPT.__dict__, "seed": 4}), 0, 101,
+                         tmp_path / "c.pt")  # fmt: skip
+    assert c["val_mae"] != a["val_mae"]  # the seed matters
+
+
+class Killed(Exception):
+    pass
+
+
+def test_interrupted_run_resumes_to_the_same_result(faces, tmp_path):
+    reference = _train(faces, Run(tmp_path / "ref.pt"))
+    state = TrainState(tmp_path / "ckpt", fingerprint("test", OPT.__dict__, faces.images))
+
+    def die_after_epoch_2(metrics, epoch):
+        if epoch == 2:
+            raise Killed  # after epoch 2's state was written, like a kill in epoch 3
+
+    with pytest.raises(Killed):
+        _train(faces, Run(tmp_path / "out.pt", state=state, log=die_after_epoch_2))
+    assert state.load()["epoch"] == 2 and state.best.is_file()
+    (tmp_path / "out.pt").unlink()  # DVC deletes a stage's outputs before it reruns it
+    epochs = []
+    fresh = TrainState(tmp_path / "ckpt", state.fingerprint)
+    resumed = _train(
+        faces, Run(tmp_path / "out.pt", state=fresh, log=lambda m, e: epochs.append(e))
+    )
+    assert epochs == [3, 4]  # lost nothing, repeated nothing
+    assert resumed == reference
+    wr, wo = _weights(tmp_path / "ref.pt"), _weights(tmp_path / "out.pt")
+    assert all(torch.equal(wr[k], wo[k]) for k in wr)
+    assert not state.last.exists()  # a finished run leaves no state behind
+
+
+def test_state_of_other_params_is_ignored(faces, tmp_path):
+    state = TrainState(tmp_path / "ckpt", "aaaa")
+
+    def stop(metrics, epoch):
+        raise Killed
+
+    with pytest.raises(Killed):
+        _train(faces, Run(tmp_path / "x.pt", state=state, log=stop))
+    other = TrainState(tmp_path / "ckpt", "bbbb")
+    assert other.load() is None and other.mlflow_run_id() is None
+    epochs = []
+    _train(faces, Run(tmp_path / "x.pt", state=other, log=lambda m, e: epochs.append(e)))
+    assert epochs == [1, 2, 3, 4]
+
+
+def test_epoch_streams_depend_on_seed_epoch_and_rank_only():
+    a, b = epoch_random(0, 5, 0), epoch_random(0, 5, 0)
+    assert torch.equal(torch.randperm(50, generator=a.order), torch.randperm(50, generator=b.order))
+    r1 = epoch_random(0, 5, 1)
+    # batch order is shared by ranks, augmentation is not
+    assert torch.equal(torch.randperm(50, generator=epoch_random(0, 5, 0).order),
+                       torch.randperm(50, generator=r1.order))  # fmt: skip
+    assert not torch.equal(torch.rand(20, generator=epoch_random(0, 5, 0).aug),
+                           torch.rand(20, generator=r1.aug))  # fmt: skip
+    assert not torch.equal(torch.rand(20, generator=epoch_random(0, 6, 0).aug),
+                           torch.rand(20, generator=epoch_random(0, 5, 0).aug))  # fmt: skip
