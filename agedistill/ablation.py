@@ -3,7 +3,8 @@
 Runs on top of a finished pipeline workspace (its params, split, crops and both teachers), so the
 teachers are shared by every row and only the student varies. Each (variant, seed) run is trained
 in its own process, scored on the test part, logged to MLflow as stage ``ablation`` and written to
-``<out>/runs/<name>.json``; finished runs are skipped, so a killed grid resumes where it stopped.
+``<out>/runs/<name>.json``. Finished runs are skipped and a run in flight checkpoints every epoch,
+so a killed grid resumes where it stopped, losing one epoch at most.
 """
 
 from __future__ import annotations
@@ -83,8 +84,9 @@ def _train_and_score(job: tuple[Workspace, str, int, Path, int]) -> dict[str, An
     from agedistill.checkpoint import load_model
     from agedistill.config import load_params, raw_params
     from agedistill.data import load_table
+    from agedistill.resume import TrainState, file_digest, fingerprint
     from agedistill.tracking import stage_run
-    from agedistill.train import Optim, train_student
+    from agedistill.train import Optim, Run, train_student
 
     params = load_params(ws.params)
     arch, d = params.student, params.distill
@@ -100,12 +102,16 @@ def _train_and_score(job: tuple[Workspace, str, int, Path, int]) -> dict[str, An
     model_file.parent.mkdir(parents=True, exist_ok=True)
     stage_params = {**d.model_dump(), **weights, "variant": variant, "seed": seed,
                     "model": arch.model_dump()}  # fmt: skip
-    with stage_run("ablation", stage_params, raw_params(ws.params)) as run:
+    key = fingerprint("ablation", stage_params, train.images, train.ages, val.images, val.ages,
+                      file_digest(ws.class_teacher), file_digest(ws.rank_teacher))  # fmt: skip
+    state = TrainState(out / "checkpoints" / name, key)  # a killed run resumes its last epoch
+    with stage_run("ablation", stage_params, raw_params(ws.params), state.mlflow_run_id()) as run:
         fit = train_student(
             train, val, arch.model_dump(), opt, params.ages.min_age, params.ages.num_classes,
             class_teacher, rank_teacher, d.temperature, d.gt_weight, weights["kd_weight"],
-            weights["hint_weight"], d.hint_stage, params.rank_teacher.hint_stage, model_file,
-            log=run.log_metrics, align_margin=params.align.margin,
+            weights["hint_weight"], d.hint_stage, params.rank_teacher.hint_stage,
+            Run(model_file, state=state, log=run.log_metrics, mlflow_run_id=run.run_id),
+            align_margin=params.align.margin,
         )  # fmt: skip
         result = {"variant": variant, "seed": seed, "fit": fit,
                   "test": test_score(model_file, test, params.evaluate.cs_max)}  # fmt: skip
