@@ -27,7 +27,6 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
-from torch.nn.functional import interpolate
 from torchvision.ops import batched_nms
 
 # ArcFace's canonical 5-point template on a 112x112 crop: eyes, nose tip, mouth corners (x, y).
@@ -381,9 +380,10 @@ def mtcnn_cascade(
         Per image, (N, 5, 2) landmarks ``(x, y)``.
     """
     pnet, rnet, onet = nets
-    boxes, inds = _propose(imgs, pnet, min_size, factor, thresholds[0])
-    boxes, inds = _refine(imgs, boxes, inds, rnet, thresholds[1])
-    boxes, inds, points = _output(imgs, boxes, inds, onet, thresholds[2])
+    table = summed_area_table(imgs)  # the pyramid and R-Net's and O-Net's crops come from it
+    boxes, inds = _propose(table, pnet, min_size, factor, thresholds[0])
+    boxes, inds = _refine(table, boxes, inds, rnet, thresholds[1])
+    boxes, inds, points = _output(table, boxes, inds, onet, thresholds[2])
     boxes, points, inds = boxes.cpu().numpy(), points.cpu().numpy(), inds.cpu().numpy()
     return [boxes[inds == b] for b in range(len(imgs))], [
         points[inds == b] for b in range(len(imgs))
@@ -406,15 +406,19 @@ def _normalized(x: torch.Tensor) -> torch.Tensor:
 
 
 def _propose(
-    imgs: torch.Tensor, pnet: torch.nn.Module, min_size: float, factor: float, threshold: float
+    table: torch.Tensor, pnet: torch.nn.Module, min_size: float, factor: float, threshold: float
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """P-Net over the pyramid: square candidate boxes (N, 5) and their image indices (N,)."""
     from facenet_pytorch.models.utils.detect_face import generateBoundingBox, rerec
 
-    h, w = imgs.shape[2:]
-    boxes, inds = [imgs.new_zeros((0, 9))], [torch.zeros(0, dtype=torch.long, device=imgs.device)]
+    n, h, w = table.shape[0], table.shape[2] - 1, table.shape[3] - 1
+    dev = table.device
+    whole = torch.tensor([[0, 0, w, h]], device=dev).expand(n, 4)
+    boxes = [torch.zeros((0, 9), device=dev)]
+    inds = [torch.zeros(0, dtype=torch.long, device=dev)]
     for scale in _pyramid(h, w, min_size, factor):
-        resized = interpolate(imgs, size=(int(h * scale + 1), int(w * scale + 1)), mode="area")
+        size = (int(h * scale + 1), int(w * scale + 1))
+        resized = _area_crops(table, torch.arange(n, device=dev), whole, size)  # = interpolate
         reg, probs = pnet(_normalized(resized))
         b, i = generateBoundingBox(reg, probs[:, 1], scale, threshold)
         keep = batched_nms(b[:, :4], b[:, 4], i, 0.5)
@@ -429,59 +433,67 @@ def _propose(
     return rerec(reg), i
 
 
-def _area_resize_boxes(img: torch.Tensor, boxes: torch.Tensor, size: int) -> torch.Tensor:
+def summed_area_table(imgs: torch.Tensor) -> torch.Tensor:
+    """Exact integral images (B, C, H + 1, W + 1) of uint8-valued images (B, C, H, W).
+
+    float32 holds every sum exactly while it stays below 2**24 (images up to about 256 x 256
+    pixels, e.g. dataset chips) and is the fastest; larger images get float64 (exact to 2**53).
+    """
+    b, c, h, w = imgs.shape
+    dtype = torch.float32 if 255 * h * w < 2**24 else torch.float64
+    table = torch.zeros((b, c, h + 1, w + 1), dtype=dtype, device=imgs.device)
+    table[:, :, 1:, 1:] = imgs.to(dtype).cumsum(3).cumsum(2)
+    return table
+
+
+def _area_crops(
+    table: torch.Tensor, inds: torch.Tensor, boxes: torch.Tensor, size: int | tuple[int, int]
+) -> torch.Tensor:
     """``F.interpolate(img[:, y1:y2, x1:x2], size, mode="area")`` for every integer box at once.
 
     Area resampling averages each output pixel's input window (PyTorch's adaptive-pool windows:
-    ``floor(i * n / size)`` to ``ceil((i + 1) * n / size)``); with a summed-area table every
-    window sum is four lookups, so the cost does not grow with the box. ``img`` (C, H, W); boxes
-    (N, 4) integer ``x1, y1, x2, y2`` inside the image with ``x2 > x1``, ``y2 > y1``.
+    ``floor(i * n / size)`` to ``ceil((i + 1) * n / size)``); from a summed-area table every
+    window sum is four lookups, so the cost does not grow with the box. Boxes (N, 4) are integer
+    ``x1, y1, x2, y2`` inside the image with ``x2 > x1`` and ``y2 > y1``; ``inds`` their images.
     """
-    c, h, w = img.shape
-    table = torch.zeros((c, h + 1, w + 1), dtype=torch.float64)
-    table[:, 1:, 1:] = img.double().cumsum(1).cumsum(2)
     x1, y1, x2, y2 = boxes.long().unbind(1)
-    i = torch.arange(size)
+    out_h, out_w = (size, size) if isinstance(size, int) else size
 
-    def edges(lo, hi):
-        n = (hi - lo)[:, None]
-        return lo[:, None] + (i * n) // size, lo[:, None] + -((-(i + 1) * n) // size)  # floor, ceil
+    def edges(lo, hi, m):
+        i, n = torch.arange(m, device=table.device), (hi - lo)[:, None]
+        return lo[:, None] + (i * n) // m, lo[:, None] - ((-(i + 1) * n) // m)  # floor, ceil
 
-    ys, ye = edges(y1, y2)  # (N, size)
-    xs, xe = edges(x1, x2)
+    ys, ye = edges(y1, y2, out_h)  # (N, out_h)
+    xs, xe = edges(x1, x2, out_w)
+    n = inds[:, None, None]
     ys, ye, xs, xe = ys[:, :, None], ye[:, :, None], xs[:, None, :], xe[:, None, :]
-    sums = table[:, ye, xe] - table[:, ys, xe] - table[:, ye, xs] + table[:, ys, xs]  # (C,N,s,s)
-    area = ((ye - ys) * (xe - xs)).double()
-    return (sums / area).to(img.dtype).permute(1, 0, 2, 3)
+    sums = table[n, :, ye, xe] - table[n, :, ys, xe] - table[n, :, ye, xs] + table[n, :, ys, xs]
+    area = (ye - ys) * (xe - xs)  # (N, out_h, out_w); sums are (N, out_h, out_w, C)
+    return (sums / area[..., None]).float().permute(0, 3, 1, 2).contiguous()
 
 
 def _crops(
-    imgs: torch.Tensor, boxes: torch.Tensor, inds: torch.Tensor, size: int
+    table: torch.Tensor, boxes: torch.Tensor, inds: torch.Tensor, size: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Normalised ``size`` x ``size`` crops of the boxes clipped to the image, and which boxes
     were not empty after clipping (as MTCNN: a box is cut at the border, then area-resized)."""
 
-    h, w = imgs.shape[2:]
+    h, w = table.shape[2] - 1, table.shape[3] - 1
     t = boxes[:, :4].trunc()
     x1, y1 = t[:, 0].clamp(min=1) - 1, t[:, 1].clamp(min=1) - 1
     x2, y2 = t[:, 2].clamp(max=w), t[:, 3].clamp(max=h)
     valid = (x2 > x1) & (y2 > y1)
     clipped = torch.stack([x1, y1, x2, y2], dim=1)[valid]
-    inds = inds[valid]
-    crops = imgs.new_empty((len(clipped), imgs.shape[1], size, size))
-    for b in inds.unique().tolist():
-        at = inds == b
-        crops[at] = _area_resize_boxes(imgs[b], clipped[at], size)
-    return _normalized(crops), valid
+    return _normalized(_area_crops(table, inds[valid], clipped, size)), valid
 
 
 def _refine(
-    imgs: torch.Tensor, boxes: torch.Tensor, inds: torch.Tensor, rnet: torch.nn.Module, thr: float
+    table: torch.Tensor, boxes: torch.Tensor, inds: torch.Tensor, rnet: torch.nn.Module, thr: float
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """R-Net: keep confident candidates, suppress overlaps, regress and square the boxes."""
     from facenet_pytorch.models.utils.detect_face import bbreg, rerec
 
-    crops, valid = _crops(imgs, boxes, inds, 24)
+    crops, valid = _crops(table, boxes, inds, 24)
     boxes, inds = boxes[valid], inds[valid]
     if len(boxes) == 0:
         return boxes[:, :5], inds
@@ -494,12 +506,12 @@ def _refine(
 
 
 def _output(
-    imgs: torch.Tensor, boxes: torch.Tensor, inds: torch.Tensor, onet: torch.nn.Module, thr: float
+    table: torch.Tensor, boxes: torch.Tensor, inds: torch.Tensor, onet: torch.nn.Module, thr: float
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """O-Net: final probabilities, regressed boxes (N, 5) and landmarks (N, 5, 2)."""
     from facenet_pytorch.models.utils.detect_face import batched_nms_numpy, bbreg
 
-    crops, valid = _crops(imgs, boxes, inds, 48)
+    crops, valid = _crops(table, boxes, inds, 48)
     boxes, inds = boxes[valid], inds[valid]
     if len(boxes) == 0:
         return boxes[:, :5], inds, boxes.new_zeros((0, 5, 2))

@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import hashlib
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pandas as pd
 import torch
 from PIL import Image
+from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from agedistill.align import (
@@ -83,19 +84,31 @@ def _list_inputs(sources: Sequence[SourceSpec]) -> tuple[list[tuple[Record, str]
     return todo, rejects
 
 
-def _prefetched(
-    pool: ThreadPoolExecutor, chunks: Iterator[Sequence], load: Callable[..., _Loaded]
-) -> Iterator[list[_Loaded]]:
-    """Decode chunk ``k + 1`` on the pool while the caller detects faces in chunk ``k``.
+class _AlignChunks(Dataset):
+    """Chunks of input records; an item decodes, detects and aligns one chunk.
 
-    At most two chunks of decoded images are alive at once: memory is bounded by
-    ``2 * batch_size`` images of at most ``work_side`` pixels a side.
+    Items are produced by DataLoader worker processes (or in-process with ``workers=0``); each
+    returns, per record, its manifest row without a crop name and the crop as an array, or its
+    reject row. The parent names and writes crops in input order.
     """
-    pending = [pool.submit(load, *rs) for rs in next(chunks, [])]
-    while pending:
-        following = [pool.submit(load, *rs) for rs in next(chunks, [])]
-        yield [f.result() for f in pending]
-        pending = following
+
+    def __init__(self, chunks: list[Sequence], detector: FaceDetector, max_side: int,
+                 shape: _CropShape) -> None:  # fmt: skip
+        self.chunks, self.detector, self.max_side, self.shape = chunks, detector, max_side, shape
+
+    def __len__(self) -> int:
+        return len(self.chunks)
+
+    def __getitem__(self, i: int) -> list[tuple[dict, np.ndarray | None]]:
+        loaded = [_load(rec, source, self.max_side) for rec, source in self.chunks[i]]
+        ok = [x for x in loaded if x.error is None]
+        detections = iter(self.detector.detect([x.image for x in ok]))
+        return [_finish(x, next(detections) if x.error is None else None, self.shape)
+                for x in loaded]  # fmt: skip
+
+
+def _as_is(item: Any) -> Any:
+    return item
 
 
 def align_dataset(
@@ -131,12 +144,13 @@ def align_dataset(
     select : {"largest", "central"}
         Which face is the subject when there are several.
     workers : int
-        Decoding threads; they decode the next batch while MTCNN runs on the current one.
+        Processes that decode, detect and align chunks of ``batch_size`` files in parallel
+        (``torch.utils.data.DataLoader`` workers, one torch thread each); 0 runs everything in
+        this process. One process per core is the fastest setting: MTCNN runs many small
+        operations that do not split well over threads.
     threads : int
-        Torch intra-op threads during detection (0: leave torch's setting). MTCNN runs many small
-        operations; on a 2-core machine shared with other jobs, two OpenMP threads wait on each
-        other at every one of them, and one thread (with decoding on the other core) was 2.7x
-        faster.
+        Torch intra-op threads for in-process detection (``workers=0``; 0: leave torch's
+        setting).
     limit : int
         Only the first ``limit`` labelled files (0: all).
     progress : bool
@@ -159,25 +173,28 @@ def align_dataset(
     if limit:
         todo = todo[:limit]
     detector = FaceDetector(min_prob, min_face_size, detect_max_side, batch_size)
+    shape = _CropShape(size, margin, min_face_size, select)
     # images are kept at up to twice the detection side: crops come from sharper pixels than
     # detection needs while a 40-megapixel photo still costs only a few megabytes
-    load = partial(_load, max_side=2 * detect_max_side)
-    shape = _CropShape(size, margin, min_face_size, select)
+    chunks = _AlignChunks(list(_chunks(todo, batch_size)), detector, 2 * detect_max_side, shape)
+    loader = DataLoader(
+        chunks, batch_size=None, shuffle=False, num_workers=workers, collate_fn=_as_is,
+        multiprocessing_context="fork" if workers else None, prefetch_factor=2 if workers else None,
+    )  # fmt: skip
     rows: list[dict] = []
     with (
         _torch_threads(threads),
-        ThreadPoolExecutor(max(1, workers)) as pool,
         tqdm(total=len(todo), desc="align", unit="img", disable=not progress) as bar,
     ):
-        for loaded in _prefetched(pool, _chunks(todo, batch_size), load):
-            ok = [x for x in loaded if x.error is None]
-            detections = iter(detector.detect([x.image for x in ok]))
-            for item in loaded:
-                det = next(detections) if item.error is None else None
-                row = _finish(item, det, out_dir, len(rows), shape)
-                (rejects if "reason" in row else rows).append(row)
-                item.image = None  # free the decoded image now
-            bar.update(len(loaded))
+        for results in loader:
+            for row, crop in results:
+                if crop is None:
+                    rejects.append(row)
+                    continue
+                row["crop"] = f"{len(rows):06d}.png"
+                Image.fromarray(crop).save(out_dir / row["crop"])
+                rows.append(row)
+            bar.update(len(results))
     manifest = pd.DataFrame(rows, columns=MANIFEST_COLUMNS)
     reject_df = pd.DataFrame(rejects, columns=REJECT_COLUMNS)
     if base is not None:
@@ -215,26 +232,25 @@ class _CropShape:
 
 
 def _finish(
-    item: _Loaded, det: Detection | None, out_dir: Path, index: int, shape: _CropShape
-) -> dict:
-    """The manifest row of one decoded file (crop written), or its reject row."""
+    item: _Loaded, det: Detection | None, shape: _CropShape
+) -> tuple[dict, np.ndarray | None]:
+    """The manifest row of one decoded file and its aligned crop, or its reject row and None."""
     reject = {"source": item.source, "path": item.record.path}
     if item.error is not None or det is None:
-        return {**reject, "reason": item.error or "unreadable"}
+        return {**reject, "reason": item.error or "unreadable"}, None
     if det.error is not None:
-        return {**reject, "reason": det.error}
+        return {**reject, "reason": det.error}, None
     if not det.faces:
-        return {**reject, "reason": "no face"}
+        return {**reject, "reason": "no face"}, None
     faces = [f.scaled(1.0 / item.scale) for f in det.faces]  # original-image pixels
     big = [f for f in faces if min(f.width, f.height) >= shape.min_face_size]
     if not big:
         largest = max(min(f.width, f.height) for f in faces)
-        return {**reject, "reason": f"face too small ({largest:.0f}px < {shape.min_face_size}px)"}
+        reason = f"face too small ({largest:.0f}px < {shape.min_face_size}px)"
+        return {**reject, "reason": reason}, None
     face = select_face(big, _original_size(item), shape.select)
     crop = align_face(item.image, face.landmarks * item.scale, shape.size, shape.margin)
-    name = f"{index:06d}.png"
-    crop.save(out_dir / name)
-    return _manifest_row(item, face, name, len(det.faces))
+    return _manifest_row(item, face, len(det.faces)), np.asarray(crop)
 
 
 def _original_size(item: _Loaded) -> tuple[int, int]:
@@ -242,11 +258,11 @@ def _original_size(item: _Loaded) -> tuple[int, int]:
     return round(w / item.scale), round(h / item.scale)
 
 
-def _manifest_row(item: _Loaded, face: Face, crop: str, n_faces: int) -> dict:
+def _manifest_row(item: _Loaded, face: Face, n_faces: int) -> dict:
     rec = item.record
     x, y, w, h = face.xywh()
     return {
-        "crop": crop,
+        "crop": None,  # named by the parent, in input order
         "source": item.source,
         "path": rec.path,
         "sha1": item.sha1,

@@ -1,6 +1,7 @@
 """Run the ``align`` stage over a whole folder and record counts, wall time and peak memory.
 
-Crops and tables go to ``--work`` (outside the repository); the figures to ``--out``.
+Crops and tables go to ``--work`` (outside the repository); the figures to ``--out``. Memory is
+that of the whole process tree (the stage's worker processes included): see ``memory.py``.
 
     python benchmarks/align_full.py --images ../shared/data/utkface/images \\
         --work /tmp/align_full --out metrics/align_full.json
@@ -13,6 +14,8 @@ import os
 import resource
 import time
 from pathlib import Path
+
+from memory import PeakMemory
 
 from agedistill.align_dataset import SourceSpec, align_dataset, summarize
 from agedistill.config import load_params
@@ -29,12 +32,13 @@ def main() -> None:
     args = ap.parse_args()
     p = load_params(args.params).align
     start = time.perf_counter()
-    manifest, rejects = align_dataset(
-        [SourceSpec(str(args.images), args.reader)], args.work / "crops", size=p.size,
-        margin=p.margin, min_prob=p.min_prob, min_face_size=p.min_face_size, select=p.select,
-        detect_max_side=p.detect_max_side, batch_size=p.batch_size, workers=p.workers,
-        threads=p.threads,
-    )  # fmt: skip
+    with PeakMemory() as memory:
+        manifest, rejects = align_dataset(
+            [SourceSpec(str(args.images), args.reader)], args.work / "crops", size=p.size,
+            margin=p.margin, min_prob=p.min_prob, min_face_size=p.min_face_size,
+            select=p.select, detect_max_side=p.detect_max_side, batch_size=p.batch_size,
+            workers=p.workers, threads=p.threads,
+        )  # fmt: skip
     wall = time.perf_counter() - start
     manifest.to_csv(args.work / "manifest.csv", index=False)
     rejects.to_csv(args.work / "rejects.csv", index=False)
@@ -44,7 +48,11 @@ def main() -> None:
         **counts,
         "wall_s": round(wall, 1),
         "img_s": round(counts["processed"] / wall, 1),
-        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+        "workers": p.workers,
+        # the stage's whole process tree (parent + worker processes), sampled every 0.25 s
+        "peak_pss_mb": round(memory.peak_pss_mb),
+        "peak_rss_sum_mb": round(memory.peak_rss_mb),
+        "peak_rss_parent_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
         "cpus": os.cpu_count(),
         "load_avg_1min_at_end": round(os.getloadavg()[0], 2),
     }

@@ -4,10 +4,10 @@ Both run in one process on the same ``--n`` chips (a seeded sample of ``--images
 back, ``--repeats`` times; the headline ratio is the median of the per-repeat ratios. The naive
 loop decodes each file with PIL and calls ``MTCNN(keep_all=True).detect(img, landmarks=True)``
 with facenet-pytorch's defaults (one image per call). The stage runs ``align_dataset`` with the
-``align`` params of ``params.yaml`` and does strictly more work per image (content hash,
-EXIF-aware decoding, alignment, PNG crop). The naive loop is also timed with one torch thread
-(``naive_1thread_*``), to show how much of the gap the stage's ``threads`` setting alone explains.
-Peak RSS is this process's, over everything it ran.
+``align`` params of ``params.yaml`` (``workers`` processes, start-up included) and does strictly
+more work per image (content hash, EXIF-aware decoding, alignment, PNG crop). The naive loop is
+also timed with one torch thread (``naive_1thread_*``). Peak RSS is this process's, over
+everything it ran.
 
     python benchmarks/bench_align.py --images ../shared/data/utkface/images \\
         --out metrics/bench_align.json

@@ -1,0 +1,43 @@
+"""The ablation grid's plan and its statistics (the training itself is the distill code)."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from agedistill.ablation import format_table, plan, plot_table, summarize
+
+
+def test_plan_runs_every_seed_of_a_variant_before_the_next_variant():
+    assert plan(["both", "soft"], [0, 1]) == [("both", 0), ("both", 1), ("soft", 0), ("soft", 1)]
+    with pytest.raises(ValueError, match="unknown variant"):
+        plan(["both", "kd"], [0])
+
+
+def _write(out, variant, seed, mae, adult=5.0):
+    p = out / "runs" / f"{variant}-s{seed}.json"
+    p.parent.mkdir(parents=True, exist_ok=True)
+    p.write_text(json.dumps({"variant": variant, "seed": seed, "fit": {"train_wall_s": 10.0},
+                             "test": {"mae": mae, "mae_21_60": adult}}))  # fmt: skip
+
+
+def test_summary_gives_mean_std_and_margin_in_standard_errors(tmp_path):
+    for seed, mae in enumerate([5.0, 5.2, 5.4]):
+        _write(tmp_path, "both", seed, mae)
+    _write(tmp_path, "soft", 0, 5.9)
+    table = summarize(tmp_path, class_teacher_mae=6.0)
+    both = table["both"]
+    assert both["mean"] == pytest.approx(5.2) and both["std"] == pytest.approx(0.2)
+    assert both["sem"] == pytest.approx(0.2 / math.sqrt(3))
+    assert both["margin_in_sem"] == pytest.approx(0.8 / (0.2 / math.sqrt(3)))
+    assert "margin_in_sem" not in table["soft"]  # one seed has no standard error
+    md = format_table(table)
+    assert "| student, both | 5.200 ± 0.200 | 3 |" in md and "class teacher" in md
+    assert plot_table(table, tmp_path / "a.png").stat().st_size > 1000
+
+
+def test_summary_without_runs_says_so(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no finished ablation runs"):
+        summarize(tmp_path)
