@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import numpy as np
-import pandas as pd
 import pytest
 import torch
-from PIL import Image
 
 from agedistill.checkpoint import load_model
 from agedistill.data import FaceTable
 from agedistill.resume import TrainState, fingerprint
-from agedistill.sources import UTKFaceReader
 from agedistill.train import Optim, Run, epoch_random, train_classifier
+from tests.chips import chip_table
 
 ARCH = {"widths": [8, 16], "stem_stride": 2, "depthwise": False, "dropout": 0.2, "input_size": 32}
 OPT = Optim(4, 16, 3e-3, 0.0, seed=3, max_shift=2, flip=True, threads=1)
@@ -20,11 +17,7 @@ OPT = Optim(4, 16, 3e-3, 0.0, seed=3, max_shift=2, flip=True, threads=1)
 
 @pytest.fixture(scope="module")
 def faces(sample_images) -> FaceTable:
-    recs = [r for r in UTKFaceReader(sample_images).records() if r.error is None][::10][:64]
-    imgs = [np.asarray(Image.open(r.path).convert("RGB").resize((32, 32))) for r in recs]
-    images = torch.from_numpy(np.stack(imgs)).permute(0, 3, 1, 2).contiguous()
-    ages = torch.tensor([min(r.age, 100) for r in recs])
-    return FaceTable(images, ages, pd.DataFrame({"crop": range(len(recs)), "age": ages.numpy()}))
+    return chip_table(sample_images, step=10, n=64)
 
 
 def _weights(path) -> dict[str, torch.Tensor]:

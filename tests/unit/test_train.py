@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import numpy as np
-import pandas as pd
 import pytest
 import torch
-from PIL import Image
 
 from agedistill.checkpoint import build_model, load_model
 from agedistill.data import FaceTable
-from agedistill.sources import UTKFaceReader
 from agedistill.train import Optim, train_classifier, train_rank_teacher, train_student
+from tests.chips import chip_table
 
 ARCH = {
     "widths": [8, 16, 24],
@@ -24,11 +21,7 @@ ARCH = {
 
 @pytest.fixture(scope="module")
 def faces(sample_images) -> FaceTable:
-    recs = [r for r in UTKFaceReader(sample_images).records() if r.error is None][::8][:96]
-    imgs = [np.asarray(Image.open(r.path).convert("RGB").resize((32, 32))) for r in recs]
-    images = torch.from_numpy(np.stack(imgs)).permute(0, 3, 1, 2).contiguous()
-    ages = torch.tensor([min(r.age, 100) for r in recs])
-    return FaceTable(images, ages, pd.DataFrame({"crop": range(len(recs)), "age": ages.numpy()}))
+    return chip_table(sample_images, step=8, n=96)
 
 
 def opt(epochs: int) -> Optim:
