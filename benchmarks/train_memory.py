@@ -57,7 +57,9 @@ def main() -> None:
         (run / "params.yaml").write_text(yaml.safe_dump(params))
         (run / "data").symlink_to(ws / "data")
         (run / "teachers").symlink_to(ws / "models")
-        env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{run / 'mlflow.db'}"}
+        repo = Path(__file__).resolve().parents[1]  # where stages/ is
+        env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{run / 'mlflow.db'}",
+               "PYTHONPATH": str(repo)}  # fmt: skip
         for stage, extra in STAGES.items():
             cmd = [sys.executable, "-m", "agedistill.launch", f"stages.{stage}", "--crops",
                    "data/aligned/crops", "--split", "data/split", *extra]  # fmt: skip

@@ -1,0 +1,40 @@
+"""Parallel writers to one fresh SQLite MLflow store (as ``dvc queue start -j 4`` makes them)."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+WRITERS = 4
+
+
+def _write_run(args: tuple[str, int]) -> str:
+    store, i = args
+    import os
+
+    os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{store}?timeout=120"
+    from agedistill.tracking import stage_run
+
+    with stage_run("distill", {"temperature": i}, {"distill": {"temperature": i}}) as run:
+        for epoch in range(1, 6):
+            run.log_metrics({"val_mae": 10.0 - epoch + i}, epoch)
+        return run.run_id
+
+
+def test_parallel_writers_to_a_fresh_store_lose_no_run(tmp_path: Path):
+    store = tmp_path / "mlflow.db"
+    with mp.get_context("spawn").Pool(WRITERS) as pool:  # all start on an empty store at once
+        ids = pool.map(_write_run, [(str(store), i) for i in range(WRITERS)])
+    import mlflow
+
+    client = mlflow.MlflowClient(f"sqlite:///{store}")
+    exp = client.get_experiment_by_name("agedistill")
+    runs = client.search_runs([exp.experiment_id])
+    assert sorted(r.info.run_id for r in runs) == sorted(ids)
+    for r in runs:
+        assert r.info.status == "FINISHED"
+        assert len(client.get_metric_history(r.info.run_id, "val_mae")) == 5
