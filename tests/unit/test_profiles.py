@@ -1,0 +1,38 @@
+"""Named profiles become ``dvc exp run -S`` overrides that work outside the workspace too."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+import yaml
+
+from agedistill.config import ParamsError
+from agedistill.profiles import hydra_value, profile_overrides
+
+
+def test_values_are_written_in_dvc_override_grammar():
+    assert hydra_value(True) == "true" and hydra_value(None) == "null" and hydra_value(4) == "4"
+    assert hydra_value("it's") == "'it\\'s'"
+    assert hydra_value([{"path": "/d/x y", "reader": "csv"}]) == "[{path:'/d/x y',reader:'csv'}]"
+
+
+def test_full_profile_makes_source_paths_absolute(repo, tmp_path, monkeypatch):
+    monkeypatch.delenv("DVC_ROOT", raising=False)
+    shutil.copy(repo / "params.yaml", tmp_path / "params.yaml")
+    (tmp_path / "dvc.yaml").write_text("stages: {}\n")
+    monkeypatch.chdir(tmp_path)
+    args = profile_overrides(repo / "profiles" / "full.yaml")
+    sets = dict(a.split("=", 1) for a in args[1::2])
+    assert args[0::2] == ["-S"] * len(sets)
+    expected = (tmp_path / "../shared/data/utkface/images").resolve()
+    assert sets["align.sources"] == f"[{{path:'{expected}',reader:'utkface'}}]"
+    assert sets["split.test_size"] == "2000" and sets["distill.train.epochs"] == "30"
+
+
+def test_a_bad_profile_fails_before_dvc_starts(repo, tmp_path, monkeypatch):
+    shutil.copy(repo / "params.yaml", tmp_path / "params.yaml")
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "bad.yaml").write_text(yaml.safe_dump({"distill": {"temperature": -1}}))
+    with pytest.raises(ParamsError, match=r"distill\.temperature"):
+        profile_overrides(tmp_path / "bad.yaml")
