@@ -43,6 +43,8 @@ STAGES = {
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--workspace", type=Path, required=True, help="a finished full-scale pipeline")
+    ap.add_argument("--nproc", type=int, default=1, help="data-parallel processes per stage")
+    ap.add_argument("--stages", nargs="+", default=list(STAGES), choices=list(STAGES))
     ap.add_argument("--out", type=Path, default=Path("metrics/train_memory.json"))
     args = ap.parse_args()
     ws = args.workspace.resolve()
@@ -51,6 +53,7 @@ def main() -> None:
     params["rank_teacher"]["sequences_per_epoch"] = 1000
     params["class_teacher"]["epochs"] = 1
     params["distill"]["train"]["epochs"] = 1
+    params["distributed"] = {"nproc": args.nproc, "backend": "gloo"}
     figures: dict = {"workspace": str(ws), "train_images": None, "stages": {}}
     with tempfile.TemporaryDirectory() as tmp:
         run = Path(tmp)
@@ -60,7 +63,8 @@ def main() -> None:
         repo = Path(__file__).resolve().parents[1]  # where stages/ is
         env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{run / 'mlflow.db'}",
                "PYTHONPATH": str(repo)}  # fmt: skip
-        for stage, extra in STAGES.items():
+        for stage in args.stages:
+            extra = STAGES[stage]
             cmd = [sys.executable, "-m", "agedistill.launch", f"stages.{stage}", "--crops",
                    "data/aligned/crops", "--split", "data/split", *extra]  # fmt: skip
             start = time.perf_counter()
@@ -76,7 +80,7 @@ def main() -> None:
             }
             print(stage, figures["stages"][stage], flush=True)
     figures["train_images"] = len((ws / "data/split/train.csv").read_text().splitlines()) - 1
-    figures["nproc"] = params.get("distributed", {}).get("nproc", 1)
+    figures["nproc"] = args.nproc
     write_json(figures, args.out)
 
 
