@@ -9,6 +9,7 @@ from typing import Any
 
 from agedistill import distributed
 from agedistill.config import raw_params
+from agedistill.evaluation import write_json
 from agedistill.resume import TrainState, fingerprint
 from agedistill.tracking import NullRun, StageRun, stage_run
 from agedistill.train import Run
@@ -43,3 +44,12 @@ def training_run(
             yield Run(Path(out), ctx, state, tracker.log_metrics, tracker.run_id), tracker
     finally:
         distributed.teardown()
+
+
+def publish(run: Run, tracker: StageRun | NullRun, metrics: dict[str, Any], path: str) -> None:
+    """On rank 0: write the stage's metrics JSON and log the model file and its config to MLflow."""
+    if not run.ctx.is_main:
+        return
+    write_json(metrics, path)
+    tracker.log_artifact(run.out, "model")
+    tracker.log_artifact(run.out.with_suffix(".json"), "model")

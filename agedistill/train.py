@@ -6,6 +6,7 @@ scripts only parse params and paths.
 
 from __future__ import annotations
 
+import math
 import shutil
 import time
 from collections.abc import Callable, Iterator
@@ -51,13 +52,12 @@ class Optim:
     threads: int = 2
 
 
-def seed_everything(seed: int, threads: int = 0) -> torch.Generator:
-    """Seed torch and numpy; fix the thread count; return a torch generator for batches."""
+def seed_everything(seed: int, threads: int = 0) -> None:
+    """Seed torch and numpy (model initialisation) and fix the thread count."""
     torch.manual_seed(seed)
     np.random.seed(seed % 2**32)
     if threads:
         torch.set_num_threads(threads)
-    return torch.Generator().manual_seed(seed)
 
 
 @dataclass(frozen=True)
@@ -164,7 +164,7 @@ def _fit(
     for m in modules:
         m.to(ctx.device)
     params = [p for m in modules for p in m.parameters() if p.requires_grad]
-    steps = sum(1 for _ in range(0, n_train, opt.batch_size))
+    steps = math.ceil(n_train / opt.batch_size)
     optimizer, scheduler = _optimizer(params, opt, steps)
     done, progress = run.state.restore(modules, optimizer, scheduler) if run.state else (0, {})
     broadcast_modules(modules, ctx)

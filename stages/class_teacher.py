@@ -8,8 +8,7 @@ from pathlib import Path
 
 from agedistill.config import load_params
 from agedistill.data import load_table
-from agedistill.evaluation import write_json
-from agedistill.runner import training_run
+from agedistill.runner import publish, training_run
 from agedistill.stage import run_stage
 from agedistill.train import Optim, train_classifier
 
@@ -40,10 +39,7 @@ def main() -> None:
             train, val, arch.model_dump(), Optim(**tp.model_dump()), params.ages.min_age,
             params.ages.num_classes, run, align_margin=params.align.margin,
         )  # fmt: skip
-        if run.ctx.is_main:
-            write_json(metrics, args.metrics)
-            tracker.log_artifact(args.model, "model")
-            tracker.log_artifact(Path(args.model).with_suffix(".json"), "model")
+        publish(run, tracker, metrics, args.metrics)
 
 
 if __name__ == "__main__":

@@ -6,9 +6,8 @@ from pathlib import Path
 from agedistill.checkpoint import load_model
 from agedistill.config import load_params
 from agedistill.data import load_table
-from agedistill.evaluation import write_json
 from agedistill.resume import file_digest
-from agedistill.runner import training_run
+from agedistill.runner import publish, training_run
 from agedistill.stage import run_stage
 from agedistill.train import Optim, train_student
 
@@ -46,10 +45,7 @@ def main() -> None:
             d.kd_weight, d.hint_weight, d.hint_stage, params.rank_teacher.hint_stage, run,
             align_margin=params.align.margin,
         )  # fmt: skip
-        if run.ctx.is_main:
-            write_json(metrics, args.metrics)
-            tracker.log_artifact(args.model, "model")
-            tracker.log_artifact(Path(args.model).with_suffix(".json"), "model")
+        publish(run, tracker, metrics, args.metrics)
 
 
 if __name__ == "__main__":

@@ -5,8 +5,7 @@ from pathlib import Path
 
 from agedistill.config import load_params
 from agedistill.data import load_table
-from agedistill.evaluation import write_json
-from agedistill.runner import training_run
+from agedistill.runner import publish, training_run
 from agedistill.stage import run_stage
 from agedistill.train import Optim, train_rank_teacher
 
@@ -33,10 +32,7 @@ def main() -> None:
             train, val, p.model.model_dump(), Optim(**p.train.model_dump()), p.k, p.min_gap,
             p.sampling, p.sequences_per_epoch, p.val_sequences, p.feature_dim, run,
         )  # fmt: skip
-        if run.ctx.is_main:
-            write_json(metrics, args.metrics)
-            tracker.log_artifact(args.model, "model")
-            tracker.log_artifact(Path(args.model).with_suffix(".json"), "model")
+        publish(run, tracker, metrics, args.metrics)
 
 
 if __name__ == "__main__":
