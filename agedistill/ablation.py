@@ -59,12 +59,11 @@ def plan(variants: list[str], seeds: list[int]) -> list[tuple[str, int]]:
 def test_score(model_file: Path, test: Any, cs_max: int) -> dict[str, Any]:
     """Test metrics of a student-shaped model file (MAE, CS, grouped MAE)."""
     from agedistill.checkpoint import load_model
-    from agedistill.engine import predict_logits
+    from agedistill.engine import predict_ages
     from agedistill.evaluation import score
-    from agedistill.ordinal import expected_age
 
     model, config = load_model(model_file)
-    pred = expected_age(predict_logits(model, test.images), config["min_age"]).numpy()
+    pred = predict_ages(model, test.images, config["min_age"]).numpy()
     return score(pred, test, cs_max)
 
 

@@ -61,7 +61,11 @@ def predict_logits(model: nn.Module, images: torch.Tensor, batch_size: int = 256
     return torch.cat(outs) if outs else torch.empty(0)
 
 
+def predict_ages(model: nn.Module, images: torch.Tensor, min_age: int) -> torch.Tensor:
+    """Expected age (over the class probabilities) of each uint8 face (N, 3, H, W)."""
+    return expected_age(predict_logits(model, images), min_age)
+
+
 def age_mae(model: nn.Module, images: torch.Tensor, ages: torch.Tensor, min_age: int) -> float:
     """Mean absolute error of the expected age over a table of faces."""
-    pred = expected_age(predict_logits(model, images), min_age)
-    return float((pred - ages.float()).abs().mean())
+    return float((predict_ages(model, images, min_age) - ages.float()).abs().mean())

@@ -12,10 +12,9 @@ import torch
 
 from agedistill.checkpoint import load_model
 from agedistill.data import FaceTable, normalize
-from agedistill.engine import predict_logits
+from agedistill.engine import predict_ages
 from agedistill.metrics import cpu_latency, cumulative_score, file_size_mb, grouped_mae, mae
 from agedistill.models import count_parameters
-from agedistill.ordinal import expected_age
 
 MODELS = ("student", "class_teacher", "rank_teacher")
 
@@ -74,7 +73,7 @@ def evaluate_models(
             pred = np.clip(linear_probe(model, train, test), min_age, max_age)
             cost_model = model.backbone
         else:
-            pred = expected_age(predict_logits(model, test.images), config["min_age"]).numpy()
+            pred = predict_ages(model, test.images, config["min_age"]).numpy()
             cost_model = model
         preds[name] = pred
         results[name] = {
