@@ -100,7 +100,8 @@ def _train_and_score(job: tuple[Workspace, str, int, Path, int]) -> dict[str, An
     model_file = out / "models" / f"{name}.pt"
     model_file.parent.mkdir(parents=True, exist_ok=True)
     stage_params = {**d.model_dump(), **weights, "variant": variant, "seed": seed,
-                    "model": arch.model_dump()}  # fmt: skip
+                    "model": arch.model_dump(),
+                    "age_loss": params.age_loss.model_dump()}  # fmt: skip
     key = fingerprint("ablation", stage_params, train.images, train.ages, val.images, val.ages,
                       file_digest(ws.class_teacher), file_digest(ws.rank_teacher))  # fmt: skip
     state = TrainState(out / "checkpoints" / name, key)  # a killed run resumes its last epoch
@@ -110,7 +111,7 @@ def _train_and_score(job: tuple[Workspace, str, int, Path, int]) -> dict[str, An
             class_teacher, rank_teacher, d.temperature, d.gt_weight, weights["kd_weight"],
             weights["hint_weight"], d.hint_stage, params.rank_teacher.hint_stage,
             Run(model_file, state=state, log=run.log_metrics, mlflow_run_id=run.run_id),
-            align_margin=params.align.margin,
+            align_margin=params.align.margin, **params.age_loss.model_dump(),
         )  # fmt: skip
         result = {"variant": variant, "seed": seed, "fit": fit,
                   "test": test_score(model_file, test, params.evaluate.cs_max)}  # fmt: skip

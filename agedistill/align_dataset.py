@@ -121,6 +121,7 @@ def align_dataset(
     min_face_size: int = 20,
     select: str = "largest",
     detect_max_side: int = 640,
+    detect_pad: float = 0.25,
     batch_size: int = 32,
     workers: int = 2,
     threads: int = 1,
@@ -138,7 +139,7 @@ def align_dataset(
         Crops are written here as ``<index>.png`` (index = manifest row).
     size, margin : int, float
         Crop side in pixels and context around the template (see :func:`template`).
-    min_prob, min_face_size, detect_max_side, batch_size
+    min_prob, min_face_size, detect_max_side, detect_pad, batch_size
         Detection settings (see :class:`FaceDetector`); ``min_face_size`` is in original pixels
         and faces smaller than it are rejected as ``face too small``.
     select : {"largest", "central"}
@@ -172,7 +173,7 @@ def align_dataset(
     todo, rejects = _list_inputs(sources)
     if limit:
         todo = todo[:limit]
-    detector = FaceDetector(min_prob, min_face_size, detect_max_side, batch_size)
+    detector = FaceDetector(min_prob, min_face_size, detect_max_side, batch_size, detect_pad)
     shape = _CropShape(size, margin, min_face_size, select)
     # images are kept at up to twice the detection side: crops come from sharper pixels than
     # detection needs while a 40-megapixel photo still costs only a few megabytes

@@ -65,6 +65,7 @@ class AlignParams(_Strict):
     min_face_size: PosInt = 20
     select: Literal["largest", "central"] = "largest"
     detect_max_side: PosInt = 640
+    detect_pad: Annotated[float, Field(ge=0, le=1)] = 0.25  # black border for MTCNN (x longer side)
     batch_size: PosInt = 32
     workers: Annotated[int, Field(ge=0)] = 2
     threads: Annotated[int, Field(ge=0)] = 1  # torch threads for detection; 0 = torch default
@@ -117,6 +118,17 @@ class RankTeacherParams(_Strict):
     hint_stage: Annotated[int, Field(ge=0)] = 2
 
 
+class AgeLossParams(_Strict):
+    """The ground-truth loss of ``class_teacher`` and ``distill`` (one section: the twins share it).
+
+    ``label_sigma`` 0 is one-hot cross-entropy; > 0 a Gaussian label distribution of that width in
+    years (DLDL). ``mae_weight`` adds that multiple of the expected age's L1 error.
+    """
+
+    label_sigma: NonNegFloat = 0.0
+    mae_weight: NonNegFloat = 0.0
+
+
 class DistillParams(_Strict):
     train: TrainParams
     temperature: PosFloat = 4.0
@@ -149,6 +161,7 @@ class Params(_Strict):
     student: ModelParams
     rank_teacher: RankTeacherParams
     class_teacher: TrainParams
+    age_loss: AgeLossParams = AgeLossParams()
     distill: DistillParams
     evaluate: EvaluateParams
     distributed: DistributedParams = DistributedParams()

@@ -55,8 +55,35 @@ def hint_loss(student_map: torch.Tensor, teacher_map: torch.Tensor) -> torch.Ten
     return (s - t).square().sum(dim=1).mean()
 
 
-def age_ce_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy over age classes; logits (B, C), integer labels (B,)."""
+def age_loss(
+    logits: torch.Tensor, labels: torch.Tensor, label_sigma: float = 0.0, mae_weight: float = 0.0
+) -> torch.Tensor:
+    r"""Ground-truth loss over age classes: one-hot or Gaussian label distribution, plus an L1 term.
+
+    With ``label_sigma`` :math:`\sigma = 0` this is plain cross-entropy. With :math:`\sigma > 0` the
+    target is the label distribution :math:`q_k \propto \exp(-(k-y)^2 / 2\sigma^2)` over the classes
+    (Gao et al., DLDL, 2017), and the loss is the cross-entropy :math:`-\sum_k q_k \log p_k`:
+    neighbouring ages share credit, which is what ordinal labels mean. ``mae_weight``
+    :math:`\lambda` adds :math:`\lambda\,|\sum_k k\,p_k - y|`, the error of the expected age the
+    model is scored on (DLDL-v2, Gao et al. 2018). Logits (B, C); integer class labels (B,).
+
+    >>> round(float(age_loss(torch.zeros(1, 3), torch.tensor([1]), mae_weight=1.0)), 4)
+    1.0986
+    """
     if logits.ndim != 2 or labels.shape != logits.shape[:1]:
         raise ValueError(f"logits {tuple(logits.shape)} and labels {tuple(labels.shape)} mismatch")
-    return F.cross_entropy(logits, labels)
+    if label_sigma < 0 or mae_weight < 0:
+        raise ValueError("label_sigma and mae_weight must be non-negative")
+    classes = torch.arange(logits.shape[1], device=logits.device, dtype=logits.dtype)
+    if label_sigma > 0:
+        target = torch.softmax(
+            -((classes[None, :] - labels[:, None].to(logits.dtype)) ** 2) / (2 * label_sigma**2),
+            dim=1,
+        )
+        loss = F.cross_entropy(logits, target)
+    else:
+        loss = F.cross_entropy(logits, labels)
+    if mae_weight > 0:
+        expected = (torch.softmax(logits, dim=1) * classes).sum(dim=1)
+        loss = loss + mae_weight * (expected - labels.to(logits.dtype)).abs().mean()
+    return loss

@@ -30,7 +30,7 @@ from agedistill.distributed import (
     weighted_mean,
 )
 from agedistill.engine import age_mae, train_one_epoch
-from agedistill.losses import age_ce_loss, hint_loss, kd_loss
+from agedistill.losses import age_loss, hint_loss, kd_loss
 from agedistill.models import HintAdapter, count_parameters
 from agedistill.ordinal import SequenceSampler, permutations, shuffle_sequences
 from agedistill.resume import TrainState
@@ -229,9 +229,12 @@ def train_classifier(
     out: str | Path | Run,
     log: EpochLogger | None = None,
     align_margin: float = 0.0,
+    label_sigma: float = 0.0,
+    mae_weight: float = 0.0,
 ) -> dict[str, float]:
-    """Train a student-shaped network with cross-entropy; save the best (val MAE) to ``out``.
+    """Train a student-shaped network on the ground truth; save the best (val MAE) to ``out``.
 
+    The loss is :func:`~agedistill.losses.age_loss` (``label_sigma``, ``mae_weight``).
     ``out`` is a model path, or a :class:`Run` (data-parallel context, checkpoints, logger).
     """
     run = _as_run(out, log)
@@ -243,7 +246,7 @@ def train_classifier(
 
     def loss_fn(idx, rand):
         x = normalize(augment(train.images[idx], opt.max_shift, opt.flip, rand.aug)).to(dev)
-        loss = age_ce_loss(model(x), labels[idx].to(dev))
+        loss = age_loss(model(x), labels[idx].to(dev), label_sigma, mae_weight)
         return loss, {"loss": loss.item()}
 
     result = _fit(
@@ -359,8 +362,13 @@ def train_student(
     out: str | Path | Run,
     log: EpochLogger | None = None,
     align_margin: float = 0.0,
+    label_sigma: float = 0.0,
+    mae_weight: float = 0.0,
 ) -> dict[str, float]:
-    """Distil: ground truth + soft targets of the class teacher + hints of the rank teacher."""
+    """Distil: ground truth + soft targets of the class teacher + hints of the rank teacher.
+
+    The ground-truth term is :func:`~agedistill.losses.age_loss`, as for the class teacher.
+    """
     run = _as_run(out, log)
     seed_everything(opt.seed, opt.threads)
     config = convnet_config(model_params, num_classes, min_age, align_margin)
@@ -384,7 +392,7 @@ def train_student(
         x = normalize(augment(train.images[idx], opt.max_shift, opt.flip, rand.aug)).to(dev)
         emb, maps = student.forward_features(x)
         logits = student.head(student.dropout(emb))
-        gt = age_ce_loss(logits, labels[idx].to(dev))
+        gt = age_loss(logits, labels[idx].to(dev), label_sigma, mae_weight)
         loss = gt_weight * gt
         logs = {"gt_loss": gt.item()}
         if kd_weight > 0:

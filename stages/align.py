@@ -23,8 +23,8 @@ def main() -> None:
     manifest, rejects = align_dataset(
         sources, args.crops, size=p.size, margin=p.margin, min_prob=p.min_prob,
         min_face_size=p.min_face_size, select=p.select, detect_max_side=p.detect_max_side,
-        batch_size=p.batch_size, workers=p.workers, threads=p.threads, limit=p.limit,
-        base=Path.cwd(),
+        detect_pad=p.detect_pad, batch_size=p.batch_size, workers=p.workers, threads=p.threads,
+        limit=p.limit, base=Path.cwd(),
     )  # fmt: skip
     manifest.to_csv(args.manifest, index=False)
     rejects.to_csv(args.rejects, index=False)

@@ -29,6 +29,7 @@ def main() -> None:
         "train": tp.model_dump(),
         "model": arch.model_dump(),
         "ages": params.ages.model_dump(),
+        "age_loss": params.age_loss.model_dump(),
     }
     data = [train.images, train.ages, val.images, val.ages]
     with training_run(
@@ -38,6 +39,7 @@ def main() -> None:
         metrics = train_classifier(
             train, val, arch.model_dump(), Optim(**tp.model_dump()), params.ages.min_age,
             params.ages.num_classes, run, align_margin=params.align.margin,
+            **params.age_loss.model_dump(),
         )  # fmt: skip
         publish(run, tracker, metrics, args.metrics)
 

@@ -32,6 +32,7 @@ def main() -> None:
         **d.model_dump(),
         "model": arch.model_dump(),
         "ages": params.ages.model_dump(),
+        "age_loss": params.age_loss.model_dump(),
         "rank_teacher_hint_stage": params.rank_teacher.hint_stage,
     }
     data = [train.images, train.ages, val.images, val.ages,
@@ -43,7 +44,7 @@ def main() -> None:
             train, val, arch.model_dump(), Optim(**d.train.model_dump()), params.ages.min_age,
             params.ages.num_classes, class_teacher, rank_teacher, d.temperature, d.gt_weight,
             d.kd_weight, d.hint_weight, d.hint_stage, params.rank_teacher.hint_stage, run,
-            align_margin=params.align.margin,
+            align_margin=params.align.margin, **params.age_loss.model_dump(),
         )  # fmt: skip
         publish(run, tracker, metrics, args.metrics)
 

@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from agedistill.losses import age_ce_loss, hint_loss, kd_loss
+from agedistill.losses import age_loss, hint_loss, kd_loss
 
 
 def test_kd_loss_matches_hand_computation():
@@ -50,8 +50,28 @@ def test_hint_loss_needs_matching_channels():
         hint_loss(torch.zeros(1, 3, 4, 4), torch.zeros(1, 5, 4, 4))
 
 
-def test_age_ce_loss_matches_hand_computation():
+def test_age_loss_without_options_is_cross_entropy():
     logits = torch.tensor([[0.0, math.log(3.0)]])  # probs 1/4, 3/4
-    assert float(age_ce_loss(logits, torch.tensor([1]))) == pytest.approx(-math.log(0.75))
+    assert float(age_loss(logits, torch.tensor([1]))) == pytest.approx(-math.log(0.75))
     with pytest.raises(ValueError, match="mismatch"):
-        age_ce_loss(logits, torch.tensor([1, 0]))
+        age_loss(logits, torch.tensor([1, 0]))
+    with pytest.raises(ValueError, match="non-negative"):
+        age_loss(logits, torch.tensor([1]), label_sigma=-1.0)
+
+
+def test_age_loss_gaussian_label_distribution_matches_hand_computation():
+    # 3 classes, true class 1, sigma 1: target weights exp(-1/2), 1, exp(-1/2), normalised
+    logits = torch.tensor([[0.0, math.log(2.0), 0.0]])  # probs 1/4, 1/2, 1/4
+    w = [math.exp(-0.5), 1.0, math.exp(-0.5)]
+    q = [v / sum(w) for v in w]
+    expected = -(q[0] * math.log(0.25) + q[1] * math.log(0.5) + q[2] * math.log(0.25))
+    got = age_loss(logits, torch.tensor([1]), label_sigma=1.0)
+    assert float(got) == pytest.approx(expected, rel=1e-6)
+
+
+def test_age_loss_mae_term_matches_hand_computation():
+    # probs 1/4, 1/2, 1/4 over ages 0, 1, 2: expected age 1; true 2 -> |1 - 2| = 1
+    logits = torch.tensor([[0.0, math.log(2.0), 0.0]])
+    ce = -math.log(0.25)
+    got = age_loss(logits, torch.tensor([2]), mae_weight=0.5)
+    assert float(got) == pytest.approx(ce + 0.5 * 1.0, rel=1e-6)

@@ -1,0 +1,135 @@
+"""Compare training recipes of the no-distillation model (crop margin, ground-truth loss, size).
+
+Every variant trains the student architecture as a plain age classifier on the same split with the
+same seed and schedule, one thread each, ``--jobs`` at a time; variants are ranked by *validation*
+MAE (the test part stays untouched for the final table). Crops are re-made from the split's
+landmarks for every margin, so all variants see the same faces.
+
+    python benchmarks/recipe_search.py --split /tmp/full/data/split --epochs 12 --jobs 2 \\
+        --out metrics/recipe_search.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from PIL import Image
+from tqdm import tqdm
+
+from agedistill.align import align_face
+from agedistill.config import load_params
+from agedistill.data import FaceTable
+from agedistill.engine import age_mae
+from agedistill.evaluation import write_json
+from agedistill.train import Optim, train_classifier
+
+# name: overrides of (margin, input_size, stem_stride, widths, label_sigma, mae_weight, max_shift)
+VARIANTS: dict[str, dict] = {
+    "m0 ce": {"margin": 0.0},
+    "m0.25 ce": {"margin": 0.25},
+    "m0 dldl": {"margin": 0.0, "label_sigma": 2.0, "mae_weight": 1.0},
+    "m0.25 dldl": {"margin": 0.25, "label_sigma": 2.0, "mae_weight": 1.0},
+    "m0.4 dldl": {"margin": 0.4, "label_sigma": 2.0, "mae_weight": 1.0},
+    "m0.15 dldl": {"margin": 0.15, "label_sigma": 2.0, "mae_weight": 1.0},
+    "m0.25 sigma3": {"margin": 0.25, "label_sigma": 3.0, "mae_weight": 0.0},
+    "m0.25 dldl shift6": {"margin": 0.25, "label_sigma": 2.0, "mae_weight": 1.0, "max_shift": 6},
+    "m0.25 dldl in80": {"margin": 0.25, "label_sigma": 2.0, "mae_weight": 1.0, "input_size": 80},
+    "m0.4 dldl in80": {"margin": 0.4, "label_sigma": 2.0, "mae_weight": 1.0, "input_size": 80},
+    "m0 ce in80": {"margin": 0.0, "input_size": 80},
+    "m0 sigma2": {"margin": 0.0, "label_sigma": 2.0},
+    "m0 ce in72": {"margin": 0.0, "input_size": 72},
+    "m0 mae0.1": {"margin": 0.0, "mae_weight": 0.1},
+    "m0.4 ce": {"margin": 0.4},
+    "m0.25 ce in80": {"margin": 0.25, "input_size": 80},
+}
+
+
+def recrop(rows: pd.DataFrame, size: int, margin: float) -> FaceTable:
+    """Align every row's source image with its recorded landmarks at ``margin``."""
+    arrays = []
+    for path, marks in tqdm(zip(rows["path"], rows["landmarks"], strict=True), total=len(rows),
+                            desc=f"crop m={margin}", leave=False):  # fmt: skip
+        pts = np.array(marks.split(), dtype=np.float64).reshape(5, 2)
+        with Image.open(path) as im:
+            arrays.append(np.asarray(align_face(im.convert("RGB"), pts, size, margin)))
+    images = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
+    return FaceTable(images, torch.tensor(rows["age"].to_numpy(), dtype=torch.long), rows)
+
+
+def tables(split: Path, cache: Path, size: int, margin: float) -> tuple[FaceTable, FaceTable]:
+    """Train and validation tables at this crop margin (cached as one tensor file)."""
+    f = cache / f"crops_s{size}_m{margin}.pt"
+    rows = {p: pd.read_csv(split / f"{p}.csv") for p in ("train", "val")}
+    if not f.exists():
+        f.parent.mkdir(parents=True, exist_ok=True)
+        torch.save({p: recrop(r, size, margin).images for p, r in rows.items()}, f)
+    saved = torch.load(f, weights_only=True)
+    return tuple(
+        FaceTable(saved[p], torch.tensor(rows[p]["age"].to_numpy(), dtype=torch.long), rows[p])
+        for p in ("train", "val")
+    )
+
+
+def run_variant(job: tuple[str, dict, argparse.Namespace]) -> dict:
+    """Train one variant and return its validation figures."""
+    name, over, args = job
+    params = load_params(args.params)
+    arch = params.student.model_dump()
+    for k in ("input_size", "stem_stride", "widths"):
+        if k in over:
+            arch[k] = over[k]
+    tp = params.class_teacher.model_dump() | {"epochs": args.epochs, "threads": 1}
+    tp["max_shift"] = over.get("max_shift", tp["max_shift"])
+    train, val = tables(args.split, args.cache, arch["input_size"], over.get("margin", 0.0))
+    out = args.cache / "models" / (name.replace(" ", "_") + ".pt")
+    start = time.perf_counter()
+    fit = train_classifier(
+        train, val, arch, Optim(**tp), params.ages.min_age, params.ages.num_classes, out,
+        label_sigma=over.get("label_sigma", 0.0), mae_weight=over.get("mae_weight", 0.0),
+    )  # fmt: skip
+    from agedistill.checkpoint import load_model
+
+    model, _ = load_model(out)
+    return {
+        "variant": name,
+        **over,
+        "epochs": args.epochs,
+        "val_mae": age_mae(model, val.images, val.ages, params.ages.min_age),
+        "best_epoch": fit["best_epoch"],
+        "wall_s": round(time.perf_counter() - start, 1),
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--split", type=Path, required=True, help="split folder with path+landmarks")
+    ap.add_argument("--variants", nargs="*", default=list(VARIANTS))
+    ap.add_argument("--epochs", type=int, default=12)
+    ap.add_argument("--jobs", type=int, default=2)
+    ap.add_argument("--params", default="params.yaml")
+    ap.add_argument("--cache", type=Path, default=Path("/tmp/recipe_search"))
+    ap.add_argument("--out", type=Path, default=Path("metrics/recipe_search.json"))
+    args = ap.parse_args()
+    unknown = set(args.variants) - set(VARIANTS)
+    if unknown:
+        raise SystemExit(f"unknown variants {sorted(unknown)}; known: {sorted(VARIANTS)}")
+    results = json.loads(args.out.read_text()) if args.out.exists() else {}
+    todo = [(v, VARIANTS[v], args) for v in args.variants if v not in results]
+    for v in {(VARIANTS[n].get("margin", 0.0)) for n, _, _ in todo}:  # crop once, up front
+        tables(args.split, args.cache, load_params(args.params).student.input_size, v)
+    with mp.get_context("spawn").Pool(args.jobs) as pool:
+        for r in pool.imap_unordered(run_variant, todo):
+            results[r["variant"]] = r
+            write_json(results, args.out)
+            print(json.dumps(r))
+
+
+if __name__ == "__main__":
+    main()
