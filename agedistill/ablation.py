@@ -35,6 +35,13 @@ class Workspace:
     class_teacher: Path = Path("models/class_teacher.pt")
     rank_teacher: Path = Path("models/rank_teacher.pt")
 
+    def digests(self) -> dict[str, str]:
+        """SHA-256 of both teacher files: which teachers a run was distilled from."""
+        from agedistill.resume import file_digest
+
+        return {"class_teacher": file_digest(self.class_teacher),
+                "rank_teacher": file_digest(self.rank_teacher)}  # fmt: skip
+
     def check(self) -> None:
         """Fail with the first missing input, naming the command that makes it."""
         for p in (self.params, self.crops, self.split / "test.csv", self.class_teacher,
@@ -113,7 +120,7 @@ def _train_and_score(job: tuple[Workspace, str, int, Path, int]) -> dict[str, An
             Run(model_file, state=state, log=run.log_metrics, mlflow_run_id=run.run_id),
             align_margin=params.align.margin, **params.age_loss.model_dump(),
         )  # fmt: skip
-        result = {"variant": variant, "seed": seed, "fit": fit,
+        result = {"variant": variant, "seed": seed, "fit": fit, "teachers": ws.digests(),
                   "test": test_score(model_file, test, params.evaluate.cs_max)}  # fmt: skip
         run.log_metrics({f"test_{k}": v for k, v in result["test"].items()})
     path = out / "runs" / f"{name}.json"
@@ -128,6 +135,7 @@ def run_grid(
 ) -> list[dict[str, Any]]:  # fmt: skip
     """Train every (variant, seed) not already in ``out/runs``; ``jobs`` processes at a time."""
     ws.check()
+    check_teachers(out, ws.digests())
     todo = [(v, s) for v, s in plan(variants, seeds)
             if not (out / "runs" / f"{run_name(v, s)}.json").exists()]  # fmt: skip
     threads = threads or max(1, (mp.cpu_count() or 1) // max(1, jobs))
@@ -137,6 +145,21 @@ def run_grid(
         return [_train_and_score(w) for w in work]
     with mp.get_context("spawn").Pool(jobs, maxtasksperchild=1) as pool:
         return list(pool.imap(_train_and_score, work))
+
+
+def check_teachers(out: Path, digests: dict[str, str]) -> None:
+    """Refuse to add runs to a grid whose finished runs were distilled from other teachers.
+
+    A grid resumed in another session must rebuild bit-identical teachers (the pipeline is
+    deterministic on the CPU); otherwise its rows would not be comparable.
+    """
+    for p in sorted((out / "runs").glob("*.json")):
+        recorded = json.loads(p.read_text()).get("teachers")
+        if recorded is not None and recorded != digests:
+            raise ValueError(
+                f"{p}: distilled from other teachers than the workspace's ({recorded} != "
+                f"{digests}); rebuild the same teachers or start a new --out folder"
+            )
 
 
 def _stats(values: list[float]) -> dict[str, float]:

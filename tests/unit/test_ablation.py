@@ -41,3 +41,16 @@ def test_summary_gives_mean_std_and_margin_in_standard_errors(tmp_path):
 def test_summary_without_runs_says_so(tmp_path):
     with pytest.raises(FileNotFoundError, match="no finished ablation runs"):
         summarize(tmp_path)
+
+
+def test_runs_from_other_teachers_are_refused(tmp_path):
+    from agedistill.ablation import check_teachers
+
+    ours = {"class_teacher": "a" * 64, "rank_teacher": "b" * 64}
+    _write(tmp_path, "both", 0, 5.0)  # an old run without a record passes
+    check_teachers(tmp_path, ours)
+    p = tmp_path / "runs" / "both-s1.json"
+    p.write_text(json.dumps({"variant": "both", "seed": 1, "teachers": ours}))
+    check_teachers(tmp_path, ours)
+    with pytest.raises(ValueError, match="other teachers"):
+        check_teachers(tmp_path, {**ours, "rank_teacher": "c" * 64})
