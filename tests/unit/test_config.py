@@ -56,3 +56,15 @@ def test_age_range_must_be_increasing(raw):
 def test_missing_file_is_a_clear_error(tmp_path):
     with pytest.raises(ParamsError, match="no such params file"):
         load_params(tmp_path / "params.yaml")
+
+
+def test_detection_border_and_age_loss_are_checked(raw):
+    assert parse_params(raw).align.detect_pad == 0.25
+    bad = {**raw, "align": {**raw["align"], "detect_pad": -0.1}}
+    with pytest.raises(ParamsError, match=r"align\.detect_pad"):
+        parse_params(bad)
+    bad = {**raw, "age_loss": {"label_sigma": -1.0, "mae_weight": 0.0}}
+    with pytest.raises(ParamsError, match=r"age_loss\.label_sigma"):
+        parse_params(bad)
+    old = {k: v for k, v in raw.items() if k != "age_loss"}  # params files from before the section
+    assert parse_params(old).age_loss.label_sigma == 0.0
