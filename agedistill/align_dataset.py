@@ -26,6 +26,7 @@ from agedistill.align import (
     load_image,
     select_face,
 )
+from agedistill.config import AlignParams
 from agedistill.sources import Record, make_reader
 
 MANIFEST_COLUMNS = [
@@ -203,6 +204,21 @@ def align_dataset(
             for col in ("source", "path"):
                 df[col] = [_relative(v, Path(base)) for v in df[col]]
     return manifest, reject_df
+
+
+def align_with_params(
+    sources: Sequence[SourceSpec], out_dir: str | Path, p: AlignParams, **kwargs: Any
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """:func:`align_dataset` with every setting taken from the ``align`` params section.
+
+    ``kwargs`` (``progress``, ``base``) go to :func:`align_dataset` as they are.
+    """
+    return align_dataset(
+        sources, out_dir, size=p.size, margin=p.margin, min_prob=p.min_prob,
+        min_face_size=p.min_face_size, select=p.select, detect_max_side=p.detect_max_side,
+        detect_pad=p.detect_pad, batch_size=p.batch_size, workers=p.workers, threads=p.threads,
+        limit=p.limit, **kwargs,
+    )  # fmt: skip
 
 
 @contextmanager

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from memory import PeakMemory
 
-from agedistill.align_dataset import SourceSpec, align_dataset, summarize
+from agedistill.align_dataset import SourceSpec, align_with_params, summarize
 from agedistill.config import load_params
 from agedistill.evaluation import write_json
 
@@ -33,12 +33,8 @@ def main() -> None:
     p = load_params(args.params).align
     start = time.perf_counter()
     with PeakMemory() as memory:
-        manifest, rejects = align_dataset(
-            [SourceSpec(str(args.images), args.reader)], args.work / "crops", size=p.size,
-            margin=p.margin, min_prob=p.min_prob, min_face_size=p.min_face_size,
-            select=p.select, detect_max_side=p.detect_max_side, batch_size=p.batch_size,
-            workers=p.workers, threads=p.threads,
-        )  # fmt: skip
+        sources = [SourceSpec(str(args.images), args.reader)]
+        manifest, rejects = align_with_params(sources, args.work / "crops", p)
     wall = time.perf_counter() - start
     manifest.to_csv(args.work / "manifest.csv", index=False)
     rejects.to_csv(args.work / "rejects.csv", index=False)

@@ -2,8 +2,10 @@
 
 Both run in one process on the same ``--n`` chips (a seeded sample of ``--images``), back to
 back, ``--repeats`` times; the headline ratio is the median of the per-repeat ratios. The naive
-loop decodes each file with PIL and calls ``MTCNN(keep_all=True).detect(img, landmarks=True)``
-with facenet-pytorch's defaults (one image per call). The stage runs ``align_dataset`` with the
+loop decodes each file with PIL, adds the same black border as the stage (``align.detect_pad``:
+without it MTCNN's landmarks on tight chips are wrong, so it would not be doing the same job) and
+calls ``MTCNN(keep_all=True).detect(img, landmarks=True)`` with facenet-pytorch's defaults (one
+image per call). The stage runs ``align_dataset`` with the
 ``align`` params of ``params.yaml`` (``workers`` processes, start-up included) and does strictly
 more work per image (content hash, EXIF-aware decoding, alignment, PNG crop). The naive loop is
 also timed with one torch thread (``naive_1thread_*``). Peak RSS is this process's, over
@@ -26,9 +28,9 @@ import time
 from pathlib import Path
 
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 
-from agedistill.align_dataset import SourceSpec, align_dataset
+from agedistill.align_dataset import SourceSpec, align_with_params
 from agedistill.config import AlignParams, load_params
 from agedistill.evaluation import write_json
 
@@ -39,7 +41,7 @@ def sample_files(folder: Path, n: int, seed: int) -> list[Path]:
     return sorted(random.Random(seed).sample(files, min(n, len(files))))
 
 
-def naive_loop(files: list[Path], threads: int = 0) -> float:
+def naive_loop(files: list[Path], pad: float, threads: int = 0) -> float:
     """Images per second of a plain facenet-pytorch loop, one image per ``detect`` call.
 
     ``threads=0`` keeps torch's default (the baseline); ``threads=1`` is shown beside it, so the
@@ -53,7 +55,9 @@ def naive_loop(files: list[Path], threads: int = 0) -> float:
     start = time.perf_counter()
     for f in files:
         with Image.open(f) as im:
-            mtcnn.detect(im.convert("RGB"), landmarks=True)
+            rgb = im.convert("RGB")
+        border = round(pad * max(rgb.size))
+        mtcnn.detect(ImageOps.expand(rgb, border, fill=0) if border else rgb, landmarks=True)
     seconds = time.perf_counter() - start
     torch.set_num_threads(before)
     return len(files) / seconds
@@ -63,13 +67,8 @@ def stage(folder: Path, n: int, p: AlignParams) -> tuple[float, int]:
     """Images per second of :func:`align_dataset` on ``folder``; also the number aligned."""
     with tempfile.TemporaryDirectory() as crops:
         start = time.perf_counter()
-        manifest, rejects = align_dataset(
-            [SourceSpec(str(folder), "utkface")], crops, size=p.size, margin=p.margin,
-            min_prob=p.min_prob, min_face_size=p.min_face_size, select=p.select,
-            detect_max_side=p.detect_max_side, batch_size=p.batch_size, workers=p.workers,
-            threads=p.threads,
-            progress=False,
-        )  # fmt: skip
+        sources = [SourceSpec(str(folder), "utkface")]
+        manifest, rejects = align_with_params(sources, crops, p, progress=False)
         seconds = time.perf_counter() - start
     assert len(manifest) + len(rejects) == n, "every file must be accounted for"
     return n / seconds, len(manifest)
@@ -99,12 +98,12 @@ def main() -> None:
         for r in range(args.repeats):
             if r % 2:  # alternate which goes first, so neither always gets the quieter minute
                 rate, aligned = stage(folder, len(files), p)
-                naive.append(naive_loop(files))
+                naive.append(naive_loop(files, p.detect_pad))
             else:
-                naive.append(naive_loop(files))
+                naive.append(naive_loop(files, p.detect_pad))
                 rate, aligned = stage(folder, len(files), p)
             staged.append(rate)
-            naive_1t.append(naive_loop(files, threads=1))
+            naive_1t.append(naive_loop(files, p.detect_pad, threads=1))
             print(
                 f"run {r + 1}: naive {naive[-1]:.1f} img/s, stage {staged[-1]:.1f} img/s, "
                 f"naive with 1 torch thread {naive_1t[-1]:.1f} img/s"
@@ -133,7 +132,8 @@ def main() -> None:
         "load_avg_1min_at_end": round(os.getloadavg()[0], 2),
         "machine": platform.processor() or platform.machine(),
         "stage_params": {
-            k: getattr(p, k) for k in ("min_face_size", "batch_size", "workers", "threads")
+            k: getattr(p, k)
+            for k in ("min_face_size", "detect_pad", "batch_size", "workers", "threads")
         },
     }
     write_json(figures, args.out)

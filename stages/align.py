@@ -3,7 +3,7 @@
 import argparse
 from pathlib import Path
 
-from agedistill.align_dataset import SourceSpec, align_dataset, summarize
+from agedistill.align_dataset import SourceSpec, align_with_params, summarize
 from agedistill.config import load_params
 from agedistill.evaluation import write_json
 from agedistill.stage import run_stage
@@ -20,12 +20,7 @@ def main() -> None:
     # relative source paths resolve against the working copy DVC runs in (and hashed as a dep);
     # `agedistill exp` makes paths outside the repository absolute
     sources = [SourceSpec(s.path, s.reader, s.csv) for s in p.sources]
-    manifest, rejects = align_dataset(
-        sources, args.crops, size=p.size, margin=p.margin, min_prob=p.min_prob,
-        min_face_size=p.min_face_size, select=p.select, detect_max_side=p.detect_max_side,
-        detect_pad=p.detect_pad, batch_size=p.batch_size, workers=p.workers, threads=p.threads,
-        limit=p.limit, base=Path.cwd(),
-    )  # fmt: skip
+    manifest, rejects = align_with_params(sources, args.crops, p, base=Path.cwd())
     manifest.to_csv(args.manifest, index=False)
     rejects.to_csv(args.rejects, index=False)
     counts = summarize(manifest, rejects)
