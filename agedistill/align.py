@@ -237,6 +237,10 @@ class _FixedShapes(torch.nn.Module):
         return tuple(o[:n] for o in out)
 
 
+# Black border (fraction of the longer side) added before detection: see FaceDetector ``pad``.
+DETECT_PAD = 0.25
+
+
 class FaceDetector:
     """MTCNN with probability filtering, crash-proof batching and downscaled detection.
 
@@ -269,7 +273,7 @@ class FaceDetector:
         min_face_size: int = 20,
         detect_max_side: int = 640,
         batch_size: int = 32,
-        pad: float = 0.25,
+        pad: float = DETECT_PAD,
         device: str = "cpu",
     ) -> None:
         from facenet_pytorch import MTCNN  # weights ship inside the wheel: no download

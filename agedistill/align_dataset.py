@@ -18,6 +18,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from agedistill.align import (
+    DETECT_PAD,
     Detection,
     Face,
     FaceDetector,
@@ -122,7 +123,7 @@ def align_dataset(
     min_face_size: int = 20,
     select: str = "largest",
     detect_max_side: int = 640,
-    detect_pad: float = 0.25,
+    detect_pad: float = DETECT_PAD,
     batch_size: int = 32,
     workers: int = 2,
     threads: int = 1,

@@ -13,6 +13,8 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from agedistill.align import DETECT_PAD
+
 PosInt = Annotated[int, Field(gt=0)]
 NonNegFloat = Annotated[float, Field(ge=0)]
 PosFloat = Annotated[float, Field(gt=0)]
@@ -65,7 +67,8 @@ class AlignParams(_Strict):
     min_face_size: PosInt = 20
     select: Literal["largest", "central"] = "largest"
     detect_max_side: PosInt = 640
-    detect_pad: Annotated[float, Field(ge=0, le=1)] = 0.25  # black border for MTCNN (x longer side)
+    # black border around images for MTCNN (x longer side); see FaceDetector
+    detect_pad: Annotated[float, Field(ge=0, le=1)] = DETECT_PAD
     batch_size: PosInt = 32
     workers: Annotated[int, Field(ge=0)] = 2
     threads: Annotated[int, Field(ge=0)] = 1  # torch threads for detection; 0 = torch default

@@ -30,6 +30,7 @@ from torch import nn
 
 from agedistill import __version__
 from agedistill.align import (
+    DETECT_PAD,
     Detection,
     FaceDetector,
     ImageReadError,
@@ -110,6 +111,11 @@ class AgeModel:
     @property
     def align_margin(self) -> float:
         return float(self.config.get("align_margin", DEFAULT_ALIGN_MARGIN))
+
+    @property
+    def detect_pad(self) -> float:
+        """The border MTCNN searched the training images with (``align.detect_pad``)."""
+        return float(self.config.get("align_detect_pad", DETECT_PAD))
 
     @torch.inference_mode()
     def ages(self, crops: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -195,7 +201,7 @@ def _default_model() -> AgeModel:
 
 @lru_cache(maxsize=1)
 def _default_detector() -> FaceDetector:
-    return FaceDetector(**DETECT_DEFAULTS)
+    return FaceDetector(**DETECT_DEFAULTS, pad=_default_model().detect_pad)
 
 
 def as_rgb_image(image: Image.Image | np.ndarray) -> Image.Image:
@@ -491,7 +497,7 @@ def run_predict(
     none could. Raises :class:`ModelFileError` for an unusable model file.
     """
     model = load_age_model(model_path)  # before the detector: a bad --model fails fast
-    detector = FaceDetector(**{**DETECT_DEFAULTS, **(detect or {})})
+    detector = FaceDetector(**{**DETECT_DEFAULTS, "pad": model.detect_pad, **(detect or {})})
     rows: list[dict[str, Any]] = []
     n_read = n_files = 0
     for result in predict_files(

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from agedistill.align import DETECT_PAD
 from agedistill.checkpoint import build_model, save_model
 from agedistill.data import FaceTable, augment, batches, normalize
 from agedistill.distributed import (
@@ -103,11 +104,16 @@ def _arch_config(model_params: dict[str, Any]) -> dict[str, Any]:
 
 
 def convnet_config(
-    model_params: dict[str, Any], num_classes: int, min_age: int, align_margin: float = 0.0
+    model_params: dict[str, Any],
+    num_classes: int,
+    min_age: int,
+    align_margin: float = 0.0,
+    align_detect_pad: float = DETECT_PAD,
 ) -> dict[str, Any]:
     """Model config (for the model file) of a student-shaped network.
 
-    ``align_margin`` records how faces were aligned, so ``predict`` crops photos the same way.
+    ``align_margin`` and ``align_detect_pad`` record how faces were aligned, so ``predict`` finds
+    and crops faces in photos the same way.
     """
     return {
         "arch": "convnet",
@@ -115,6 +121,7 @@ def convnet_config(
         "num_classes": num_classes,
         "min_age": min_age,
         "align_margin": align_margin,
+        "align_detect_pad": align_detect_pad,
     }
 
 
@@ -229,6 +236,7 @@ def train_classifier(
     out: str | Path | Run,
     log: EpochLogger | None = None,
     align_margin: float = 0.0,
+    align_detect_pad: float = DETECT_PAD,
     label_sigma: float = 0.0,
     mae_weight: float = 0.0,
 ) -> dict[str, float]:
@@ -239,7 +247,7 @@ def train_classifier(
     """
     run = _as_run(out, log)
     seed_everything(opt.seed, opt.threads)
-    config = convnet_config(model_params, num_classes, min_age, align_margin)
+    config = convnet_config(model_params, num_classes, min_age, align_margin, align_detect_pad)
     model = build_model(config)
     labels = train.labels(min_age)
     dev = run.ctx.device
@@ -362,6 +370,7 @@ def train_student(
     out: str | Path | Run,
     log: EpochLogger | None = None,
     align_margin: float = 0.0,
+    align_detect_pad: float = DETECT_PAD,
     label_sigma: float = 0.0,
     mae_weight: float = 0.0,
 ) -> dict[str, float]:
@@ -371,7 +380,7 @@ def train_student(
     """
     run = _as_run(out, log)
     seed_everything(opt.seed, opt.threads)
-    config = convnet_config(model_params, num_classes, min_age, align_margin)
+    config = convnet_config(model_params, num_classes, min_age, align_margin, align_detect_pad)
     student = build_model(config)
     if student_hint_stage >= len(student.widths):
         raise ValueError(

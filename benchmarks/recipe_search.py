@@ -47,6 +47,8 @@ VARIANTS: dict[str, dict] = {
     "m0 mae0.1": {"margin": 0.0, "mae_weight": 0.1},
     "m0.4 ce": {"margin": 0.4},
     "m0.25 ce in80": {"margin": 0.25, "input_size": 80},
+    "m0 ce s1 5stage": {"margin": 0.0, "stem_stride": 1, "widths": [16, 32, 64, 128, 192]},
+    "m0 ce in96 5stage": {"margin": 0.0, "input_size": 96, "widths": [16, 32, 64, 128, 192]},
 }
 
 

@@ -39,6 +39,7 @@ def main() -> None:
         metrics = train_classifier(
             train, val, arch.model_dump(), Optim(**tp.model_dump()), params.ages.min_age,
             params.ages.num_classes, run, align_margin=params.align.margin,
+            align_detect_pad=params.align.detect_pad,
             **params.age_loss.model_dump(),
         )  # fmt: skip
         publish(run, tracker, metrics, args.metrics)

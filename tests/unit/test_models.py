@@ -85,3 +85,9 @@ def test_model_file_errors_are_one_line_and_name_the_file(saved, tmp_path):
     torch.save({"format": "agedistill-model/9", "config": {}, "state_dict": {}}, future)
     with pytest.raises(ModelFileError, match="agedistill-model/9"):
         load_model(future)
+
+
+def test_model_config_records_how_faces_were_aligned():
+    arch = {"widths": [8], "stem_stride": 2, "depthwise": False, "dropout": 0.0, "input_size": 32}
+    config = convnet_config(arch, num_classes=11, min_age=0, align_margin=0.1, align_detect_pad=0.3)
+    assert (config["align_margin"], config["align_detect_pad"]) == (0.1, 0.3)

@@ -287,3 +287,34 @@ def test_annotated_copies_mirror_the_input_layout(model: AgeModel, tmp_path: Pat
     assert written == ["a/x.png", "b/x.png", "noext.png", "x.png"]
     drawn = np.asarray(Image.open(ann / "a" / "x.png"))
     assert (drawn[50, 100:180] == (255, 32, 32)).all()  # the stub's box, top edge, in red
+
+
+def test_predict_searches_photos_with_the_border_the_model_was_aligned_with(
+    tmp_path: Path, monkeypatch
+) -> None:
+    import agedistill.predict as predict_mod
+
+    used: list[float] = []
+
+    class RecordingDetector(StubDetector):
+        def __init__(self, **kwargs) -> None:
+            super().__init__()
+            used.append(kwargs["pad"])
+
+    monkeypatch.setattr(predict_mod, "FaceDetector", RecordingDetector)
+    Image.new("RGB", (300, 200), (90, 90, 90)).save(tmp_path / "grey.png")
+    for pad in (0.0, 0.4):
+        path = tmp_path / f"pad{pad}.pt"
+        torch.save(_blob_with(config={"align_detect_pad": pad}), path)
+        assert load_age_model(path).detect_pad == pad
+        out = tmp_path / "preds.csv"
+        args = ["predict", str(tmp_path / "grey.png"), "--model", str(path), "--out", str(out)]
+        assert main(args) == 0
+    assert used == [0.0, 0.4]
+    # a model file written before the key existed gets the pipeline's default
+    old = _blob_with()
+    old["config"].pop("align_detect_pad", None)
+    torch.save(old, tmp_path / "old.pt")
+    from agedistill.align import DETECT_PAD
+
+    assert load_age_model(tmp_path / "old.pt").detect_pad == DETECT_PAD
