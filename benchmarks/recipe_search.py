@@ -49,6 +49,10 @@ VARIANTS: dict[str, dict] = {
     "m0.25 ce in80": {"margin": 0.25, "input_size": 80},
     "m0 ce s1 5stage": {"margin": 0.0, "stem_stride": 1, "widths": [16, 32, 64, 128, 192]},
     "m0 ce in96 5stage": {"margin": 0.0, "input_size": 96, "widths": [16, 32, 64, 128, 192]},
+    "m0 ce in112 5stage": {"margin": 0.0, "input_size": 112, "widths": [16, 32, 64, 128, 192],
+                           "max_shift": 7},
+    "m0 ce in128 5stage": {"margin": 0.0, "input_size": 128, "widths": [16, 32, 64, 128, 192],
+                           "max_shift": 8},
 }
 
 
