@@ -118,7 +118,7 @@ def _train_and_score(job: tuple[Workspace, str, int, Path, int]) -> dict[str, An
             class_teacher, rank_teacher, d.temperature, d.gt_weight, weights["kd_weight"],
             weights["hint_weight"], d.hint_stage, params.rank_teacher.hint_stage,
             Run(model_file, state=state, log=run.log_metrics, mlflow_run_id=run.run_id),
-            align_margin=params.align.margin, align_detect_pad=params.align.detect_pad,
+            crop=params.align.crop_settings(),
             **params.age_loss.model_dump(),
         )  # fmt: skip
         result = {"variant": variant, "seed": seed, "fit": fit, "teachers": ws.digests(),

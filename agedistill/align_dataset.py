@@ -119,6 +119,7 @@ def align_dataset(
     *,
     size: int = 64,
     margin: float = 0.0,
+    template: str = "arcface",
     min_prob: float = 0.95,
     min_face_size: int = 20,
     select: str = "largest",
@@ -139,8 +140,9 @@ def align_dataset(
         Folders and their label readers.
     out_dir : str or Path
         Crops are written here as ``<index>.png`` (index = manifest row).
-    size, margin : int, float
-        Crop side in pixels and context around the template (see :func:`template`).
+    size, margin, template : int, float, str
+        Crop side in pixels, context around the template and the template's name (see
+        :func:`agedistill.align.template`).
     min_prob, min_face_size, detect_max_side, detect_pad, batch_size
         Detection settings (see :class:`FaceDetector`); ``min_face_size`` is in original pixels
         and faces smaller than it are rejected as ``face too small``.
@@ -176,7 +178,7 @@ def align_dataset(
     if limit:
         todo = todo[:limit]
     detector = FaceDetector(min_prob, min_face_size, detect_max_side, batch_size, detect_pad)
-    shape = _CropShape(size, margin, min_face_size, select)
+    shape = _CropShape(size, margin, template, min_face_size, select)
     # images are kept at up to twice the detection side: crops come from sharper pixels than
     # detection needs while a 40-megapixel photo still costs only a few megabytes
     chunks = _AlignChunks(list(_chunks(todo, batch_size)), detector, 2 * detect_max_side, shape)
@@ -215,7 +217,7 @@ def align_with_params(
     ``kwargs`` (``progress``, ``base``) go to :func:`align_dataset` as they are.
     """
     return align_dataset(
-        sources, out_dir, size=p.size, margin=p.margin, min_prob=p.min_prob,
+        sources, out_dir, size=p.size, margin=p.margin, template=p.template, min_prob=p.min_prob,
         min_face_size=p.min_face_size, select=p.select, detect_max_side=p.detect_max_side,
         detect_pad=p.detect_pad, batch_size=p.batch_size, workers=p.workers, threads=p.threads,
         limit=p.limit, **kwargs,
@@ -245,6 +247,7 @@ def _relative(path: str, base: Path) -> str:
 class _CropShape:
     size: int
     margin: float
+    template: str
     min_face_size: int
     select: str
 
@@ -267,7 +270,9 @@ def _finish(
         reason = f"face too small ({largest:.0f}px < {shape.min_face_size}px)"
         return {**reject, "reason": reason}, None
     face = select_face(big, _original_size(item), shape.select)
-    crop = align_face(item.image, face.landmarks * item.scale, shape.size, shape.margin)
+    crop = align_face(
+        item.image, face.landmarks * item.scale, shape.size, shape.margin, shape.template
+    )
     return _manifest_row(item, face, len(det.faces)), np.asarray(crop)
 
 

@@ -63,6 +63,7 @@ class AlignParams(_Strict):
     sources: list[SourceParams] = Field(min_length=1)
     size: PosInt = 64
     margin: Annotated[float, Field(ge=-0.25, le=1.0)] = 0.0
+    template: Literal["arcface", "utkface"] = "arcface"  # crop framing (agedistill.align.TEMPLATES)
     min_prob: Fraction = 0.95
     min_face_size: PosInt = 20
     select: Literal["largest", "central"] = "largest"
@@ -73,6 +74,10 @@ class AlignParams(_Strict):
     workers: Annotated[int, Field(ge=0)] = 2
     threads: Annotated[int, Field(ge=0)] = 1  # torch threads for detection; 0 = torch default
     limit: Annotated[int, Field(ge=0)] = 0  # 0 = every file
+
+    def crop_settings(self) -> dict[str, Any]:
+        """How faces were found and cropped: what a model file records for ``predict``."""
+        return {"margin": self.margin, "template": self.template, "detect_pad": self.detect_pad}
 
 
 class SplitParams(_Strict):

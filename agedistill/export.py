@@ -50,8 +50,8 @@ def export_metadata(model: AgeModel) -> dict[str, str]:
         "agedistill_config": json.dumps(model.config, sort_keys=True),
         "input": f"{INPUT_NAME}: (B, 3, {model.input_size}, {model.input_size}) float32 RGB",
         "normalize": f"(pixel / 255 - {MEAN}) / {STD}",
-        "align": f"ArcFace 5-point similarity alignment, size {model.input_size}, "
-        f"margin {model.align_margin}",
+        "align": f"5-point similarity alignment to the {model.align_template!r} template "
+        f"(agedistill.align.TEMPLATES), size {model.input_size}, margin {model.align_margin}",
         "min_age": str(model.min_age),
         "outputs": ", ".join(OUTPUT_NAMES),
     }

@@ -113,6 +113,15 @@ class AgeModel:
         return float(self.config.get("align_margin", DEFAULT_ALIGN_MARGIN))
 
     @property
+    def align_template(self) -> str:
+        """The crop framing of the training faces (``align.template``; older files: ArcFace)."""
+        return str(self.config.get("align_template", "arcface"))
+
+    def align(self, image: Image.Image, landmarks: np.ndarray) -> Image.Image:
+        """The model's input crop of the face with these landmarks, framed as in training."""
+        return align_face(image, landmarks, self.input_size, self.align_margin, self.align_template)
+
+    @property
     def detect_pad(self) -> float:
         """The border MTCNN searched the training images with (``align.detect_pad``)."""
         return float(self.config.get("align_detect_pad", DETECT_PAD))
@@ -251,10 +260,7 @@ def ages_for_detection(
     """
     if not detection.faces:
         return []
-    crops = [
-        np.asarray(align_face(image, f.landmarks, model.input_size, model.align_margin))
-        for f in detection.faces
-    ]
+    crops = [np.asarray(model.align(image, f.landmarks)) for f in detection.faces]
     batch = torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2).contiguous()  # (N, 3, S, S)
     ages, stds = model.ages(batch)
     originals = [f.scaled(1.0 / scale) for f in detection.faces]

@@ -103,25 +103,27 @@ def _arch_config(model_params: dict[str, Any]) -> dict[str, Any]:
     return {"widths": list(model_params["widths"]), **{k: model_params[k] for k in keys}}
 
 
+# How training faces were found and cropped (``AlignParams.crop_settings``) when not given.
+DEFAULT_CROP = {"margin": 0.0, "template": "arcface", "detect_pad": DETECT_PAD}
+
+
 def convnet_config(
     model_params: dict[str, Any],
     num_classes: int,
     min_age: int,
-    align_margin: float = 0.0,
-    align_detect_pad: float = DETECT_PAD,
+    crop: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Model config (for the model file) of a student-shaped network.
 
-    ``align_margin`` and ``align_detect_pad`` record how faces were aligned, so ``predict`` finds
-    and crops faces in photos the same way.
+    ``crop`` (margin, template, detect_pad) records how faces were found and aligned, as
+    ``align_<key>``, so ``predict`` finds and crops faces in photos the same way.
     """
     return {
         "arch": "convnet",
         **_arch_config(model_params),
         "num_classes": num_classes,
         "min_age": min_age,
-        "align_margin": align_margin,
-        "align_detect_pad": align_detect_pad,
+        **{f"align_{k}": v for k, v in {**DEFAULT_CROP, **(crop or {})}.items()},
     }
 
 
@@ -235,8 +237,7 @@ def train_classifier(
     num_classes: int,
     out: str | Path | Run,
     log: EpochLogger | None = None,
-    align_margin: float = 0.0,
-    align_detect_pad: float = DETECT_PAD,
+    crop: dict[str, Any] | None = None,
     label_sigma: float = 0.0,
     mae_weight: float = 0.0,
 ) -> dict[str, float]:
@@ -247,7 +248,7 @@ def train_classifier(
     """
     run = _as_run(out, log)
     seed_everything(opt.seed, opt.threads)
-    config = convnet_config(model_params, num_classes, min_age, align_margin, align_detect_pad)
+    config = convnet_config(model_params, num_classes, min_age, crop)
     model = build_model(config)
     labels = train.labels(min_age)
     dev = run.ctx.device
@@ -369,8 +370,7 @@ def train_student(
     teacher_hint_stage: int,
     out: str | Path | Run,
     log: EpochLogger | None = None,
-    align_margin: float = 0.0,
-    align_detect_pad: float = DETECT_PAD,
+    crop: dict[str, Any] | None = None,
     label_sigma: float = 0.0,
     mae_weight: float = 0.0,
 ) -> dict[str, float]:
@@ -380,7 +380,7 @@ def train_student(
     """
     run = _as_run(out, log)
     seed_everything(opt.seed, opt.threads)
-    config = convnet_config(model_params, num_classes, min_age, align_margin, align_detect_pad)
+    config = convnet_config(model_params, num_classes, min_age, crop)
     student = build_model(config)
     if student_hint_stage >= len(student.widths):
         raise ValueError(

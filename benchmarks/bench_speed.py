@@ -147,7 +147,10 @@ def end_to_end(
             t1 = time.perf_counter()
             if faces:  # the same steps as agedistill.predict.ages_for_detection
                 size, margin = config["input_size"], config.get("align_margin", 0.0)
-                crops = [np.asarray(align_face(image, f.landmarks, size, margin)) for f in faces]
+                name = config.get("align_template", "arcface")
+                crops = [
+                    np.asarray(align_face(image, f.landmarks, size, margin, name)) for f in faces
+                ]
                 forward(normalize(torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2)))
             own_ms[name].append(1e3 * (time.perf_counter() - t1))
     out: dict[str, Any] = {

@@ -29,7 +29,14 @@ from agedistill.data import FaceTable
 from agedistill.evaluation import write_json
 from agedistill.train import Optim, train_classifier
 
+# Every variant starts from this network (the reference's widths at stride 2, 64 px; the first
+# student) and the ``student`` params' other keys (dropout, depthwise).
+BASE_ARCH = {"widths": [32, 64, 128, 192], "stem_stride": 2, "input_size": 64}
+
+FIVE = [16, 32, 64, 128, 192]
+
 # name: overrides of (margin, input_size, stem_stride, widths, label_sigma, mae_weight, max_shift)
+# margin None: the source chips resized, not aligned
 VARIANTS: dict[str, dict] = {
     "m0 ce": {"margin": 0.0},
     "m0.25 ce": {"margin": 0.25},
@@ -49,32 +56,62 @@ VARIANTS: dict[str, dict] = {
     "m0.25 ce in80": {"margin": 0.25, "input_size": 80},
     "m0 ce s1 5stage": {"margin": 0.0, "stem_stride": 1, "widths": [16, 32, 64, 128, 192]},
     "m0 ce in96 5stage": {"margin": 0.0, "input_size": 96, "widths": [16, 32, 64, 128, 192]},
-    "m0 ce in112 5stage": {"margin": 0.0, "input_size": 112, "widths": [16, 32, 64, 128, 192],
-                           "max_shift": 7},
-    "m0 ce in128 5stage": {"margin": 0.0, "input_size": 128, "widths": [16, 32, 64, 128, 192],
-                           "max_shift": 8},
+    "m0 ce in112 5stage": {
+        "margin": 0.0,
+        "input_size": 112,
+        "widths": [16, 32, 64, 128, 192],
+        "max_shift": 7,
+    },
+    "m-0.1 ce": {"margin": -0.1},  # UTKFace's own chip framing (eyes 0.4 of the side apart)
+    "m-0.1 ce in96 5stage": {"margin": -0.1, "input_size": 96, "widths": FIVE},
+    "raw chips ce": {"margin": None},  # the source chips resized, no alignment
+    "utk ce": {"template": "utkface"},  # UTKFace's own framing, aligned
+    "utk ce in96 5stage": {"template": "utkface", "input_size": 96, "widths": FIVE},
+    "raw chips ce in96 5stage": {
+        "margin": None,
+        "input_size": 96,
+        "widths": [16, 32, 64, 128, 192],
+    },
+    "m0 ce in128 5stage": {
+        "margin": 0.0,
+        "input_size": 128,
+        "widths": [16, 32, 64, 128, 192],
+        "max_shift": 8,
+    },
 }
 
 
-def recrop(rows: pd.DataFrame, size: int, margin: float) -> FaceTable:
-    """Align every row's source image with its recorded landmarks at ``margin``."""
+def recrop(
+    rows: pd.DataFrame, size: int, margin: float | None, template: str = "arcface"
+) -> FaceTable:
+    """Align every row's source image with its recorded landmarks to ``template`` at ``margin``.
+
+    ``margin=None`` skips alignment: the source image (a UTKFace chip) is only resized.
+    """
     arrays = []
     for path, marks in tqdm(zip(rows["path"], rows["landmarks"], strict=True), total=len(rows),
                             desc=f"crop m={margin}", leave=False):  # fmt: skip
         pts = np.array(marks.split(), dtype=np.float64).reshape(5, 2)
         with Image.open(path) as im:
-            arrays.append(np.asarray(align_face(im.convert("RGB"), pts, size, margin)))
+            im = im.convert("RGB")
+            if margin is None:
+                arrays.append(np.asarray(im.resize((size, size), Image.Resampling.BILINEAR)))
+            else:
+                arrays.append(np.asarray(align_face(im, pts, size, margin, template)))
     images = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
     return FaceTable(images, torch.tensor(rows["age"].to_numpy(), dtype=torch.long), rows)
 
 
-def tables(split: Path, cache: Path, size: int, margin: float) -> tuple[FaceTable, FaceTable]:
-    """Train and validation tables at this crop margin (cached as one tensor file)."""
-    f = cache / f"crops_s{size}_m{margin}.pt"
+def tables(
+    split: Path, cache: Path, size: int, margin: float | None, template: str = "arcface"
+) -> tuple[FaceTable, FaceTable]:
+    """Train and validation tables of this crop framing (cached as one tensor file)."""
+    name = "raw" if margin is None else f"m{margin}" + ("" if template == "arcface" else template)
+    f = cache / f"crops_s{size}_{name}.pt"
     rows = {p: pd.read_csv(split / f"{p}.csv") for p in ("train", "val")}
     if not f.exists():
         f.parent.mkdir(parents=True, exist_ok=True)
-        torch.save({p: recrop(r, size, margin).images for p, r in rows.items()}, f)
+        torch.save({p: recrop(r, size, margin, template).images for p, r in rows.items()}, f)
     saved = torch.load(f, weights_only=True)
     return tuple(
         FaceTable(saved[p], torch.tensor(rows[p]["age"].to_numpy(), dtype=torch.long), rows[p])
@@ -86,13 +123,14 @@ def run_variant(job: tuple[str, dict, argparse.Namespace]) -> dict:
     """Train one variant and return its validation figures."""
     name, over, args = job
     params = load_params(args.params)
-    arch = params.student.model_dump()
+    arch = params.student.model_dump() | BASE_ARCH
     for k in ("input_size", "stem_stride", "widths"):
         if k in over:
             arch[k] = over[k]
     tp = params.class_teacher.model_dump() | {"epochs": args.epochs, "threads": 1}
     tp["max_shift"] = over.get("max_shift", tp["max_shift"])
-    train, val = tables(args.split, args.cache, arch["input_size"], over.get("margin", 0.0))
+    train, val = tables(args.split, args.cache, arch["input_size"], over.get("margin", 0.0),
+                        over.get("template", "arcface"))  # fmt: skip
     out = args.cache / "models" / (name.replace(" ", "_") + ".pt")
     start = time.perf_counter()
     fit = train_classifier(
@@ -124,8 +162,11 @@ def main() -> None:
         raise SystemExit(f"unknown variants {sorted(unknown)}; known: {sorted(VARIANTS)}")
     results = json.loads(args.out.read_text()) if args.out.exists() else {}
     todo = [(v, VARIANTS[v], args) for v in args.variants if v not in results]
-    for v in {(VARIANTS[n].get("margin", 0.0)) for n, _, _ in todo}:  # crop once, up front
-        tables(args.split, args.cache, load_params(args.params).student.input_size, v)
+    size = BASE_ARCH["input_size"]
+    crops = {(o.get("input_size", size), o.get("margin", 0.0), o.get("template", "arcface"))
+             for _, o, _ in todo}  # fmt: skip
+    for crop in crops:  # crop once, up front
+        tables(args.split, args.cache, *crop)
     with mp.get_context("spawn").Pool(args.jobs) as pool:
         for r in pool.imap_unordered(run_variant, todo):
             results[r["variant"]] = r

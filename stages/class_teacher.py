@@ -38,8 +38,7 @@ def main() -> None:
     ) as (run, tracker):  # fmt: skip
         metrics = train_classifier(
             train, val, arch.model_dump(), Optim(**tp.model_dump()), params.ages.min_age,
-            params.ages.num_classes, run, align_margin=params.align.margin,
-            align_detect_pad=params.align.detect_pad,
+            params.ages.num_classes, run, crop=params.align.crop_settings(),
             **params.age_loss.model_dump(),
         )  # fmt: skip
         publish(run, tracker, metrics, args.metrics)

@@ -17,7 +17,7 @@ import pytest
 import torch
 from PIL import Image
 
-from agedistill.align import FaceDetector, align_face, read_image
+from agedistill.align import FaceDetector, read_image
 from agedistill.cli import main
 from agedistill.data import normalize
 from agedistill.export import INPUT_NAME, OUTPUT_NAMES, torch_outputs
@@ -50,7 +50,7 @@ def _align_sample(paths: list[Path], model: AgeModel) -> list[np.ndarray]:
     detector = FaceDetector(**DETECT_DEFAULTS)
     images = [read_image(p) for p in paths]
     return [
-        np.asarray(align_face(im, det.faces[0].landmarks, model.input_size, model.align_margin))
+        np.asarray(model.align(im, det.faces[0].landmarks))
         for im, det in zip(images, detector.detect(images), strict=True)
         if det.faces
     ]

@@ -6,7 +6,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from agedistill.align import Face, align_face, select_face, similarity_transform, template
+from agedistill.align import (
+    TEMPLATES,
+    Face,
+    align_face,
+    select_face,
+    similarity_transform,
+    template,
+)
 
 
 def similarity(angle: float, scale: float, shift: tuple[float, float]) -> np.ndarray:
@@ -87,3 +94,15 @@ def test_face_scaled_maps_every_coordinate() -> None:
     g = f.scaled(0.5)
     assert g.xywh() == (5.0, 10.0, 10.0, 20.0)
     assert np.allclose(g.landmarks, f.landmarks / 2) and g.prob == f.prob
+
+
+def test_templates_are_left_right_symmetric_and_unknown_names_fail() -> None:
+    for name in TEMPLATES:
+        pts = template(100, 0.0, name)
+        mirrored = np.column_stack([100 - pts[:, 0], pts[:, 1]])[[1, 0, 2, 4, 3]]
+        assert np.allclose(pts, mirrored, atol=2.0), name  # ArcFace's own is off by < 2 px
+    # the chips' framing: the eyes higher and further apart than ArcFace's
+    utk, arc = template(1, 0.0, "utkface"), template(1, 0.0, "arcface")
+    assert utk[0, 1] < arc[0, 1] - 0.1 and utk[1, 0] - utk[0, 0] > arc[1, 0] - arc[0, 0]
+    with pytest.raises(ValueError, match="unknown crop template 'dlib'"):
+        template(64, 0.0, "dlib")

@@ -89,5 +89,10 @@ def test_model_file_errors_are_one_line_and_name_the_file(saved, tmp_path):
 
 def test_model_config_records_how_faces_were_aligned():
     arch = {"widths": [8], "stem_stride": 2, "depthwise": False, "dropout": 0.0, "input_size": 32}
-    config = convnet_config(arch, num_classes=11, min_age=0, align_margin=0.1, align_detect_pad=0.3)
-    assert (config["align_margin"], config["align_detect_pad"]) == (0.1, 0.3)
+    crop = {"margin": 0.1, "template": "utkface", "detect_pad": 0.3}
+    config = convnet_config(arch, num_classes=11, min_age=0, crop=crop)
+    assert config["align_margin"] == 0.1 and config["align_template"] == "utkface"
+    assert config["align_detect_pad"] == 0.3
+    # defaults: what models were trained with before these keys existed
+    old = convnet_config(arch, num_classes=11, min_age=0)
+    assert (old["align_margin"], old["align_template"]) == (0.0, "arcface")
