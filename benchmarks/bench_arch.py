@@ -26,15 +26,11 @@ FIVE = [16, 32, 64, 128, 192]  # a 16-channel stage in front of the reference's 
 CANDIDATES = {
     # the brief's reference: four conv-conv-pool blocks 32/64/128/192 at 64 px, stride 1
     "reference (s1, 64px)": dict(widths=[32, 64, 128, 192], stem_stride=1, size=64),
-    "student (5 stages, s2, 96px)": dict(
-        widths=FIVE, stem_stride=2, size=96, recipe="m0 ce in96 5stage"
-    ),
+    "student (s2, 64px)": dict(widths=[32, 64, 128, 192], stem_stride=2, size=64, recipe="m0 ce"),
+    "5 stages, s2, 96px": dict(widths=FIVE, stem_stride=2, size=96, recipe="m0 ce in96 5stage"),
     "5 stages, s2, 112px": dict(widths=FIVE, stem_stride=2, size=112, recipe="m0 ce in112 5stage"),
     "5 stages, s2, 128px": dict(widths=FIVE, stem_stride=2, size=128, recipe="m0 ce in128 5stage"),
     "5 stages, s1, 64px": dict(widths=FIVE, stem_stride=1, size=64, recipe="m0 ce s1 5stage"),
-    "old student (s2, 64px)": dict(
-        widths=[32, 64, 128, 192], stem_stride=2, size=64, recipe="m0 ce"
-    ),
     "s2, 80px": dict(widths=[32, 64, 128, 192], stem_stride=2, size=80, recipe="m0 ce in80"),
     "wide s2 (48/96/160/256)": dict(widths=[48, 96, 160, 256], stem_stride=2, size=64),
     "s1, 48px": dict(widths=[32, 64, 128, 192], stem_stride=1, size=48),
