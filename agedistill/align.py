@@ -23,6 +23,7 @@ from __future__ import annotations
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -251,6 +252,15 @@ class _FixedShapes(torch.nn.Module):
 
 # Black border (fraction of the longer side) added before detection: see FaceDetector ``pad``.
 DETECT_PAD = 0.25
+
+# How the faces of a model were found and cropped when its file does not say (files written
+# before ``align.template`` and ``align.detect_pad`` existed).
+CROP_DEFAULTS: dict[str, Any] = {"margin": 0.0, "template": "arcface", "detect_pad": DETECT_PAD}
+
+
+def model_crop(config: dict[str, Any]) -> dict[str, Any]:
+    """A model config's ``align_<key>`` settings, with :data:`CROP_DEFAULTS` for missing keys."""
+    return {k: config.get(f"align_{k}", v) for k, v in CROP_DEFAULTS.items()}
 
 
 class FaceDetector:

@@ -30,12 +30,12 @@ from torch import nn
 
 from agedistill import __version__
 from agedistill.align import (
-    DETECT_PAD,
     Detection,
     FaceDetector,
     ImageReadError,
     align_face,
     load_image,
+    model_crop,
     to_rgb,
 )
 from agedistill.checkpoint import ModelFileError, load_model
@@ -49,9 +49,8 @@ FACE_FIELDS = COLUMNS[1:9]
 # ``detect_max_side`` bounds detection cost on large photos.
 DETECT_DEFAULTS: dict[str, Any] = {"min_prob": 0.95, "min_face_size": 20, "detect_max_side": 640}
 
-# Config keys ``predict`` needs; ``align_margin`` defaults to the pipeline's ``align.margin``.
+# Config keys ``predict`` needs; the ``align_*`` keys default to ``align.CROP_DEFAULTS``.
 _REQUIRED_KEYS = ("input_size", "min_age", "num_classes")
-DEFAULT_ALIGN_MARGIN = 0.0
 
 
 # Images are worked on at up to this many times the detection side, as in the ``align`` stage:
@@ -110,12 +109,12 @@ class AgeModel:
 
     @property
     def align_margin(self) -> float:
-        return float(self.config.get("align_margin", DEFAULT_ALIGN_MARGIN))
+        return float(model_crop(self.config)["margin"])
 
     @property
     def align_template(self) -> str:
-        """The crop framing of the training faces (``align.template``; older files: ArcFace)."""
-        return str(self.config.get("align_template", "arcface"))
+        """The crop framing of the training faces (``align.template``)."""
+        return str(model_crop(self.config)["template"])
 
     def align(self, image: Image.Image, landmarks: np.ndarray) -> Image.Image:
         """The model's input crop of the face with these landmarks, framed as in training."""
@@ -124,7 +123,7 @@ class AgeModel:
     @property
     def detect_pad(self) -> float:
         """The border MTCNN searched the training images with (``align.detect_pad``)."""
-        return float(self.config.get("align_detect_pad", DETECT_PAD))
+        return float(model_crop(self.config)["detect_pad"])
 
     @torch.inference_mode()
     def ages(self, crops: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

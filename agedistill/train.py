@@ -19,7 +19,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from agedistill.align import DETECT_PAD
+from agedistill.align import CROP_DEFAULTS
 from agedistill.checkpoint import build_model, save_model
 from agedistill.data import FaceTable, augment, batches, normalize
 from agedistill.distributed import (
@@ -103,10 +103,6 @@ def _arch_config(model_params: dict[str, Any]) -> dict[str, Any]:
     return {"widths": list(model_params["widths"]), **{k: model_params[k] for k in keys}}
 
 
-# How training faces were found and cropped (``AlignParams.crop_settings``) when not given.
-DEFAULT_CROP = {"margin": 0.0, "template": "arcface", "detect_pad": DETECT_PAD}
-
-
 def convnet_config(
     model_params: dict[str, Any],
     num_classes: int,
@@ -123,7 +119,7 @@ def convnet_config(
         **_arch_config(model_params),
         "num_classes": num_classes,
         "min_age": min_age,
-        **{f"align_{k}": v for k, v in {**DEFAULT_CROP, **(crop or {})}.items()},
+        **{f"align_{k}": v for k, v in {**CROP_DEFAULTS, **(crop or {})}.items()},
     }
 
 

@@ -40,7 +40,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from agedistill.align import FaceDetector, ImageReadError, align_face, load_image
+from agedistill.align import FaceDetector, ImageReadError, align_face, load_image, model_crop
 from agedistill.checkpoint import load_model
 from agedistill.data import normalize
 from agedistill.ordinal import age_std, expected_age
@@ -146,11 +146,12 @@ def end_to_end(
         for name, (forward, config) in models.items():
             t1 = time.perf_counter()
             if faces:  # the same steps as agedistill.predict.ages_for_detection
-                size, margin = config["input_size"], config.get("align_margin", 0.0)
-                name = config.get("align_template", "arcface")
+                crop = model_crop(config)
                 crops = [
-                    np.asarray(align_face(image, f.landmarks, size, margin, name)) for f in faces
-                ]
+                    np.asarray(align_face(image, f.landmarks, config["input_size"],
+                                          crop["margin"], crop["template"]))
+                    for f in faces
+                ]  # fmt: skip
                 forward(normalize(torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2)))
             own_ms[name].append(1e3 * (time.perf_counter() - t1))
     out: dict[str, Any] = {
