@@ -54,15 +54,15 @@ VARIANTS: dict[str, dict] = {
     "m0 mae0.1": {"margin": 0.0, "mae_weight": 0.1},
     "m0.4 ce": {"margin": 0.4},
     "m0.25 ce in80": {"margin": 0.25, "input_size": 80},
-    "m0 ce s1 5stage": {"margin": 0.0, "stem_stride": 1, "widths": [16, 32, 64, 128, 192]},
-    "m0 ce in96 5stage": {"margin": 0.0, "input_size": 96, "widths": [16, 32, 64, 128, 192]},
+    "m0 ce s1 5stage": {"margin": 0.0, "stem_stride": 1, "widths": FIVE},
+    "m0 ce in96 5stage": {"margin": 0.0, "input_size": 96, "widths": FIVE},
     "m0 ce in112 5stage": {
         "margin": 0.0,
         "input_size": 112,
-        "widths": [16, 32, 64, 128, 192],
+        "widths": FIVE,
         "max_shift": 7,
     },
-    "m-0.1 ce": {"margin": -0.1},  # UTKFace's own chip framing (eyes 0.4 of the side apart)
+    "m-0.1 ce": {"margin": -0.1},  # ArcFace's framing zoomed in towards the chips' scale
     "m-0.1 ce in96 5stage": {"margin": -0.1, "input_size": 96, "widths": FIVE},
     "raw chips ce": {"margin": None},  # the source chips resized, no alignment
     "utk ce": {"template": "utkface"},  # UTKFace's own framing, aligned
@@ -70,12 +70,12 @@ VARIANTS: dict[str, dict] = {
     "raw chips ce in96 5stage": {
         "margin": None,
         "input_size": 96,
-        "widths": [16, 32, 64, 128, 192],
+        "widths": FIVE,
     },
     "m0 ce in128 5stage": {
         "margin": 0.0,
         "input_size": 128,
-        "widths": [16, 32, 64, 128, 192],
+        "widths": FIVE,
         "max_shift": 8,
     },
 }
