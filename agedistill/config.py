@@ -102,6 +102,10 @@ class TrainParams(_Strict):
     threads: Annotated[int, Field(ge=0)] = 2  # 0 = torch default
     max_shift: Annotated[int, Field(ge=0)] = 4
     flip: bool = True
+    rotate: Annotated[float, Field(ge=0, le=45)] = 0.0  # degrees, per face; 0 = off
+    scale: Annotated[float, Field(ge=0, lt=0.5)] = 0.0  # relative zoom, per face; 0 = off
+    color: Annotated[float, Field(ge=0, lt=1)] = 0.0  # brightness/contrast/saturation; 0 = off
+    ema_epochs: Annotated[float, Field(ge=0)] = 0.0  # weight average horizon; 0 = off
 
 
 class ModelParams(_Strict):

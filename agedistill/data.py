@@ -60,9 +60,25 @@ def normalize(images: torch.Tensor) -> torch.Tensor:
 
 
 def augment(
-    images: torch.Tensor, max_shift: int, flip: bool, generator: torch.Generator
+    images: torch.Tensor,
+    max_shift: int,
+    flip: bool,
+    generator: torch.Generator,
+    rotate: float = 0.0,
+    scale: float = 0.0,
+    color: float = 0.0,
 ) -> torch.Tensor:
-    """Random horizontal flips and shifts of up to ``max_shift`` pixels (edge-replicated)."""
+    """Random flips, shifts of up to ``max_shift`` pixels (edge-replicated) and optional jitter.
+
+    ``rotate`` (degrees) and ``scale`` (relative) draw one similarity transform per face
+    (:func:`similarity_jitter`); ``color`` jitters brightness, contrast and saturation per face
+    (:func:`color_jitter`). Each is drawn only when non-zero, so runs without them draw exactly
+    the random numbers they always did. Returns float images in [0, 255].
+    """
+    if rotate > 0 or scale > 0:
+        images = similarity_jitter(images, rotate, scale, generator)
+    if color > 0:
+        images = color_jitter(images, color, generator)
     if flip:
         mask = torch.rand(len(images), generator=generator) < 0.5
         images = torch.where(mask[:, None, None, None], images.flip(-1), images)
@@ -77,6 +93,42 @@ def augment(
         cidx = torch.arange(images.shape[1])[None, :, None, None]
         images = padded[bidx, cidx, rows, cols]
     return images
+
+
+def similarity_jitter(
+    images: torch.Tensor, rotate: float, scale: float, generator: torch.Generator
+) -> torch.Tensor:
+    """Rotate each face by U(-rotate, rotate) degrees and zoom it by U(1-scale, 1+scale).
+
+    One batched ``affine_grid``/``grid_sample`` (bilinear, border-replicated), so the faces keep
+    their size and no black corners appear. Returns float images in [0, 255].
+    """
+    b = len(images)
+    angle = (torch.rand(b, generator=generator) * 2 - 1) * rotate * torch.pi / 180
+    zoom = 1 + (torch.rand(b, generator=generator) * 2 - 1) * scale
+    cos, sin = torch.cos(angle) / zoom, torch.sin(angle) / zoom
+    theta = torch.stack(
+        [torch.stack([cos, -sin, torch.zeros(b)], 1), torch.stack([sin, cos, torch.zeros(b)], 1)], 1
+    )  # (B, 2, 3): output pixel -> input pixel, in [-1, 1] coordinates
+    x = images.float()
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
+def color_jitter(images: torch.Tensor, strength: float, generator: torch.Generator) -> torch.Tensor:
+    """Scale each face's brightness, contrast and saturation by factors in U(1-s, 1+s).
+
+    Contrast scales about the face's mean grey level, saturation about each pixel's grey level.
+    Returns float images clamped to [0, 255].
+    """
+    b = len(images)
+    factors = 1 + (torch.rand(3, b, 1, 1, 1, generator=generator) * 2 - 1) * strength
+    x = images.float() * factors[0]
+    grey = 0.299 * x[:, :1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3]  # (B, 1, H, W)
+    x = (x - grey.mean((2, 3), keepdim=True)) * factors[1] + grey.mean((2, 3), keepdim=True)
+    grey = 0.299 * x[:, :1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3]
+    x = (x - grey) * factors[2] + grey
+    return x.clamp(0, 255)
 
 
 def batches(

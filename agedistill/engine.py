@@ -21,12 +21,14 @@ def train_one_epoch(
     optimizer: torch.optim.Optimizer,
     scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
     after_backward: Callable[[], None] | None = None,
+    after_step: Callable[[], None] | None = None,
 ) -> dict[str, float]:
     """Run ``loss_fn`` over ``batches`` with one optimiser step each; return mean logged values.
 
     ``loss_fn(batch)`` returns the loss to minimise and a dict of floats to average (it owns the
     forward pass, so the same engine serves cross-entropy, permutation and distillation losses).
-    ``after_backward`` runs between ``backward`` and the step (data-parallel gradient averaging).
+    ``after_backward`` runs between ``backward`` and the step (data-parallel gradient averaging),
+    ``after_step`` after each step (a moving average of the weights).
     """
     for m in modules:
         m.train()
@@ -43,6 +45,8 @@ def train_one_epoch(
         optimizer.step()
         if scheduler is not None:
             scheduler.step()
+        if after_step is not None:
+            after_step()
         for k, v in logs.items():
             sums[k] = sums.get(k, 0.0) + v
         n += 1

@@ -10,6 +10,7 @@ import math
 import shutil
 import time
 from collections.abc import Callable, Iterator
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from torch import nn
 from tqdm import tqdm
 
 from agedistill.align import CROP_DEFAULTS
+from agedistill.averaging import WeightAverage
 from agedistill.checkpoint import build_model, save_model
 from agedistill.data import FaceTable, augment, batches, normalize
 from agedistill.distributed import (
@@ -51,6 +53,16 @@ class Optim:
     max_shift: int
     flip: bool
     threads: int = 2
+    rotate: float = 0.0
+    scale: float = 0.0
+    color: float = 0.0
+    ema_epochs: float = 0.0
+
+    def augment(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """This run's augmentation of a uint8 batch (:func:`~agedistill.data.augment`)."""
+        return augment(
+            images, self.max_shift, self.flip, generator, self.rotate, self.scale, self.color
+        )
 
 
 def seed_everything(seed: int, threads: int = 0) -> None:
@@ -163,7 +175,8 @@ def _fit(
 
     Trains on this rank's shard of every batch with gradients averaged over ranks, validates on a
     shard with metrics reduced over ranks, keeps the best model (by ``select``) in ``run.out`` and,
-    with ``run.state``, checkpoints after every epoch and resumes from the last one.
+    with ``run.state``, checkpoints after every epoch and resumes from the last one. With
+    ``opt.ema_epochs`` the validated and saved model is the moving average of its weights.
     """
     ctx = run.ctx
     for m in modules:
@@ -171,8 +184,11 @@ def _fit(
     params = [p for m in modules for p in m.parameters() if p.requires_grad]
     steps = math.ceil(n_train / opt.batch_size)
     optimizer, scheduler = _optimizer(params, opt, steps)
-    done, progress = run.state.restore(modules, optimizer, scheduler) if run.state else (0, {})
-    broadcast_modules(modules, ctx)
+    # with ema_epochs, the model validated and saved is the moving average of the weights
+    average = WeightAverage(best_model[0], opt.ema_epochs * steps) if opt.ema_epochs > 0 else None
+    stateful = modules + ([average.average] if average else [])
+    done, progress = run.state.restore(stateful, optimizer, scheduler) if run.state else (0, {})
+    broadcast_modules(stateful, ctx)
     best, best_epoch = progress.get("best"), progress.get("best_epoch", 0)
     history, elapsed = progress.get("history", {}), progress.get("train_wall_s", 0.0)
     if done and ctx.is_main:
@@ -187,26 +203,28 @@ def _fit(
         train_logs = train_one_epoch(
             modules, lambda idx, r=rand: loss_fn(idx, r), _global_batches(n_train, opt, rand, ctx),
             optimizer, scheduler, after_backward=lambda: average_gradients(params, ctx),
+            after_step=average.update if average else None,
         )  # fmt: skip
         train_logs = weighted_mean(train_logs, 1.0, ctx)
-        broadcast_modules(modules, ctx)  # rank 0's BatchNorm statistics everywhere
+        broadcast_modules(stateful, ctx)  # rank 0's BatchNorm statistics everywhere
         val_idx = shard(torch.arange(n_val), ctx)
-        val = weighted_mean(validate(val_idx), float(len(val_idx)), ctx)
+        with average.applied() if average else nullcontext():
+            val = weighted_mean(validate(val_idx), float(len(val_idx)), ctx)
+            value = val[select]
+            if best is None or (value < best if lower_is_better else value > best):
+                best, best_epoch = value, epoch
+                if ctx.is_main:
+                    save_model(run.out, *best_model)
+                    if run.state:
+                        _copy_model(run.out, run.state.best)
         metrics = {**{f"train_{k}": v for k, v in train_logs.items()}, **val}
-        value = val[select]
-        if best is None or (value < best if lower_is_better else value > best):
-            best, best_epoch = value, epoch
-            if ctx.is_main:
-                save_model(run.out, *best_model)
-                if run.state:
-                    _copy_model(run.out, run.state.best)
         metrics[f"best_{select}"] = best
         history = metrics
         progress = {"best": best, "best_epoch": best_epoch, "history": history,
                     "train_wall_s": time.perf_counter() - start}  # fmt: skip
         if ctx.is_main:
             if run.state:
-                run.state.save(epoch, modules, optimizer, scheduler, progress, run.mlflow_run_id)
+                run.state.save(epoch, stateful, optimizer, scheduler, progress, run.mlflow_run_id)
             tqdm.write(
                 f"{desc} epoch {epoch}: " + ", ".join(f"{k}={v:.4g}" for k, v in metrics.items())
             )
@@ -250,7 +268,7 @@ def train_classifier(
     dev = run.ctx.device
 
     def loss_fn(idx, rand):
-        x = normalize(augment(train.images[idx], opt.max_shift, opt.flip, rand.aug)).to(dev)
+        x = normalize(opt.augment(train.images[idx], rand.aug)).to(dev)
         loss = age_loss(model(x), labels[idx].to(dev), label_sigma, mae_weight)
         return loss, {"loss": loss.item()}
 
@@ -333,7 +351,7 @@ def train_rank_teacher(
 
     def loss_fn(idx, rand):
         seqs, target = shuffle_sequences(epoch_seqs["seqs"][idx], rand.aug)  # (B, K), (B,)
-        faces = augment(train.images[seqs.flatten()], opt.max_shift, opt.flip, rand.aug)
+        faces = opt.augment(train.images[seqs.flatten()], rand.aug)
         x = normalize(faces).view(*seqs.shape, *faces.shape[1:]).to(dev)  # (B, K, 3, H, W)
         logits = model(x)
         target = target.to(dev)
@@ -394,7 +412,7 @@ def train_student(
     labels = train.labels(min_age)
 
     def loss_fn(idx, rand):
-        x = normalize(augment(train.images[idx], opt.max_shift, opt.flip, rand.aug)).to(dev)
+        x = normalize(opt.augment(train.images[idx], rand.aug)).to(dev)
         emb, maps = student.forward_features(x)
         logits = student.head(student.dropout(emb))
         gt = age_loss(logits, labels[idx].to(dev), label_sigma, mae_weight)

@@ -35,7 +35,8 @@ BASE_ARCH = {"widths": [32, 64, 128, 192], "stem_stride": 2, "input_size": 64}
 
 FIVE = [16, 32, 64, 128, 192]
 
-# name: overrides of (margin, input_size, stem_stride, widths, label_sigma, mae_weight, max_shift)
+# name: overrides of (margin, template, input_size, stem_stride, widths, label_sigma, mae_weight,
+# max_shift, rotate, scale, color, ema_epochs)
 # margin None: the source chips resized, not aligned
 VARIANTS: dict[str, dict] = {
     "m0 ce": {"margin": 0.0},
@@ -71,6 +72,15 @@ VARIANTS: dict[str, dict] = {
         "margin": None,
         "input_size": 96,
         "widths": FIVE,
+    },
+    "utk ema2": {"template": "utkface", "ema_epochs": 2.0},  # moving average of the weights
+    "utk jitter": {"template": "utkface", "rotate": 10.0, "scale": 0.1, "color": 0.2},
+    "utk jitter ema2": {
+        "template": "utkface",
+        "rotate": 10.0,
+        "scale": 0.1,
+        "color": 0.2,
+        "ema_epochs": 2.0,
     },
     "m0 ce in128 5stage": {
         "margin": 0.0,
@@ -128,7 +138,8 @@ def run_variant(job: tuple[str, dict, argparse.Namespace]) -> dict:
         if k in over:
             arch[k] = over[k]
     tp = params.class_teacher.model_dump() | {"epochs": args.epochs, "threads": 1}
-    tp["max_shift"] = over.get("max_shift", tp["max_shift"])
+    for k in ("max_shift", "rotate", "scale", "color", "ema_epochs"):  # training overrides
+        tp[k] = over.get(k, tp[k])
     train, val = tables(args.split, args.cache, arch["input_size"], over.get("margin", 0.0),
                         over.get("template", "arcface"))  # fmt: skip
     out = args.cache / "models" / (name.replace(" ", "_") + ".pt")

@@ -3,7 +3,7 @@ import pandas as pd
 import pytest
 import torch
 
-from agedistill.data import augment, batches, normalize
+from agedistill.data import augment, batches, color_jitter, normalize, similarity_jitter
 from agedistill.metrics import cumulative_score, group_label, grouped_mae, mae
 from agedistill.train import kendall_tau
 
@@ -77,3 +77,39 @@ def test_report_prints_the_committed_table(repo, capsys):
         ln.split()[0] for ln in out.splitlines()[2:]
     }
     assert main(["report", str(repo / "missing.json")]) == 2
+
+
+def test_similarity_jitter_keeps_size_range_and_draws_per_face():
+    img = torch.randint(0, 256, (1, 3, 32, 32), dtype=torch.uint8).repeat(6, 1, 1, 1)
+    g = torch.Generator().manual_seed(0)
+    same = similarity_jitter(img, 0.0, 0.0, g)  # no rotation, no zoom: the identity
+    assert torch.allclose(same, img.float(), atol=1e-3)
+    out = similarity_jitter(img, 20.0, 0.2, g)
+    assert out.shape == img.shape and out.min() >= 0 and out.max() <= 255
+    assert not torch.allclose(out[0], out[1])  # each face gets its own transform
+    # a 2x zoom-out of a constant face stays constant: borders replicate, no black corners
+    flat = torch.full((2, 3, 16, 16), 200, dtype=torch.uint8)
+    assert torch.allclose(similarity_jitter(flat, 45.0, 0.45, g), flat.float(), atol=1e-3)
+
+
+def test_color_jitter_scales_brightness_within_bounds():
+    img = torch.full((200, 3, 8, 8), 100, dtype=torch.uint8)
+    g = torch.Generator().manual_seed(0)
+    assert torch.equal(color_jitter(img, 0.0, g), img.float())
+    out = color_jitter(img, 0.3, g)
+    # grey faces: contrast and saturation leave them grey, brightness scales them by 0.7..1.3
+    means = out.mean((1, 2, 3))
+    assert means.min() >= 70 - 1e-3 and means.max() <= 130 + 1e-3
+    assert means.std() > 5  # drawn per face
+    assert torch.allclose(out, means[:, None, None, None].expand_as(out))
+    assert color_jitter(torch.full((4, 3, 2, 2), 250, dtype=torch.uint8), 0.9, g).max() <= 255
+
+
+def test_augment_draws_no_random_numbers_for_knobs_that_are_off():
+    img = torch.randint(0, 256, (16, 3, 12, 12), dtype=torch.uint8)
+    g = torch.Generator().manual_seed(5)
+    before = g.get_state()
+    out = augment(img, 0, False, g, rotate=0.0, scale=0.0, color=0.0)
+    assert torch.equal(g.get_state(), before) and torch.equal(out, img)
+    augment(img, 0, False, g, color=0.1)
+    assert not torch.equal(g.get_state(), before)

@@ -13,6 +13,9 @@ from tests.chips import chip_table
 
 ARCH = {"widths": [8, 16], "stem_stride": 2, "depthwise": False, "dropout": 0.2, "input_size": 32}
 OPT = Optim(4, 16, 3e-3, 0.0, seed=3, max_shift=2, flip=True, threads=1)
+# the moving average and the jitter add state and random draws that a resume must restore
+JITTER = {"rotate": 10.0, "scale": 0.1, "color": 0.2}
+OPT_AVERAGED = Optim(**{**OPT.__dict__, "ema_epochs": 1.0, **JITTER})
 
 
 @pytest.fixture(scope="module")
@@ -24,8 +27,8 @@ def _weights(path) -> dict[str, torch.Tensor]:
     return load_model(path)[0].state_dict()
 
 
-def _train(faces, run: Run) -> dict[str, float]:
-    m = train_classifier(faces, faces, ARCH, OPT, 0, 101, run)
+def _train(faces, run: Run, opt: Optim = OPT) -> dict[str, float]:
+    m = train_classifier(faces, faces, ARCH, opt, 0, 101, run)
     return {k: v for k, v in m.items() if k != "train_wall_s"}
 
 
@@ -44,22 +47,23 @@ class Killed(Exception):
     pass
 
 
-def test_interrupted_run_resumes_to_the_same_result(faces, tmp_path):
-    reference = _train(faces, Run(tmp_path / "ref.pt"))
-    state = TrainState(tmp_path / "ckpt", fingerprint("test", OPT.__dict__, faces.images))
+@pytest.mark.parametrize("opt", [OPT, OPT_AVERAGED], ids=["plain", "averaged"])
+def test_interrupted_run_resumes_to_the_same_result(faces, tmp_path, opt):
+    reference = _train(faces, Run(tmp_path / "ref.pt"), opt)
+    state = TrainState(tmp_path / "ckpt", fingerprint("test", opt.__dict__, faces.images))
 
     def die_after_epoch_2(metrics, epoch):
         if epoch == 2:
             raise Killed  # after epoch 2's state was written, like a kill in epoch 3
 
     with pytest.raises(Killed):
-        _train(faces, Run(tmp_path / "out.pt", state=state, log=die_after_epoch_2))
+        _train(faces, Run(tmp_path / "out.pt", state=state, log=die_after_epoch_2), opt)
     assert state.load()["epoch"] == 2 and state.best.is_file()
     (tmp_path / "out.pt").unlink()  # DVC deletes a stage's outputs before it reruns it
     epochs = []
     fresh = TrainState(tmp_path / "ckpt", state.fingerprint)
     resumed = _train(
-        faces, Run(tmp_path / "out.pt", state=fresh, log=lambda m, e: epochs.append(e))
+        faces, Run(tmp_path / "out.pt", state=fresh, log=lambda m, e: epochs.append(e)), opt
     )
     assert epochs == [3, 4]  # lost nothing, repeated nothing
     assert resumed == reference
