@@ -43,6 +43,7 @@ from PIL import Image
 from agedistill.align import FaceDetector, ImageReadError, align_face, load_image, model_crop
 from agedistill.checkpoint import load_model
 from agedistill.data import normalize
+from agedistill.inference import for_inference
 from agedistill.ordinal import age_std, expected_age
 from agedistill.predict import DETECT_DEFAULTS, WORK_SIDE_FACTOR
 
@@ -256,6 +257,9 @@ def main() -> None:
     forwards = {name: (age_forward(m, c), c) for name, (m, c) in loaded.items()}
     result: dict[str, Any] = {"environment": environment(args.threads), "batch": args.batch}
     models = {name: fwd for name, (fwd, _) in forwards.items()}
+    # as `predict` and `evaluate` run it: BatchNorm folded, channels-last (agedistill.inference)
+    models["student (inference)"] = age_forward(for_inference(loaded["student"][0]),
+                                                loaded["student"][1])  # fmt: skip
     result["models"] = speeds(models, normalize(faces), args.batch_repeats, args.single_calls)
     student, config = loaded["student"]
     result["student_runtimes"] = onnx_vs_torch(student, config, faces, args.threads, args)

@@ -7,6 +7,12 @@ landmarks for every margin, so all variants see the same faces.
 
     python benchmarks/recipe_search.py --split /tmp/full/data/split --epochs 12 --jobs 2 \\
         --out metrics/recipe_search.json
+
+``--test`` also scores each saved model once on the test part: for the brief's reference CNN,
+trained on the same split for a like-for-like comparison with the pipeline's test figures:
+
+    python benchmarks/recipe_search.py --split /tmp/full/data/split --variants reference \\
+        --epochs 30 --jobs 1 --threads 2 --test --out metrics/reference_cnn.json
 """
 
 from __future__ import annotations
@@ -24,8 +30,10 @@ from PIL import Image
 from tqdm import tqdm
 
 from agedistill.align import align_face
+from agedistill.checkpoint import load_model
 from agedistill.config import load_params
 from agedistill.data import FaceTable
+from agedistill.engine import predict_ages
 from agedistill.evaluation import write_json
 from agedistill.train import Optim, train_classifier
 
@@ -36,7 +44,7 @@ BASE_ARCH = {"widths": [32, 64, 128, 192], "stem_stride": 2, "input_size": 64}
 FIVE = [16, 32, 64, 128, 192]
 
 # name: overrides of (margin, template, input_size, stem_stride, widths, label_sigma, mae_weight,
-# max_shift, rotate, scale, color, ema_epochs)
+# max_shift, rotate, scale, color, ema_epochs, weight_decay)
 # margin None: the source chips resized, not aligned
 VARIANTS: dict[str, dict] = {
     "m0 ce": {"margin": 0.0},
@@ -82,6 +90,18 @@ VARIANTS: dict[str, dict] = {
         "color": 0.2,
         "ema_epochs": 2.0,
     },
+    "utk mild jitter ema2": {
+        "template": "utkface",
+        "rotate": 5.0,
+        "scale": 0.05,
+        "color": 0.1,
+        "ema_epochs": 2.0,
+    },
+    "utk wd0.05": {"template": "utkface", "weight_decay": 0.05},  # AdamW's usual decay
+    "utk wd0.05 60ep": {"template": "utkface", "weight_decay": 0.05},  # run with --epochs 60
+    "utk s1 5stage": {"template": "utkface", "stem_stride": 1, "widths": FIVE},
+    # the brief's reference CNN: four conv-conv-pool blocks at stride 1 on the chips, 64 px
+    "reference": {"margin": None, "stem_stride": 1},
     "m0 ce in128 5stage": {
         "margin": 0.0,
         "input_size": 128,
@@ -113,19 +133,25 @@ def recrop(
 
 
 def tables(
-    split: Path, cache: Path, size: int, margin: float | None, template: str = "arcface"
-) -> tuple[FaceTable, FaceTable]:
-    """Train and validation tables of this crop framing (cached as one tensor file)."""
+    split: Path,
+    cache: Path,
+    size: int,
+    margin: float | None,
+    template: str = "arcface",
+    parts: tuple[str, ...] = ("train", "val"),
+) -> tuple[FaceTable, ...]:
+    """Tables of these split parts in this crop framing (each part cached as a tensor file)."""
     name = "raw" if margin is None else f"m{margin}" + ("" if template == "arcface" else template)
     f = cache / f"crops_s{size}_{name}.pt"
-    rows = {p: pd.read_csv(split / f"{p}.csv") for p in ("train", "val")}
-    if not f.exists():
+    rows = {p: pd.read_csv(split / f"{p}.csv") for p in parts}
+    saved = torch.load(f, weights_only=True) if f.exists() else {}
+    if missing := [p for p in parts if p not in saved]:
         f.parent.mkdir(parents=True, exist_ok=True)
-        torch.save({p: recrop(r, size, margin, template).images for p, r in rows.items()}, f)
-    saved = torch.load(f, weights_only=True)
+        saved |= {p: recrop(rows[p], size, margin, template).images for p in missing}
+        torch.save(saved, f)
     return tuple(
         FaceTable(saved[p], torch.tensor(rows[p]["age"].to_numpy(), dtype=torch.long), rows[p])
-        for p in ("train", "val")
+        for p in parts
     )
 
 
@@ -137,8 +163,8 @@ def run_variant(job: tuple[str, dict, argparse.Namespace]) -> dict:
     for k in ("input_size", "stem_stride", "widths"):
         if k in over:
             arch[k] = over[k]
-    tp = params.class_teacher.model_dump() | {"epochs": args.epochs, "threads": 1}
-    for k in ("max_shift", "rotate", "scale", "color", "ema_epochs"):  # training overrides
+    tp = params.class_teacher.model_dump() | {"epochs": args.epochs, "threads": args.threads}
+    for k in ("max_shift", "rotate", "scale", "color", "ema_epochs", "weight_decay"):
         tp[k] = over.get(k, tp[k])
     train, val = tables(args.split, args.cache, arch["input_size"], over.get("margin", 0.0),
                         over.get("template", "arcface"))  # fmt: skip
@@ -148,14 +174,25 @@ def run_variant(job: tuple[str, dict, argparse.Namespace]) -> dict:
         train, val, arch, Optim(**tp), params.ages.min_age, params.ages.num_classes, out,
         label_sigma=over.get("label_sigma", 0.0), mae_weight=over.get("mae_weight", 0.0),
     )  # fmt: skip
-    return {
+    result = {
         "variant": name,
         **over,
         "epochs": args.epochs,
         "val_mae": fit["best_val_mae"],  # the saved (best) model's validation MAE
         "best_epoch": fit["best_epoch"],
         "wall_s": round(time.perf_counter() - start, 1),
+        "threads": args.threads,
     }
+    if args.test:  # score the saved model once on the test part (after every choice is made)
+        (test,) = tables(args.split, args.cache, arch["input_size"], over.get("margin", 0.0),
+                         over.get("template", "arcface"), ("test",))  # fmt: skip
+        model, config = load_model(out)
+        pred = predict_ages(model, test.images, config["min_age"])
+        result["test_mae"] = float((pred - test.ages.float()).abs().mean())
+        result["test_mae_21_60"] = float(
+            (pred - test.ages.float()).abs()[(test.ages >= 21) & (test.ages <= 60)].mean()
+        )
+    return result
 
 
 def main() -> None:
@@ -164,6 +201,8 @@ def main() -> None:
     ap.add_argument("--variants", nargs="*", default=list(VARIANTS))
     ap.add_argument("--epochs", type=int, default=12)
     ap.add_argument("--jobs", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=1, help="torch threads per variant")
+    ap.add_argument("--test", action="store_true", help="also score each model on the test part")
     ap.add_argument("--params", default="params.yaml")
     ap.add_argument("--cache", type=Path, default=Path("/tmp/recipe_search"))
     ap.add_argument("--out", type=Path, default=Path("metrics/recipe_search.json"))

@@ -1,0 +1,58 @@
+"""The inference copy of a network: the same outputs, BatchNorm folded, the original untouched."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from agedistill.checkpoint import load_model
+from agedistill.data import normalize
+from agedistill.inference import for_inference
+from agedistill.models import RankTeacher
+from agedistill.train import Optim, train_classifier
+from tests.chips import chip_table
+
+ARCH = {"widths": [8, 16, 24], "stem_stride": 1, "depthwise": False, "dropout": 0.1,
+        "input_size": 32}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def trained(sample_images, tmp_path_factory):
+    """A tiny net trained two epochs on real chips (BatchNorm statistics far from 0 and 1)."""
+    faces = chip_table(sample_images, step=10, n=64)
+    path = tmp_path_factory.mktemp("inference") / "net.pt"
+    opt = Optim(2, 16, 3e-3, 0.0, seed=0, max_shift=2, flip=True, threads=1)
+    train_classifier(faces, faces, ARCH, opt, 0, 101, path)
+    return load_model(path)[0], normalize(faces.images)
+
+
+def _batchnorms(net: nn.Module) -> int:
+    return sum(isinstance(m, nn.BatchNorm2d) for m in net.modules())
+
+
+def test_inference_copy_gives_the_same_logits_on_real_faces(trained):
+    model, x = trained
+    fast = for_inference(model)
+    assert _batchnorms(fast) == 0 and _batchnorms(model) == 6  # folded in the copy only
+    with torch.inference_mode():
+        ref = model.eval()(x)
+        assert torch.allclose(fast(x), ref, atol=1e-4)
+        assert torch.allclose(fast(x.contiguous(memory_format=torch.channels_last)), ref, atol=1e-4)
+
+
+def test_original_network_is_left_trainable(trained):
+    model = trained[0]
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    for_inference(model.train())
+    assert model.training and all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    model.eval()
+
+
+def test_rank_teacher_backbone_folds_too():
+    t = RankTeacher([8, 16], k=3, feature_dim=4, stem_stride=2).eval()
+    x = torch.randn(3, 3, 32, 32)
+    fast = for_inference(t.backbone)
+    assert _batchnorms(fast) == 0
+    with torch.inference_mode():
+        assert torch.allclose(fast(x), t.backbone(x), atol=1e-5)
