@@ -226,6 +226,8 @@ def print_table(result: dict[str, Any]) -> None:
             f"{name:<15}{m['faces_per_s']:>12.0f}{m['single_ms']:>11.2f}"
             f"{e2e[name]['e2e_ms_median']:>21.0f}"
         )
+    m = result["models"]["student (inference)"]
+    print(f"{'student, inference copy':<15}  {m['faces_per_s']:>10.0f}{m['single_ms']:>11.2f}")
     print(f"\nstudent runtime  {'faces/s @64':>12}{'1 face ms':>11}")
     for runtime in ("pytorch", "onnxruntime"):
         m = result["student_runtimes"][runtime]
