@@ -124,11 +124,16 @@ def color_jitter(images: torch.Tensor, strength: float, generator: torch.Generat
     b = len(images)
     factors = 1 + (torch.rand(3, b, 1, 1, 1, generator=generator) * 2 - 1) * strength
     x = images.float() * factors[0]
-    grey = 0.299 * x[:, :1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3]  # (B, 1, H, W)
-    x = (x - grey.mean((2, 3), keepdim=True)) * factors[1] + grey.mean((2, 3), keepdim=True)
-    grey = 0.299 * x[:, :1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3]
+    mean_grey = _grey(x).mean((2, 3), keepdim=True)
+    x = (x - mean_grey) * factors[1] + mean_grey
+    grey = _grey(x)
     x = (x - grey) * factors[2] + grey
     return x.clamp(0, 255)
+
+
+def _grey(x: torch.Tensor) -> torch.Tensor:
+    """ITU-R 601 luma of RGB images (B, 3, H, W) -> (B, 1, H, W)."""
+    return 0.299 * x[:, :1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3]
 
 
 def batches(

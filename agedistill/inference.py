@@ -23,7 +23,7 @@ def for_inference(model: nn.Module) -> nn.Module:
     """
     net = copy.deepcopy(model).eval()
     try:
-        net = fuse(net)
+        net = fuse(net, inplace=True)
     except Exception as e:  # control flow torch.fx cannot trace: keep the BatchNorms
         warnings.warn(f"conv-BN fusion skipped ({type(e).__name__}: {e})", stacklevel=2)
     return net.to(memory_format=torch.channels_last)

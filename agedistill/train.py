@@ -184,7 +184,6 @@ def _fit(
     params = [p for m in modules for p in m.parameters() if p.requires_grad]
     steps = math.ceil(n_train / opt.batch_size)
     optimizer, scheduler = _optimizer(params, opt, steps)
-    # with ema_epochs, the model validated and saved is the moving average of the weights
     average = WeightAverage(best_model[0], opt.ema_epochs * steps) if opt.ema_epochs > 0 else None
     stateful = modules + ([average.average] if average else [])
     done, progress = run.state.restore(stateful, optimizer, scheduler) if run.state else (0, {})
