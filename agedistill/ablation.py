@@ -64,14 +64,16 @@ def plan(variants: list[str], seeds: list[int]) -> list[tuple[str, int]]:
 
 
 def test_score(model_file: Path, test: Any, cs_max: int) -> dict[str, Any]:
-    """Test metrics of a student-shaped model file (MAE, CS, grouped MAE)."""
+    """Test metrics of a student-shaped model file (MAE, CS, grouped MAE; MAE with flip TTA)."""
     from agedistill.checkpoint import load_model
     from agedistill.engine import predict_ages
     from agedistill.evaluation import score
 
     model, config = load_model(model_file)
-    pred = predict_ages(model, test.images, config["min_age"]).numpy()
-    return score(pred, test, cs_max)
+    pred, flip = (
+        predict_ages(model, test.images, config["min_age"], flip=f).numpy() for f in (False, True)
+    )
+    return score(pred, test, cs_max, flip)
 
 
 def class_teacher_score(ws: Workspace) -> dict[str, Any]:

@@ -27,6 +27,9 @@ def _parser() -> argparse.ArgumentParser:
     pred.add_argument("--model", help="model file (default: the shipped student)")
     pred.add_argument("--out", help="preds.csv or preds.json (default: CSV on stdout)")
     pred.add_argument("--annotate", metavar="DIR", help="write images with boxes and ages here")
+    pred.add_argument(
+        "--flip", action="store_true", help="also read each face mirrored and average (slower)"
+    )
     # detection defaults live in agedistill.predict.DETECT_DEFAULTS (None = use them)
     pred.add_argument("--min-prob", type=float, help="detection probability floor (0.95)")
     pred.add_argument("--min-face-size", type=int, help="MTCNN's smallest face in px (20)")
@@ -68,7 +71,7 @@ def _predict(args: argparse.Namespace) -> int:
     }
     detect = {k: v for k, v in given.items() if v is not None}
     progress = False if args.no_progress else None
-    return run_predict(args.paths, args.model, args.out, args.annotate, progress, detect)
+    return run_predict(args.paths, args.model, args.out, args.annotate, progress, detect, args.flip)
 
 
 def _export(args: argparse.Namespace) -> int:

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from agedistill.data import normalize
-from agedistill.ordinal import expected_age
+from agedistill.ordinal import expected_age, mixture_logits
 
 LossFn = Callable[[Any], tuple[torch.Tensor, dict[str, float]]]
 
@@ -54,20 +54,31 @@ def train_one_epoch(
 
 
 @torch.inference_mode()
-def predict_logits(model: nn.Module, images: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
-    """Logits for uint8 faces (N, 3, H, W), in eval mode, batch by batch."""
+def predict_logits(
+    model: nn.Module, images: torch.Tensor, batch_size: int = 256, flip: bool = False
+) -> torch.Tensor:
+    """Logits for uint8 faces (N, 3, H, W), in eval mode, batch by batch.
+
+    ``flip`` (test-time augmentation): each face is also fed mirrored left-right, and the result is
+    the log of the two class distributions' average (:func:`agedistill.ordinal.mixture_logits`).
+    """
     model.eval()
     dev = next(model.parameters()).device
-    outs = [
-        model(normalize(images[i : i + batch_size]).to(dev)).cpu()
-        for i in range(0, len(images), batch_size)
-    ]
+
+    def forward(batch: torch.Tensor) -> torch.Tensor:
+        x = normalize(batch).to(dev)
+        out = model(x)
+        return (mixture_logits(out, model(x.flip(-1))) if flip else out).cpu()
+
+    outs = [forward(images[i : i + batch_size]) for i in range(0, len(images), batch_size)]
     return torch.cat(outs) if outs else torch.empty(0)
 
 
-def predict_ages(model: nn.Module, images: torch.Tensor, min_age: int) -> torch.Tensor:
+def predict_ages(
+    model: nn.Module, images: torch.Tensor, min_age: int, flip: bool = False
+) -> torch.Tensor:
     """Expected age (over the class probabilities) of each uint8 face (N, 3, H, W)."""
-    return expected_age(predict_logits(model, images), min_age)
+    return expected_age(predict_logits(model, images, flip=flip), min_age)
 
 
 def age_mae(model: nn.Module, images: torch.Tensor, ages: torch.Tensor, min_age: int) -> float:

@@ -28,6 +28,21 @@ def age_std(logits: torch.Tensor) -> torch.Tensor:
     return (probs @ ages.square() - mean.square()).clamp_min(0).sqrt()
 
 
+def mixture_logits(*logits: torch.Tensor) -> torch.Tensor:
+    """Log-probabilities of the equal mixture of the distributions ``softmax(l)`` for each ``l``.
+
+    Its :func:`expected_age` is the mean of each input's expected age, and its :func:`age_std`
+    includes their disagreement: what a test-time-augmented prediction should report.
+
+    >>> mixture_logits(torch.tensor([[0.0, -1e9]]), torch.tensor([[-1e9, 0.0]])).exp()
+    tensor([[0.5000, 0.5000]])
+    """
+    if not logits:
+        raise ValueError("mixture_logits needs at least one tensor of logits")
+    logp = torch.stack([x.log_softmax(dim=-1) for x in logits])
+    return torch.logsumexp(logp, dim=0) - torch.log(torch.tensor(float(len(logits))))
+
+
 @lru_cache(maxsize=8)
 def permutations(k: int) -> torch.Tensor:
     """All ``k!`` permutations of ``range(k)`` in lexicographic order, shape (k!, k)."""

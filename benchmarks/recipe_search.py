@@ -100,6 +100,8 @@ VARIANTS: dict[str, dict] = {
     "utk s1 5stage": {"template": "utkface", "stem_stride": 1, "widths": FIVE},
     # the brief's reference CNN: four conv-conv-pool blocks at stride 1 on the chips, 64 px
     "reference": {"margin": None, "stem_stride": 1},
+    "utk dldl": {"template": "utkface", "label_sigma": 2.0, "mae_weight": 1.0},  # DLDL-v2
+    "utk sigma2": {"template": "utkface", "label_sigma": 2.0},  # label distribution only
     "m0 ce in128 5stage": {
         "margin": 0.0,
         "input_size": 128,

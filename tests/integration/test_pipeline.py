@@ -34,6 +34,7 @@ def test_repro_runs_every_stage_and_writes_outputs(pipeline):
     for r in results.values():
         assert 0 < r["mae"] < 60
         assert r["cs10"] >= r["cs5"] >= r["cs0"]
+        assert 0 < r["mae_flip"] < 60 and r["mae_flip"] != r["mae"]  # test-time flip, scored too
     for f in ("models/student.pt", "models/student.json", "metrics/plots/cs_curve.png",
               "metrics/plots/cs_curve.csv", "metrics/plots/predictions.csv"):  # fmt: skip
         assert (dst / f).is_file(), f

@@ -8,6 +8,7 @@ from torch import nn
 
 from agedistill.checkpoint import load_model
 from agedistill.data import normalize
+from agedistill.engine import predict_ages, predict_logits
 from agedistill.inference import for_inference
 from agedistill.models import RankTeacher
 from agedistill.train import Optim, train_classifier
@@ -56,3 +57,16 @@ def test_rank_teacher_backbone_folds_too():
     assert _batchnorms(fast) == 0
     with torch.inference_mode():
         assert torch.allclose(fast(x), t.backbone(x), atol=1e-5)
+
+
+def test_flip_averages_each_face_with_its_mirror_image(trained):
+    model, x = trained
+    faces = ((x - x.min()) / (x.max() - x.min()) * 255).round().to(torch.uint8)  # uint8 again
+    plain = predict_ages(model, faces, 0)
+    mirrored = predict_ages(model, faces.flip(-1), 0)
+    both = predict_ages(model, faces, 0, flip=True)
+    assert not torch.allclose(plain, mirrored, atol=1e-3)  # a real face is not symmetric
+    assert torch.allclose(both, (plain + mirrored) / 2, atol=1e-4)
+    # batching does not change the result
+    assert torch.allclose(predict_logits(model, faces, batch_size=7, flip=True),
+                          predict_logits(model, faces, flip=True), atol=1e-5)  # fmt: skip

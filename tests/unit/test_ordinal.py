@@ -8,6 +8,7 @@ from agedistill.ordinal import (
     SequenceSampler,
     age_std,
     expected_age,
+    mixture_logits,
     permutations,
     shuffle_sequences,
 )
@@ -17,6 +18,19 @@ def test_expected_age_and_spread_by_hand():
     logits = torch.log(torch.tensor([[0.25, 0.75, 1e-12]]))
     assert float(expected_age(logits, min_age=20)) == pytest.approx(20.75, abs=1e-5)
     assert float(age_std(logits)) == pytest.approx(math.sqrt(0.75 - 0.75**2), abs=1e-5)
+
+
+def test_mixture_of_two_distributions_by_hand():
+    a = torch.log(torch.tensor([[0.5, 0.5, 0.0]]))  # mean 0.5
+    b = torch.log(torch.tensor([[0.0, 0.5, 0.5]]))  # mean 1.5
+    mix = mixture_logits(a, b)
+    assert torch.allclose(mix.exp(), torch.tensor([[0.25, 0.5, 0.25]]))
+    assert float(expected_age(mix, min_age=10)) == pytest.approx(11.0, abs=1e-5)
+    # the spread of the mixture includes the two predictions' disagreement: sqrt(0.5) > 0.5 each
+    assert float(age_std(mix)) == pytest.approx(math.sqrt(0.5), abs=1e-5)
+    assert torch.allclose(mixture_logits(a), a.log_softmax(-1))  # one input: itself
+    with pytest.raises(ValueError, match="at least one"):
+        mixture_logits()
 
 
 def test_permutations_are_all_distinct():

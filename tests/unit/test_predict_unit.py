@@ -75,6 +75,18 @@ def test_default_model_is_the_shipped_student(model: AgeModel) -> None:
     assert model.config["arch"] == "convnet" and model.path == path
 
 
+def test_flip_reads_the_mirror_image_too(model: AgeModel, noise_image: Image.Image) -> None:
+    flipped = AgeModel(model.net, model.config, model.path, flip=True)
+    assert load_age_model(flip=True).flip and not model.flip
+    face = np.asarray(noise_image.resize((model.input_size, model.input_size)))
+    crops = torch.from_numpy(np.stack([face, face[:, ::-1].copy()])).permute(0, 3, 1, 2)
+    plain, _ = model.ages(crops)
+    both, spread = flipped.ages(crops)
+    # each face and its mirror image get the mean of the two plain predictions
+    assert torch.allclose(both, plain.mean().expand(2), atol=1e-4)
+    assert torch.allclose(spread[0], spread[1], atol=1e-4)
+
+
 def test_csv_header_is_exact_and_error_rows_have_empty_face_fields() -> None:
     rows = result_rows(ImageResult("dogs.jpg", [], "no face")) + result_rows(
         ImageResult("bad.txt", [], "not an image", read=False)
