@@ -121,6 +121,7 @@ def _train_and_score(job: tuple[Workspace, str, int, Path, int]) -> dict[str, An
             weights["hint_weight"], d.hint_stage, params.rank_teacher.hint_stage,
             Run(model_file, state=state, log=run.log_metrics, mlflow_run_id=run.run_id),
             crop=params.align.crop_settings(),
+            mixup=d.mixup,
             **params.age_loss.model_dump(),
         )  # fmt: skip
         result = {"variant": variant, "seed": seed, "fit": fit, "teachers": ws.digests(),

@@ -148,6 +148,7 @@ class DistillParams(_Strict):
     kd_weight: NonNegFloat = 1.0
     hint_weight: NonNegFloat = 1.0
     hint_stage: Annotated[int, Field(ge=0)] = 2
+    mixup: NonNegFloat = 0.0  # Beta(a, a) blend of face pairs, fed to student and teachers; 0 = off
 
 
 class EvaluateParams(_Strict):

@@ -136,6 +136,23 @@ def _grey(x: torch.Tensor) -> torch.Tensor:
     return 0.299 * x[:, :1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3]
 
 
+def mix_pairs(
+    x: torch.Tensor, alpha: float, rng: np.random.Generator, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor, float]:
+    r"""Mixup (Zhang et al., 2018): blend each face with a random partner from the same batch.
+
+    One weight :math:`\lambda \sim \mathrm{Beta}(\alpha, \alpha)` per batch; returns
+    ``lam * x + (1 - lam) * x[partner]``, the partner indices and ``lam``. Distillation feeds the
+    blend to the teachers too, so their soft targets and hints describe the very image the student
+    sees: new inputs with informative targets, not only a blended label.
+    """
+    if alpha <= 0:
+        raise ValueError("mixup alpha must be positive")
+    lam = float(rng.beta(alpha, alpha))
+    partner = torch.randperm(len(x), generator=generator).to(x.device)
+    return lam * x + (1 - lam) * x[partner], partner, lam
+
+
 def batches(
     n: int, batch_size: int, shuffle: bool, generator: torch.Generator | None = None
 ) -> Iterator[torch.Tensor]:

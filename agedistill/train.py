@@ -23,7 +23,7 @@ from tqdm import tqdm
 from agedistill.align import CROP_DEFAULTS
 from agedistill.averaging import WeightAverage
 from agedistill.checkpoint import build_model, save_model
-from agedistill.data import FaceTable, augment, batches, normalize
+from agedistill.data import FaceTable, augment, batches, mix_pairs, normalize
 from agedistill.distributed import (
     SINGLE,
     Context,
@@ -386,10 +386,13 @@ def train_student(
     crop: dict[str, Any] | None = None,
     label_sigma: float = 0.0,
     mae_weight: float = 0.0,
+    mixup: float = 0.0,
 ) -> dict[str, float]:
     """Distil: ground truth + soft targets of the class teacher + hints of the rank teacher.
 
     The ground-truth term is :func:`~agedistill.losses.age_loss`, as for the class teacher.
+    ``mixup`` > 0 trains on blends of face pairs (:func:`~agedistill.data.mix_pairs`): the
+    teachers read the same blend, and the ground-truth term is blended with the same weight.
     """
     run = _as_run(out, log)
     seed_everything(opt.seed, opt.threads)
@@ -412,9 +415,14 @@ def train_student(
 
     def loss_fn(idx, rand):
         x = normalize(opt.augment(train.images[idx], rand.aug)).to(dev)
+        y = labels[idx].to(dev)
+        if mixup > 0:
+            x, partner, lam = mix_pairs(x, mixup, rand.np, rand.aug)
         emb, maps = student.forward_features(x)
         logits = student.head(student.dropout(emb))
-        gt = age_loss(logits, labels[idx].to(dev), label_sigma, mae_weight)
+        gt = age_loss(logits, y, label_sigma, mae_weight)
+        if mixup > 0:
+            gt = lam * gt + (1 - lam) * age_loss(logits, y[partner], label_sigma, mae_weight)
         loss = gt_weight * gt
         logs = {"gt_loss": gt.item()}
         if kd_weight > 0:

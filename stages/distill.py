@@ -44,7 +44,7 @@ def main() -> None:
             train, val, arch.model_dump(), Optim(**d.train.model_dump()), params.ages.min_age,
             params.ages.num_classes, class_teacher, rank_teacher, d.temperature, d.gt_weight,
             d.kd_weight, d.hint_weight, d.hint_stage, params.rank_teacher.hint_stage, run,
-            crop=params.align.crop_settings(), **params.age_loss.model_dump(),
+            crop=params.align.crop_settings(), mixup=d.mixup, **params.age_loss.model_dump(),
         )  # fmt: skip
         publish(run, tracker, metrics, args.metrics)
 

@@ -113,3 +113,18 @@ def test_augment_draws_no_random_numbers_for_knobs_that_are_off():
     assert torch.equal(g.get_state(), before) and torch.equal(out, img)
     augment(img, 0, False, g, color=0.1)
     assert not torch.equal(g.get_state(), before)
+
+
+def test_mix_pairs_blends_each_face_with_a_partner_by_one_weight():
+    from agedistill.data import mix_pairs
+
+    x = torch.arange(5 * 3 * 2 * 2, dtype=torch.float32).view(5, 3, 2, 2)
+    gen = torch.Generator().manual_seed(0)
+    mixed, partner, lam = mix_pairs(x, 0.4, np.random.default_rng(0), gen)
+    assert sorted(partner.tolist()) == list(range(5))  # a permutation of the batch
+    assert 0 < lam < 1 and lam == float(np.random.default_rng(0).beta(0.4, 0.4))
+    assert torch.allclose(mixed, lam * x + (1 - lam) * x[partner])
+    again = mix_pairs(x, 0.4, np.random.default_rng(0), torch.Generator().manual_seed(0))
+    assert torch.equal(again[0], mixed)  # the same seeds give the same blend
+    with pytest.raises(ValueError, match="positive"):
+        mix_pairs(x, 0.0, np.random.default_rng(0), torch.Generator())

@@ -78,3 +78,42 @@ def test_rank_teacher_learns_order_above_chance(faces, tmp_path):
     )  # fmt: skip
     assert history[-1]["train_loss"] < history[0]["train_loss"]
     assert max(h["val_kendall_tau"] for h in history) > 0.1  # chance is 0
+
+
+class Recorder(torch.nn.Module):
+    """A frozen teacher that remembers the inputs it was given."""
+
+    def __init__(self, net: torch.nn.Module) -> None:
+        super().__init__()
+        self.net, self.inputs = net, []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.inputs.append(x.clone())
+        return self.net(x)
+
+
+def test_mixup_feeds_the_teacher_the_blend_the_student_reads(faces, tmp_path, monkeypatch):
+    import agedistill.train as train_module
+    from agedistill.data import mix_pairs
+
+    blends = []
+
+    def spy(x, alpha, rng, generator):
+        out = mix_pairs(x, alpha, rng, generator)
+        blends.append(out[0].clone())
+        return out
+
+    monkeypatch.setattr(train_module, "mix_pairs", spy)
+    config = {"arch": "convnet", **ARCH, "num_classes": 101, "min_age": 0}
+    ct = Recorder(build_model(config))
+    rt = build_model(
+        {"arch": "rank_teacher", **ARCH, "widths": [8, 16, 32], "k": 3, "feature_dim": 8}
+    )
+    history = []
+    train_student(
+        faces, faces, ARCH, opt(4), 0, 101, ct, rt, 2.0, 1.0, 1.0, 1.0, 1, 1,
+        tmp_path / "s.pt", log=lambda m, e: history.append(m), mixup=0.4,
+    )  # fmt: skip
+    assert len(blends) == len(ct.inputs) == 4 * 3  # 96 faces in batches of 32, 4 epochs
+    assert all(torch.equal(b, t) for b, t in zip(blends, ct.inputs, strict=True))
+    assert history[-1]["train_loss"] < history[0]["train_loss"]
