@@ -66,14 +66,12 @@ def plan(variants: list[str], seeds: list[int]) -> list[tuple[str, int]]:
 def test_score(model_file: Path, test: Any, cs_max: int) -> dict[str, Any]:
     """Test metrics of a student-shaped model file (MAE, CS, grouped MAE; MAE with flip TTA)."""
     from agedistill.checkpoint import load_model
-    from agedistill.engine import predict_ages
+    from agedistill.engine import predict_ages_and_flipped
     from agedistill.evaluation import score
 
     model, config = load_model(model_file)
-    pred, flip = (
-        predict_ages(model, test.images, config["min_age"], flip=f).numpy() for f in (False, True)
-    )
-    return score(pred, test, cs_max, flip)
+    pred, flip = predict_ages_and_flipped(model, test.images, config["min_age"])
+    return score(pred.numpy(), test, cs_max, flip.numpy())
 
 
 def class_teacher_score(ws: Workspace) -> dict[str, Any]:
@@ -166,7 +164,8 @@ def check_teachers(out: Path, digests: dict[str, str]) -> None:
             )
 
 
-def _stats(values: list[float]) -> dict[str, float]:
+def stats(values: list[float]) -> dict[str, float]:
+    """Mean, std, standard error of the mean and count of a list of per-seed values."""
     sd = statistics.stdev(values) if len(values) > 1 else float("nan")
     n = len(values)
     return {"mean": statistics.mean(values), "std": sd, "sem": sd / math.sqrt(n), "n": n}
@@ -186,8 +185,11 @@ def summarize(out: Path, class_teacher_mae: float | None = None) -> dict[str, An
         rows = [r for r in runs if r["variant"] == variant]
         if not rows:
             continue
-        s = _stats([r["test"]["mae"] for r in rows])
-        s["mae_21_60"] = _stats([r["test"]["mae_21_60"] for r in rows])["mean"]
+        s = stats([r["test"]["mae"] for r in rows])
+        s["mae_21_60"] = stats([r["test"]["mae_21_60"] for r in rows])["mean"]
+        if all("mae_flip" in r["test"] for r in rows):  # runs scored with flip TTA (since a558355)
+            flip = stats([r["test"]["mae_flip"] for r in rows])
+            s["mae_flip"], s["mae_flip_std"] = flip["mean"], flip["std"]
         s["seeds"] = sorted(r["seed"] for r in rows)
         s["train_wall_s"] = statistics.median(r["fit"]["train_wall_s"] for r in rows)
         if class_teacher_mae is not None and s["n"] > 1:

@@ -54,6 +54,23 @@ def train_one_epoch(
 
 
 @torch.inference_mode()
+def _logits(
+    model: nn.Module, images: torch.Tensor, batch_size: int, mirror: bool
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Logits of the faces and, with ``mirror``, of their mirror images (one pass each)."""
+    model.eval()
+    dev = next(model.parameters()).device
+    plain, mirrored = [], []
+    for i in range(0, len(images), batch_size):
+        x = normalize(images[i : i + batch_size]).to(dev)
+        plain.append(model(x).cpu())
+        if mirror:
+            mirrored.append(model(x.flip(-1)).cpu())
+    if not plain:
+        return torch.empty(0), (torch.empty(0) if mirror else None)
+    return torch.cat(plain), (torch.cat(mirrored) if mirror else None)
+
+
 def predict_logits(
     model: nn.Module, images: torch.Tensor, batch_size: int = 256, flip: bool = False
 ) -> torch.Tensor:
@@ -62,16 +79,8 @@ def predict_logits(
     ``flip`` (test-time augmentation): each face is also fed mirrored left-right, and the result is
     the log of the two class distributions' average (:func:`agedistill.ordinal.mixture_logits`).
     """
-    model.eval()
-    dev = next(model.parameters()).device
-
-    def forward(batch: torch.Tensor) -> torch.Tensor:
-        x = normalize(batch).to(dev)
-        out = model(x)
-        return (mixture_logits(out, model(x.flip(-1))) if flip else out).cpu()
-
-    outs = [forward(images[i : i + batch_size]) for i in range(0, len(images), batch_size)]
-    return torch.cat(outs) if outs else torch.empty(0)
+    plain, mirrored = _logits(model, images, batch_size, flip)
+    return mixture_logits(plain, mirrored) if mirrored is not None and len(plain) else plain
 
 
 def predict_ages(
@@ -79,6 +88,16 @@ def predict_ages(
 ) -> torch.Tensor:
     """Expected age (over the class probabilities) of each uint8 face (N, 3, H, W)."""
     return expected_age(predict_logits(model, images, flip=flip), min_age)
+
+
+def predict_ages_and_flipped(
+    model: nn.Module, images: torch.Tensor, min_age: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Expected ages without and with test-time flip augmentation, from one pass per orientation."""
+    plain, mirrored = _logits(model, images, 256, True)
+    if not len(plain):
+        return torch.empty(0), torch.empty(0)
+    return expected_age(plain, min_age), expected_age(mixture_logits(plain, mirrored), min_age)
 
 
 def age_mae(model: nn.Module, images: torch.Tensor, ages: torch.Tensor, min_age: int) -> float:

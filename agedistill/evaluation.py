@@ -12,7 +12,7 @@ import torch
 
 from agedistill.checkpoint import load_model
 from agedistill.data import FaceTable, normalize
-from agedistill.engine import predict_ages
+from agedistill.engine import predict_ages_and_flipped
 from agedistill.inference import for_inference
 from agedistill.metrics import cpu_latency, cumulative_score, file_size_mb, grouped_mae, mae
 from agedistill.models import count_parameters
@@ -22,34 +22,43 @@ MODELS = ("student", "class_teacher", "rank_teacher")
 
 @torch.inference_mode()
 def _pooled_features(
-    model, images: torch.Tensor, batch: int = 256, flip: bool = False
-) -> torch.Tensor:
-    """The backbone's pooled features; ``flip``: averaged with those of the mirrored faces."""
+    model, images: torch.Tensor, batch: int = 256
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The backbone's pooled features of the faces and of their mirror images."""
     model.eval()
     pool = model.backbone.forward_features
-    out = []
+    plain, mirrored = [], []
     for i in range(0, len(images), batch):
         x = normalize(images[i : i + batch])
-        out.append((pool(x)[0] + pool(x.flip(-1))[0]) / 2 if flip else pool(x)[0])
-    return torch.cat(out).double()
+        plain.append(pool(x)[0])
+        mirrored.append(pool(x.flip(-1))[0])
+    return torch.cat(plain).double(), torch.cat(mirrored).double()
 
 
-def linear_probe(
-    model, train: FaceTable, test: FaceTable, ridge: float = 1e-2, flip: bool = False
-) -> np.ndarray:
-    """Ridge regression of age on the ranking teacher's frozen pooled features.
-
-    ``flip``: every face's features (train and test) are averaged with its mirror image's.
-    """
-    f_tr = _pooled_features(model, train.images, flip=flip)
-    f_te = _pooled_features(model, test.images, flip=flip)
+def _ridge(f_tr: torch.Tensor, y: torch.Tensor, f_te: torch.Tensor, ridge: float) -> np.ndarray:
+    """Fit a ridge regression on standardised features ``f_tr`` and predict for ``f_te``."""
     mu, sd = f_tr.mean(0), f_tr.std(0) + 1e-6
     x_tr = torch.cat([(f_tr - mu) / sd, torch.ones(len(f_tr), 1, dtype=torch.float64)], 1)
     x_te = torch.cat([(f_te - mu) / sd, torch.ones(len(f_te), 1, dtype=torch.float64)], 1)
     reg = ridge * len(x_tr) * torch.eye(x_tr.shape[1], dtype=torch.float64)
     reg[-1, -1] = 0  # do not shrink the intercept
-    w = torch.linalg.solve(x_tr.T @ x_tr + reg, x_tr.T @ train.ages.double())
+    w = torch.linalg.solve(x_tr.T @ x_tr + reg, x_tr.T @ y.double())
     return (x_te @ w).numpy()
+
+
+def linear_probe(
+    model, train: FaceTable, test: FaceTable, ridge: float = 1e-2
+) -> tuple[np.ndarray, np.ndarray]:
+    """Ridge regression of age on the ranking teacher's frozen pooled features.
+
+    Returns the test predictions of two probes: one on each face's features, and one (its flip
+    counterpart) on each face's features averaged with its mirror image's, fitted and read alike.
+    """
+    tr, tr_m = _pooled_features(model, train.images)
+    te, te_m = _pooled_features(model, test.images)
+    return _ridge(tr, train.ages, te, ridge), _ridge(
+        (tr + tr_m) / 2, train.ages, (te + te_m) / 2, ridge
+    )
 
 
 def score(
@@ -92,8 +101,9 @@ def evaluate_models(
     """Metrics per model and a table of per-face predictions (one column per model).
 
     The metrics are those of each model as it is; ``mae_flip`` and ``mae_21_60_flip`` are its MAE
-    with test-time flip augmentation (each face also fed mirrored, the two predictions averaged:
-    ``agedistill predict --flip``), at twice the cost.
+    with test-time flip augmentation, at twice the cost: for the classifiers each face is also fed
+    mirrored and the two age distributions averaged (``agedistill predict --flip``); the ranking
+    teacher's probe reads each face's features averaged with its mirror image's.
     """
     results: dict[str, Any] = {}
     preds = pd.DataFrame({"crop": test.rows["crop"], "true_age": test.ages.numpy()})
@@ -101,14 +111,12 @@ def evaluate_models(
         model, config = load_model(path)
         if config["arch"] == "rank_teacher":
             pred, pred_flip = (
-                np.clip(linear_probe(model, train, test, flip=f), min_age, max_age)
-                for f in (False, True)
+                np.clip(p, min_age, max_age) for p in linear_probe(model, train, test)
             )
             cost_model = model.backbone
         else:
             pred, pred_flip = (
-                predict_ages(model, test.images, config["min_age"], flip=f).numpy()
-                for f in (False, True)
+                p.numpy() for p in predict_ages_and_flipped(model, test.images, config["min_age"])
             )
             cost_model = model
         preds[name] = pred

@@ -87,3 +87,35 @@ def age_loss(
         expected = (torch.softmax(logits, dim=1) * classes).sum(dim=1)
         loss = loss + mae_weight * (expected - labels.to(logits.dtype)).abs().mean()
     return loss
+
+
+def mixed_age_loss(
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+    partner: torch.Tensor,
+    lam: float,
+    label_sigma: float = 0.0,
+    mae_weight: float = 0.0,
+) -> torch.Tensor:
+    r""":func:`age_loss` of mixup blends ``lam * face + (1 - lam) * face[partner]``.
+
+    The cross-entropy is blended, :math:`\lambda\,CE(y) + (1-\lambda)\,CE(y_{partner})` (the
+    cross-entropy against the blended label distribution, since it is linear in the target), and
+    the L1 term measures the expected age against the blended age
+    :math:`\lambda y + (1-\lambda) y_{partner}`: the age a blend of two faces should be read as.
+
+    >>> x, y = torch.zeros(2, 3), torch.tensor([0, 2])
+    >>> round(float(mixed_age_loss(x, y, torch.tensor([1, 0]), 0.5, mae_weight=1.0)), 4)
+    1.0986
+    """
+    ce = lam * age_loss(logits, labels, label_sigma) + (1 - lam) * age_loss(
+        logits, labels[partner], label_sigma
+    )
+    if mae_weight < 0:
+        raise ValueError("mae_weight must be non-negative")
+    if mae_weight == 0:
+        return ce
+    classes = torch.arange(logits.shape[1], device=logits.device, dtype=logits.dtype)
+    expected = (torch.softmax(logits, dim=1) * classes).sum(dim=1)
+    target = lam * labels.to(logits.dtype) + (1 - lam) * labels[partner].to(logits.dtype)
+    return ce + mae_weight * (expected - target).abs().mean()

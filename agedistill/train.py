@@ -33,7 +33,7 @@ from agedistill.distributed import (
     weighted_mean,
 )
 from agedistill.engine import age_mae, train_one_epoch
-from agedistill.losses import age_loss, hint_loss, kd_loss
+from agedistill.losses import age_loss, hint_loss, kd_loss, mixed_age_loss
 from agedistill.models import HintAdapter, count_parameters
 from agedistill.ordinal import SequenceSampler, permutations, shuffle_sequences
 from agedistill.resume import TrainState
@@ -420,9 +420,10 @@ def train_student(
             x, partner, lam = mix_pairs(x, mixup, rand.np, rand.aug)
         emb, maps = student.forward_features(x)
         logits = student.head(student.dropout(emb))
-        gt = age_loss(logits, y, label_sigma, mae_weight)
         if mixup > 0:
-            gt = lam * gt + (1 - lam) * age_loss(logits, y[partner], label_sigma, mae_weight)
+            gt = mixed_age_loss(logits, y, partner, lam, label_sigma, mae_weight)
+        else:
+            gt = age_loss(logits, y, label_sigma, mae_weight)
         loss = gt_weight * gt
         logs = {"gt_loss": gt.item()}
         if kd_weight > 0:

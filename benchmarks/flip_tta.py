@@ -1,9 +1,10 @@
 """Test MAE of saved models with and without test-time flip augmentation, side by side.
 
-Scores, on one pipeline's test part, its student and class teacher, every ablation run's student
-(grouped by variant: mean and std over seeds) and, optionally, the brief's reference CNN (trained
-by ``recipe_search.py``, read on the raw chips it was trained on). Each face is read once as it is
-and once mirrored; "flip" averages the two class distributions (``agedistill predict --flip``).
+Scores, on one pipeline's test part, its student and class teacher (and both on the validation
+part too), every finished ablation run's student (grouped by variant: mean and std over seeds) and,
+optionally, the brief's reference CNN (trained by ``recipe_search.py``, read on the raw chips it
+was trained on). Each face is read once as it is and once mirrored; "flip" averages the two class
+distributions (``agedistill predict --flip``).
 
     python benchmarks/flip_tta.py --workspace <full run> --ablation <full run>/ablation \\
         --reference /work/rs_cache/models/reference.pt --cache /work/rs_cache \\
@@ -13,14 +14,14 @@ and once mirrored; "flip" averages the two class distributions (``agedistill pre
 from __future__ import annotations
 
 import argparse
-import re
-import statistics
+import json
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from agedistill.ablation import test_score
+from agedistill.ablation import stats, test_score
+from agedistill.checkpoint import load_model
 from agedistill.config import load_params
 from agedistill.data import load_table
 from agedistill.evaluation import write_json
@@ -32,18 +33,17 @@ def _row(scored: dict[str, Any]) -> dict[str, float]:
     return {k: round(float(scored[k]), 4) for k in KEYS}
 
 
-def _grouped(runs: dict[str, dict[str, float]]) -> dict[str, dict[str, Any]]:
-    """Mean and std over seeds of each ablation variant (run names ``<variant>-s<seed>``)."""
+def _grouped(runs: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Mean and std over seeds of each ablation variant's figures."""
     by_variant: dict[str, list[dict[str, float]]] = {}
-    for name, row in sorted(runs.items()):
-        by_variant.setdefault(re.sub(r"-s\d+$", "", name), []).append(row)
+    for run in runs.values():
+        by_variant.setdefault(run["variant"], []).append(run)
     out = {}
-    for variant, rows in by_variant.items():
-        out[variant] = {"seeds": len(rows)}
+    for variant, rows in sorted(by_variant.items()):
+        out[variant] = {"seeds": sorted(r["seed"] for r in rows)}
         for k in KEYS:
-            values = [r[k] for r in rows]
-            out[variant][k] = round(statistics.mean(values), 4)
-            out[variant][f"{k}_std"] = round(statistics.stdev(values), 4) if len(rows) > 1 else 0.0
+            s = stats([r[k] for r in rows])
+            out[variant][k], out[variant][f"{k}_std"] = round(s["mean"], 4), round(s["std"], 4)
     return out
 
 
@@ -61,25 +61,31 @@ def main() -> None:
     w = args.workspace
     params = load_params(w / "params.yaml")
     cs_max = params.evaluate.cs_max
-    size = params.student.input_size
-    test = load_table(w / "data/split/test.csv", w / "data/aligned/crops", size)
-    result: dict[str, Any] = {"test_faces": len(test), "pipeline": {}}
+    crops, split = w / "data/aligned/crops", w / "data/split"
+    parts = {p: load_table(split / f"{p}.csv", crops, params.student.input_size)
+             for p in ("val", "test")}  # fmt: skip
+    result: dict[str, Any] = {"test_faces": len(parts["test"]), "pipeline": {}}
     for name in ("student", "class_teacher"):
-        result["pipeline"][name] = _row(test_score(w / "models" / f"{name}.pt", test, cs_max))
-        print(name, result["pipeline"][name])
-    if args.ablation:
-        runs = {
-            f.stem: _row(test_score(f, test, cs_max))
-            for f in sorted((args.ablation / "models").glob("*.pt"))
-        }
+        for part, faces in parts.items():
+            key = name if part == "test" else f"{name} (val)"
+            result["pipeline"][key] = _row(test_score(w / "models" / f"{name}.pt", faces, cs_max))
+            print(key, result["pipeline"][key])
+    if args.ablation:  # finished runs only (a running one already has a best-so-far model file)
+        runs = {}
+        for f in sorted((args.ablation / "runs").glob("*.json")):
+            run = json.loads(f.read_text())
+            model = args.ablation / "models" / f"{f.stem}.pt"
+            runs[f.stem] = {"variant": run["variant"], "seed": run["seed"],
+                            **_row(test_score(model, parts["test"], cs_max))}  # fmt: skip
         result["ablation_runs"] = runs
         result["ablation"] = _grouped(runs)
         for variant, row in result["ablation"].items():
             print("ablation", variant, row)
     if args.reference:
-        from benchmarks.recipe_search import tables  # the raw chips the reference trained on
+        from recipe_search import tables  # beside this script: the raw chips the reference read
 
-        (raw,) = tables(w / "data/split", args.cache, 64, None, parts=("test",))
+        size = load_model(args.reference)[1]["input_size"]
+        (raw,) = tables(split, args.cache, size, None, parts=("test",))
         result["reference"] = _row(test_score(args.reference, raw, cs_max))
         print("reference", result["reference"])
     write_json(result, args.out)

@@ -187,7 +187,8 @@ def run_variant(job: tuple[str, dict, argparse.Namespace]) -> dict:
         (test,) = tables(args.split, args.cache, arch["input_size"], over.get("margin", 0.0),
                          over.get("template", "arcface"), ("test",))  # fmt: skip
         scored = test_score(out, test, params.evaluate.cs_max)
-        result["test_mae"], result["test_mae_21_60"] = scored["mae"], scored["mae_21_60"]
+        for k in ("mae", "mae_21_60", "mae_flip", "mae_21_60_flip"):
+            result[f"test_{k}"] = scored[k]
     return result
 
 

@@ -70,3 +70,34 @@ def test_flip_averages_each_face_with_its_mirror_image(trained):
     # batching does not change the result
     assert torch.allclose(predict_logits(model, faces, batch_size=7, flip=True),
                           predict_logits(model, faces, flip=True), atol=1e-5)  # fmt: skip
+
+
+def test_probe_flip_reads_the_mirror_image_features(sample_images):
+    from agedistill.data import FaceTable
+    from agedistill.evaluation import linear_probe
+
+    faces = chip_table(sample_images, step=10, n=64)
+    torch.manual_seed(0)
+    rt = RankTeacher([8, 16], k=3, feature_dim=4, stem_stride=2)
+    plain, flip = linear_probe(rt, faces, faces)
+    assert plain.shape == flip.shape == (64,) and not torch.allclose(
+        torch.from_numpy(plain), torch.from_numpy(flip), atol=1e-3
+    )
+    # faces that are their own mirror image: both probes see the same features
+    sym = faces.images.clone()
+    sym[..., sym.shape[-1] // 2 :] = sym[..., : sym.shape[-1] // 2].flip(-1)
+    mirror = FaceTable(sym, faces.ages, faces.rows)
+    plain, flip = linear_probe(rt, mirror, mirror)
+    assert torch.allclose(torch.from_numpy(plain), torch.from_numpy(flip), atol=1e-6)
+
+
+def test_score_reports_flip_metrics_only_when_given(sample_images):
+    from agedistill.evaluation import score
+
+    faces = chip_table(sample_images, step=10, n=64)
+    true = faces.ages.numpy().astype(float)
+    plain = score(true + 2.0, faces, 5)
+    assert plain["mae"] == pytest.approx(2.0) and "mae_flip" not in plain
+    both = score(true + 2.0, faces, 5, pred_flip=true - 1.0)
+    assert both["mae"] == pytest.approx(2.0) and both["mae_flip"] == pytest.approx(1.0)
+    assert ((true >= 21) & (true <= 60)).any() and both["mae_21_60_flip"] == pytest.approx(1.0)

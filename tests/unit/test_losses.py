@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from agedistill.losses import age_loss, hint_loss, kd_loss
+from agedistill.losses import age_loss, hint_loss, kd_loss, mixed_age_loss
 
 
 def test_kd_loss_matches_hand_computation():
@@ -75,3 +75,19 @@ def test_age_loss_mae_term_matches_hand_computation():
     ce = -math.log(0.25)
     got = age_loss(logits, torch.tensor([2]), mae_weight=0.5)
     assert float(got) == pytest.approx(ce + 0.5 * 1.0, rel=1e-6)
+
+
+def test_mixed_age_loss_matches_hand_computation():
+    # face 0: probs 1/4, 1/2, 1/4 (expected age 1), true 2; its partner (face 1) is true 0
+    logits = torch.tensor([[0.0, math.log(2.0), 0.0], [0.0, 0.0, 0.0]])
+    labels, partner, lam = torch.tensor([2, 0]), torch.tensor([1, 0]), 0.75
+    ce0 = 0.75 * -math.log(0.25) + 0.25 * -math.log(0.25)  # both labels have p = 1/4
+    ce1 = -math.log(1 / 3)  # uniform
+    # blended ages: face 0 -> 0.75*2 + 0.25*0 = 1.5, face 1 -> 0.75*0 + 0.25*2 = 0.5; expected 1, 1
+    l1 = (abs(1 - 1.5) + abs(1 - 0.5)) / 2
+    got = mixed_age_loss(logits, labels, partner, lam, mae_weight=2.0)
+    assert float(got) == pytest.approx((ce0 + ce1) / 2 + 2.0 * l1, rel=1e-6)
+    # lam = 1 is the plain loss, with or without a label distribution
+    for sigma in (0.0, 2.0):
+        plain = age_loss(logits, labels, sigma, 1.0)
+        assert torch.allclose(mixed_age_loss(logits, labels, partner, 1.0, sigma, 1.0), plain)

@@ -109,11 +109,34 @@ def test_mixup_feeds_the_teacher_the_blend_the_student_reads(faces, tmp_path, mo
     rt = build_model(
         {"arch": "rank_teacher", **ARCH, "widths": [8, 16, 32], "k": 3, "feature_dim": 8}
     )
+    rt_inputs = []
+    feature_maps = rt.feature_maps
+    monkeypatch.setattr(
+        rt, "feature_maps", lambda x: rt_inputs.append(x.clone()) or feature_maps(x)
+    )
     history = []
     train_student(
         faces, faces, ARCH, opt(4), 0, 101, ct, rt, 2.0, 1.0, 1.0, 1.0, 1, 1,
         tmp_path / "s.pt", log=lambda m, e: history.append(m), mixup=0.4,
     )  # fmt: skip
-    assert len(blends) == len(ct.inputs) == 4 * 3  # 96 faces in batches of 32, 4 epochs
+    assert len(blends) == len(ct.inputs) == len(rt_inputs) == 4 * 3  # 96 faces / 32, 4 epochs
     assert all(torch.equal(b, t) for b, t in zip(blends, ct.inputs, strict=True))
+    assert all(torch.equal(b, t) for b, t in zip(blends, rt_inputs, strict=True))
     assert history[-1]["train_loss"] < history[0]["train_loss"]
+
+
+def test_mixup_off_draws_no_blend(faces, tmp_path, monkeypatch):
+    import agedistill.train as train_module
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("mix_pairs called with mixup off")
+
+    monkeypatch.setattr(train_module, "mix_pairs", refuse)
+    config = {"arch": "convnet", **ARCH, "num_classes": 101, "min_age": 0}
+    rt = build_model(
+        {"arch": "rank_teacher", **ARCH, "widths": [8, 16, 32], "k": 3, "feature_dim": 8}
+    )
+    train_student(
+        faces, faces, ARCH, opt(1), 0, 101, build_model(config), rt, 2.0, 1.0, 1.0, 1.0, 1, 1,
+        tmp_path / "s.pt",
+    )  # fmt: skip
