@@ -13,7 +13,7 @@ import json
 import math
 import multiprocessing as mp
 import statistics
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +48,43 @@ class Workspace:
                   self.rank_teacher):  # fmt: skip
             if not p.exists():
                 raise FileNotFoundError(f"{p}: missing; run the pipeline first (dvc repro)")
+
+
+def with_overrides(ws: Workspace, sets: list[str], out: Path) -> Workspace:
+    """``ws`` with its ``distill`` params changed by ``KEY=VALUE`` pairs, for probes of one knob.
+
+    Keys are dotted (``distill.mixup=0.2``), values YAML. Only ``distill.*`` may change: the
+    teachers are the workspace's, trained with its other params. The merged params are validated
+    and written to ``out/params.yaml``; an ``out`` folder keeps one set of params, so pointing it
+    at other overrides is refused rather than mixing runs of two recipes in one table; without
+    ``sets`` a folder that has its params file goes on with it.
+    """
+    import yaml
+
+    from agedistill.config import parse_params, raw_params
+    from agedistill.profiles import merge
+
+    path = out / "params.yaml"
+    if not sets and path.exists():  # resuming or tabulating a probe: its own params
+        return replace(ws, params=path)
+    over: dict[str, Any] = {}
+    for item in sets:
+        key, sep, value = item.partition("=")
+        if not sep or not key.startswith("distill."):
+            raise ValueError(f"--set {item!r}: expected distill.KEY=VALUE (the teachers are fixed)")
+        node = over
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = yaml.safe_load(value)
+    merged = merge(raw_params(ws.params), over)
+    parse_params(merged)  # unknown keys and bad values fail here, before any training
+    text = yaml.safe_dump(merged, sort_keys=False)
+    if path.exists() and path.read_text() != text:
+        raise ValueError(f"{path}: this folder holds runs of other params; choose another --out")
+    out.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return replace(ws, params=path)
 
 
 def run_name(variant: str, seed: int) -> str:

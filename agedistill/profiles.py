@@ -17,10 +17,11 @@ from agedistill.config import parse_params, raw_params
 from agedistill.tracking import main_repo_root
 
 
-def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+def merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """``base`` with the nested mapping ``over`` laid on top (leaves replaced, sections merged)."""
     out = dict(base)
     for k, v in over.items():
-        out[k] = _merge(base[k], v) if isinstance(v, dict) and isinstance(base.get(k), dict) else v
+        out[k] = merge(base[k], v) if isinstance(v, dict) and isinstance(base.get(k), dict) else v
     return out
 
 
@@ -65,7 +66,7 @@ def profile_overrides(profile: str | Path, params: str | Path = "params.yaml") -
         for key in ("path", "csv"):
             if src.get(key) and not Path(src[key]).is_absolute():
                 src[key] = str((root / src[key]).resolve())
-    parse_params(_merge(raw_params(params), over))
+    parse_params(merge(raw_params(params), over))
     args = []
     for key, value in _leaves(over):
         args += ["-S", f"{key}={hydra_value(value)}"]

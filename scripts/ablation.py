@@ -4,6 +4,11 @@
     python scripts/ablation.py run --jobs 2         # soft / hint / both (and none) x seeds 0 1 2
     python scripts/ablation.py table                # metrics/ablation.json, .md and .png
 
+A probe of one distillation knob on the same teachers (its own --out and --metrics):
+
+    python scripts/ablation.py run --variants both --set distill.mixup=0.2 \\
+        --out ablation-mixup --metrics metrics/probe-mixup
+
 Runs resume: a finished (variant, seed) is skipped, so rerunning after a kill continues the grid.
 """
 
@@ -21,6 +26,7 @@ from agedistill.ablation import (
     plot_table,
     run_grid,
     summarize,
+    with_overrides,
 )
 
 
@@ -35,10 +41,14 @@ def main() -> None:
     ap.add_argument("--jobs", type=int, default=1, help="runs trained at once")
     ap.add_argument("--threads", type=int, default=0, help="torch threads per run (0: cores/jobs)")
     ap.add_argument("--metrics", type=Path, default=Path("metrics/ablation"))
+    ap.add_argument("--set", action="append", default=[], metavar="distill.KEY=VALUE",
+                    help="change a distill param for these runs (repeatable)")  # fmt: skip
     args = ap.parse_args()
     w = args.workspace
     ws = Workspace(w / "params.yaml", w / "data/aligned/crops", w / "data/split",
                    w / "models/class_teacher.pt", w / "models/rank_teacher.pt")  # fmt: skip
+    if args.set or (args.out / "params.yaml").exists():  # a probe folder keeps its params
+        ws = with_overrides(ws, args.set, args.out)
     if args.cmd == "run":
         run_grid(ws, args.variants, args.seeds, args.out, args.jobs, args.threads)
     teacher = class_teacher_score(ws)

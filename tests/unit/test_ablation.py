@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import pytest
 
@@ -54,3 +55,40 @@ def test_runs_from_other_teachers_are_refused(tmp_path):
     check_teachers(tmp_path, ours)
     with pytest.raises(ValueError, match="other teachers"):
         check_teachers(tmp_path, {**ours, "rank_teacher": "c" * 64})
+
+
+def test_summary_keeps_the_flip_mae_when_every_run_has_it(tmp_path):
+    for seed, (mae, flip) in enumerate([(5.0, 4.9), (5.2, 5.0)]):
+        _write(tmp_path, "both", seed, mae)
+        p = tmp_path / "runs" / f"both-s{seed}.json"
+        run = json.loads(p.read_text())
+        run["test"]["mae_flip"] = flip
+        p.write_text(json.dumps(run))
+    _write(tmp_path, "soft", 0, 5.9)  # scored before flip existed
+    table = summarize(tmp_path)
+    assert table["both"]["mae_flip"] == pytest.approx(4.95)
+    assert table["both"]["mae_flip_std"] == pytest.approx(math.sqrt(0.005))  # 2 x 0.05^2 / 1
+    assert "mae_flip" not in table["soft"]
+
+
+def test_probe_overrides_change_only_distill_params_and_stay_with_their_folder(tmp_path):
+    import yaml
+
+    from agedistill.ablation import Workspace, with_overrides
+
+    ws = Workspace(params=tmp_path / "params.yaml")
+    ws.params.write_text(Path("params.yaml").read_text())  # the repository's own params
+    out = tmp_path / "probe"
+    probe = with_overrides(ws, ["distill.mixup=0.2", "distill.train.epochs=60"], out)
+    written = yaml.safe_load(probe.params.read_text())
+    assert probe.params == out / "params.yaml" and probe.class_teacher == ws.class_teacher
+    assert written["distill"]["mixup"] == 0.2 and written["distill"]["train"]["epochs"] == 60
+    assert written["class_teacher"] == yaml.safe_load(ws.params.read_text())["class_teacher"]
+    assert with_overrides(ws, [], out).params == probe.params  # resume / table: same params
+    assert with_overrides(ws, ["distill.mixup=0.2", "distill.train.epochs=60"], out) == probe
+    with pytest.raises(ValueError, match="other params"):
+        with_overrides(ws, ["distill.mixup=0.4"], out)
+    with pytest.raises(ValueError, match="teachers are fixed"):
+        with_overrides(ws, ["class_teacher.epochs=3"], tmp_path / "other")
+    with pytest.raises(Exception, match="mixup_alpha"):
+        with_overrides(ws, ["distill.mixup_alpha=1"], tmp_path / "other")  # unknown key
