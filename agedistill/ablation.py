@@ -12,7 +12,10 @@ from __future__ import annotations
 import json
 import math
 import multiprocessing as mp
+import signal
 import statistics
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -182,8 +185,26 @@ def run_grid(
     print(f"ablation: {len(todo)} run(s) to train, {jobs} at a time, {threads} thread(s) each")
     if jobs <= 1:
         return [_train_and_score(w) for w in work]
-    with mp.get_context("spawn").Pool(jobs, maxtasksperchild=1) as pool:
+    with exit_on_sigterm(), mp.get_context("spawn").Pool(jobs, maxtasksperchild=1) as pool:
         return list(pool.imap(_train_and_score, work))
+
+
+@contextmanager
+def exit_on_sigterm() -> Iterator[None]:
+    """Turn SIGTERM into ``SystemExit`` for the block, so a worker pool's ``with`` terminates it.
+
+    Without it, ``kill <grid>`` ends the parent only, and its training workers run on as orphans,
+    writing checkpoints and model files no process will read.
+    """
+
+    def _exit(signum: int, frame: Any) -> None:
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, _exit)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def check_teachers(out: Path, digests: dict[str, str]) -> None:

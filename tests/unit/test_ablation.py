@@ -92,3 +92,42 @@ def test_probe_overrides_change_only_distill_params_and_stay_with_their_folder(t
         with_overrides(ws, ["class_teacher.epochs=3"], tmp_path / "other")
     with pytest.raises(Exception, match="mixup_alpha"):
         with_overrides(ws, ["distill.mixup_alpha=1"], tmp_path / "other")  # unknown key
+
+
+def test_killing_a_grid_takes_its_training_workers_with_it(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    script = tmp_path / "grid.py"
+    script.write_text(
+        "import multiprocessing as mp, os, time\n"
+        "from agedistill.ablation import exit_on_sigterm\n"
+        "def pid(_):\n"
+        "    time.sleep(0.05)\n"
+        "    return os.getpid()\n"
+        "if __name__ == '__main__':\n"
+        "    with exit_on_sigterm(), mp.get_context('spawn').Pool(2) as pool:\n"
+        "        print(*pool.map(pid, range(8), chunksize=1), flush=True)\n"
+        "        pool.map(time.sleep, [60, 60])\n"
+    )  # fmt: skip
+    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    workers = {int(p) for p in proc.stdout.readline().split()}
+    assert len(workers) >= 1
+    time.sleep(0.5)  # the workers are asleep in their 60-s task
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=30) != 0
+
+    def alive(pid: int) -> bool:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        return True
+
+    deadline = time.time() + 10
+    while any(alive(p) for p in workers) and time.time() < deadline:
+        time.sleep(0.1)
+    assert not any(alive(p) for p in workers)
