@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from agedistill.ordinal import expected_age
+
 
 def kd_loss(
     student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float
@@ -115,7 +117,5 @@ def mixed_age_loss(
         raise ValueError("mae_weight must be non-negative")
     if mae_weight == 0:
         return ce
-    classes = torch.arange(logits.shape[1], device=logits.device, dtype=logits.dtype)
-    expected = (torch.softmax(logits, dim=1) * classes).sum(dim=1)
     target = lam * labels.to(logits.dtype) + (1 - lam) * labels[partner].to(logits.dtype)
-    return ce + mae_weight * (expected - target).abs().mean()
+    return ce + mae_weight * (expected_age(logits) - target).abs().mean()
