@@ -27,7 +27,8 @@ def test_full_profile_makes_source_paths_absolute(repo, tmp_path, monkeypatch):
     assert args[0::2] == ["-S"] * len(sets)
     expected = (tmp_path / "../shared/data/utkface/images").resolve()
     assert sets["align.sources"] == f"[{{path:'{expected}',reader:'utkface'}}]"
-    assert sets["split.test_size"] == "2000" and sets["distill.train.epochs"] == "30"
+    assert sets["split.test_size"] == "2000" and sets["distill.train.epochs"] == "60"
+    assert sets["distill.mixup"] == "0.2"
 
 
 def test_a_bad_profile_fails_before_dvc_starts(repo, tmp_path, monkeypatch):
