@@ -13,6 +13,9 @@ trained on the same split for a like-for-like comparison with the pipeline's tes
 
     python benchmarks/recipe_search.py --split /tmp/full/data/split --variants reference \\
         --epochs 30 --jobs 1 --threads 2 --test --out metrics/reference_cnn.json
+
+``--seed N`` trains with another seed than ``class_teacher.seed`` (model files get a ``-sN``
+suffix), to measure a variant's spread over seeds.
 """
 
 from __future__ import annotations
@@ -164,11 +167,14 @@ def run_variant(job: tuple[str, dict, argparse.Namespace]) -> dict:
         if k in over:
             arch[k] = over[k]
     tp = params.class_teacher.model_dump() | {"epochs": args.epochs, "threads": args.threads}
+    if args.seed is not None:
+        tp["seed"] = args.seed
     for k in ("max_shift", "rotate", "scale", "color", "ema_epochs", "weight_decay"):
         tp[k] = over.get(k, tp[k])
     train, val = tables(args.split, args.cache, arch["input_size"], over.get("margin", 0.0),
                         over.get("template", "arcface"))  # fmt: skip
-    out = args.cache / "models" / (name.replace(" ", "_") + ".pt")
+    suffix = "" if args.seed is None else f"-s{args.seed}"
+    out = args.cache / "models" / (name.replace(" ", "_") + suffix + ".pt")
     start = time.perf_counter()
     fit = train_classifier(
         train, val, arch, Optim(**tp), params.ages.min_age, params.ages.num_classes, out,
@@ -182,6 +188,7 @@ def run_variant(job: tuple[str, dict, argparse.Namespace]) -> dict:
         "best_epoch": fit["best_epoch"],
         "wall_s": round(time.perf_counter() - start, 1),
         "threads": args.threads,
+        "seed": tp["seed"],
     }
     if args.test:  # score the saved model once on the test part (after every choice is made)
         (test,) = tables(args.split, args.cache, arch["input_size"], over.get("margin", 0.0),
@@ -199,6 +206,8 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=12)
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--threads", type=int, default=1, help="torch threads per variant")
+    ap.add_argument("--seed", type=int, default=None,
+                    help="training seed (default: class_teacher.seed of --params)")  # fmt: skip
     ap.add_argument("--test", action="store_true", help="also score each model on the test part")
     ap.add_argument("--params", default="params.yaml")
     ap.add_argument("--cache", type=Path, default=Path("/tmp/recipe_search"))
