@@ -269,8 +269,9 @@ def format_table(table: dict[str, Any]) -> str:
         if variant == "class_teacher":
             continue
         margin = s.get("margin_in_sem")
+        spread = "" if math.isnan(s["std"]) else f" ± {s['std']:.3f}"  # one seed has no spread
         lines.append(
-            f"| student, {variant} | {s['mean']:.3f} ± {s['std']:.3f} | {s['n']} | "
+            f"| student, {variant} | {s['mean']:.3f}{spread} | {s['n']} | "
             f"{s['mae_21_60']:.3f} | {'' if margin is None else f'{margin:.1f}'} |"
         )
     return "\n".join(lines)

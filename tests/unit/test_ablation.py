@@ -36,6 +36,7 @@ def test_summary_gives_mean_std_and_margin_in_standard_errors(tmp_path):
     assert "margin_in_sem" not in table["soft"]  # one seed has no standard error
     md = format_table(table)
     assert "| student, both | 5.200 ± 0.200 | 3 |" in md and "class teacher" in md
+    assert "| student, soft | 5.900 | 1 |" in md  # no "± nan" for one seed
     assert plot_table(table, tmp_path / "a.png").stat().st_size > 1000
 
 
