@@ -222,11 +222,15 @@ def check_teachers(out: Path, digests: dict[str, str]) -> None:
             )
 
 
-def stats(values: list[float]) -> dict[str, float]:
-    """Mean, std, standard error of the mean and count of a list of per-seed values."""
-    sd = statistics.stdev(values) if len(values) > 1 else float("nan")
+def stats(values: list[float]) -> dict[str, float | None]:
+    """Mean, std, standard error of the mean and count of a list of per-seed values.
+
+    One value has no spread: ``std`` and ``sem`` are then None (``null`` in the metrics JSON).
+    """
     n = len(values)
-    return {"mean": statistics.mean(values), "std": sd, "sem": sd / math.sqrt(n), "n": n}
+    sd = statistics.stdev(values) if n > 1 else None
+    sem = None if sd is None else sd / math.sqrt(n)
+    return {"mean": statistics.mean(values), "std": sd, "sem": sem, "n": n}
 
 
 def summarize(out: Path, class_teacher_mae: float | None = None) -> dict[str, Any]:
@@ -269,7 +273,7 @@ def format_table(table: dict[str, Any]) -> str:
         if variant == "class_teacher":
             continue
         margin = s.get("margin_in_sem")
-        spread = "" if math.isnan(s["std"]) else f" ± {s['std']:.3f}"  # one seed has no spread
+        spread = "" if s["std"] is None else f" ± {s['std']:.3f}"  # one seed has no spread
         lines.append(
             f"| student, {variant} | {s['mean']:.3f}{spread} | {s['n']} | "
             f"{s['mae_21_60']:.3f} | {'' if margin is None else f'{margin:.1f}'} |"
@@ -287,7 +291,7 @@ def plot_table(table: dict[str, Any], path: Path) -> Path:
     names = [v for v in table if v != "class_teacher"]
     fig, ax = plt.subplots(figsize=(5, 3.2))
     ax.bar(names, [table[v]["mean"] for v in names],
-           yerr=[0 if math.isnan(table[v]["sem"]) else table[v]["sem"] for v in names],
+           yerr=[table[v]["sem"] or 0 for v in names],
            capsize=4, color="#4c72b0")  # fmt: skip
     if "class_teacher" in table:
         ax.axhline(table["class_teacher"]["mae"], color="#c44e52", ls="--", label="class teacher")

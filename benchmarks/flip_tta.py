@@ -43,7 +43,8 @@ def _grouped(runs: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
         out[variant] = {"seeds": sorted(r["seed"] for r in rows)}
         for k in KEYS:
             s = stats([r[k] for r in rows])
-            out[variant][k], out[variant][f"{k}_std"] = round(s["mean"], 4), round(s["std"], 4)
+            std = None if s["std"] is None else round(s["std"], 4)  # None: one seed
+            out[variant][k], out[variant][f"{k}_std"] = round(s["mean"], 4), std
     return out
 
 

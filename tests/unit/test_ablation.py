@@ -34,6 +34,7 @@ def test_summary_gives_mean_std_and_margin_in_standard_errors(tmp_path):
     assert both["sem"] == pytest.approx(0.2 / math.sqrt(3))
     assert both["margin_in_sem"] == pytest.approx(0.8 / (0.2 / math.sqrt(3)))
     assert "margin_in_sem" not in table["soft"]  # one seed has no standard error
+    assert table["soft"]["std"] is None and table["soft"]["sem"] is None  # null in JSON, not NaN
     md = format_table(table)
     assert "| student, both | 5.200 ± 0.200 | 3 |" in md and "class teacher" in md
     assert "| student, soft | 5.900 | 1 |" in md  # no "± nan" for one seed
