@@ -41,7 +41,10 @@ def training_run(
             print(f"{stage}: data-parallel over {ctx.world} processes ({ctx.device.type})")
         logged = {**stage_params, "world_size": ctx.world}
         with stage_run(stage, logged, raw_params(), resume_id, ctx.is_main) as tracker:
-            yield Run(Path(out), ctx, state, tracker.log_metrics, tracker.run_id), tracker
+            yield (
+                Run(Path(out), ctx, state, tracker.log_metrics, tracker.run_id, tracker.has_metric),
+                tracker,
+            )
     finally:
         distributed.teardown()
 

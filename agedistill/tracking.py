@@ -155,6 +155,11 @@ class StageRun:
         }
         self._mlflow.log_metrics(clean, step=step)
 
+    def has_metric(self, key: str, step: int) -> bool:
+        """Whether this run already holds metric ``key`` at ``step``."""
+        history = self._mlflow.tracking.MlflowClient().get_metric_history(self.run_id, key)
+        return any(m.step == step for m in history)
+
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
         """Copy a file or folder into the run's artifacts."""
         path = Path(path)

@@ -39,6 +39,7 @@ from agedistill.ordinal import SequenceSampler, permutations, shuffle_sequences
 from agedistill.resume import TrainState
 
 EpochLogger = Callable[[dict[str, float], int], None]
+StepCheck = Callable[[str, int], bool]
 
 
 @dataclass(frozen=True)
@@ -101,10 +102,18 @@ def epoch_random(seed: int, epoch: int, rank: int = 0) -> EpochRandom:
     )
 
 
+# a run of fewer optimiser steps trains at a constant learning rate: OneCycleLR has no room for its
+# warm-up (at exactly 4 steps it divides by zero)
+MIN_ONE_CYCLE_STEPS = 5
+
+
 def _optimizer(params, opt: Optim, steps_per_epoch: int):
     optimizer = torch.optim.AdamW(params, lr=opt.lr, weight_decay=opt.weight_decay)
+    total = max(1, opt.epochs * steps_per_epoch)
+    if total < MIN_ONE_CYCLE_STEPS:
+        return optimizer, torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=0)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, max_lr=opt.lr, total_steps=max(1, opt.epochs * steps_per_epoch), pct_start=0.25
+        optimizer, max_lr=opt.lr, total_steps=total, pct_start=0.25
     )
     return optimizer, scheduler
 
@@ -144,6 +153,7 @@ class Run:
     state: TrainState | None = None  # per-epoch checkpoints to resume from
     log: EpochLogger | None = None
     mlflow_run_id: str | None = None
+    has_logged: StepCheck | None = None  # (metric, step) -> already in the MLflow run?
 
 
 def _as_run(out: str | Path | Run, log: EpochLogger | None) -> Run:
@@ -193,6 +203,7 @@ def _fit(
     if done and ctx.is_main:
         tqdm.write(f"{desc}: resuming after epoch {done} of {opt.epochs} from {run.state.last}")
         _copy_model(run.state.best, run.out)
+        _relog_last_epoch(run, history, done, f"best_{select}")
     start = time.perf_counter() - elapsed
     for epoch in tqdm(range(done + 1, opt.epochs + 1), desc=desc, unit="epoch", initial=done,
                       total=opt.epochs, disable=not ctx.is_main):  # fmt: skip
@@ -232,6 +243,17 @@ def _fit(
     if run.state and ctx.is_main:
         run.state.clear()
     return {**history, "best_epoch": best_epoch, "train_wall_s": time.perf_counter() - start}
+
+
+def _relog_last_epoch(run: Run, history: dict[str, float], epoch: int, key: str) -> None:
+    """Log the checkpointed epoch's metrics again if a kill came between checkpoint and log.
+
+    Each epoch is checkpointed first and logged second, so a run killed between the two resumes
+    after an epoch its MLflow run never saw; logging it here (only when missing, so never twice)
+    keeps the run's per-epoch history free of gaps and duplicates.
+    """
+    if run.log and history and run.has_logged and not run.has_logged(key, epoch):
+        run.log(history, epoch)
 
 
 def _copy_model(src: Path, dst: Path) -> None:

@@ -72,6 +72,37 @@ def test_interrupted_run_resumes_to_the_same_result(faces, tmp_path, opt):
     assert not state.last.exists()  # a finished run leaves no state behind
 
 
+@pytest.mark.parametrize("logged_before_kill", [False, True], ids=["before-log", "after-log"])
+def test_kill_around_the_epoch_log_leaves_each_step_logged_once(faces, tmp_path,
+                                                                logged_before_kill):  # fmt: skip
+    # a kill between an epoch's checkpoint and its MLflow log, or just after the log
+    logged: dict[int, list[dict[str, float]]] = {}
+
+    def log(metrics, epoch):
+        logged.setdefault(epoch, []).append(metrics)
+
+    def has_logged(key, epoch):
+        return any(key in m for m in logged.get(epoch, []))
+
+    def die_at_epoch_2(metrics, epoch):
+        if epoch == 2 and logged_before_kill:
+            log(metrics, epoch)
+        if epoch == 2:
+            raise Killed
+        log(metrics, epoch)
+
+    state = TrainState(tmp_path / "ckpt", fingerprint("test", OPT.__dict__, faces.images))
+    with pytest.raises(Killed):
+        _train(faces, Run(tmp_path / "out.pt", state=state, log=die_at_epoch_2,
+                          has_logged=has_logged))  # fmt: skip
+    assert sorted(logged) == ([1, 2] if logged_before_kill else [1])
+    fresh = TrainState(tmp_path / "ckpt", state.fingerprint)
+    _train(faces, Run(tmp_path / "out.pt", state=fresh, log=log, has_logged=has_logged))
+    assert sorted(logged) == [1, 2, 3, 4]  # no gap
+    assert [len(v) for _, v in sorted(logged.items())] == [1, 1, 1, 1]  # no step twice
+    assert {"val_mae", "best_val_mae", "train_loss"} <= set(logged[2][0])
+
+
 def test_state_of_other_params_is_ignored(faces, tmp_path):
     state = TrainState(tmp_path / "ckpt", "aaaa")
 

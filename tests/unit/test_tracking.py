@@ -1,4 +1,11 @@
-from agedistill.tracking import flatten, main_repo_root, params_hash, run_tags, tracking_uri
+from agedistill.tracking import (
+    flatten,
+    main_repo_root,
+    params_hash,
+    run_tags,
+    stage_run,
+    tracking_uri,
+)
 
 
 def test_store_is_the_main_repo_even_inside_a_dvc_temp_copy(tmp_path, monkeypatch):
@@ -34,3 +41,16 @@ def test_tags_link_runs_of_one_experiment(monkeypatch):
 
 def test_flatten():
     assert flatten({"a": {"b": 1, "c": [1, 2]}, "d": "x"}) == {"a.b": 1, "a.c": "[1, 2]", "d": "x"}
+
+
+def test_has_metric_reads_the_steps_a_run_holds(tmp_path, monkeypatch):
+    # what a resumed training asks before logging its checkpointed epoch again
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    monkeypatch.setenv("DVC_ROOT", str(tmp_path))
+    with stage_run("class_teacher", {}, {}) as run:
+        run.log_metrics({"val_mae": 7.5, "best_val_mae": 7.5}, 1)
+        run.log_metrics({"val_mae": 6.5}, 3)
+        assert run.has_metric("val_mae", 1) and run.has_metric("val_mae", 3)
+        assert not run.has_metric("val_mae", 2)
+        assert not run.has_metric("best_val_mae", 3)
+        assert not run.has_metric("train_loss", 1)

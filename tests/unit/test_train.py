@@ -140,3 +140,14 @@ def test_mixup_off_draws_no_blend(faces, tmp_path, monkeypatch):
         faces, faces, ARCH, opt(1), 0, 101, build_model(config), rt, 2.0, 1.0, 1.0, 1.0, 1, 1,
         tmp_path / "s.pt",
     )  # fmt: skip
+
+
+@pytest.mark.parametrize("epochs", [1, 2, 4, 5])
+def test_runs_of_a_few_optimiser_steps_train(faces, tmp_path, epochs):
+    # one 32-face batch per epoch: 1 to 5 steps in all (OneCycleLR alone divides by zero at 4)
+    few = FaceTable(faces.images[:32], faces.ages[:32], faces.rows.iloc[:32])
+    history = []
+    m = train_classifier(few, few, ARCH, opt(epochs), 0, 101, tmp_path / "ct.pt",
+                         log=lambda m, e: history.append(m))  # fmt: skip
+    assert len(history) == epochs and 0 < m["val_mae"] < 101
+    assert all(h["train_loss"] == h["train_loss"] for h in history)  # no NaN

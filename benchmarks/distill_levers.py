@@ -1,0 +1,201 @@
+"""Probe levers beyond the shipped distillation recipe, one variant per process, on any device.
+
+Each variant retrains the student on a finished full run's split with that run's ranking teacher,
+its recipe read from the run's ``params.yaml`` (plain YAML, so the script also runs where only
+torch, pandas, PIL and PyYAML are installed), and changes one thing:
+
+* ``base``: the recipe as shipped (a control for the others, on the same crops and device);
+* ``born_again``: the class teacher replaced by the run's own distilled student, then by each new
+  generation in turn (Furlanello et al., 2018), generations 2 to 4;
+* ``ensemble``: three more class teachers (seeds 1 to 3) trained, and the student distilled from
+  the mixture of all four teachers' distributions;
+* ``ep120``, ``ep120jit``: 120 epochs instead of 60, without and with jitter (rotate 10 degrees,
+  zoom +-10 %, colour +-20 %); ``born_again_ep120``: the run's student as teacher, 120 epochs;
+* ``t4``: temperature 4 and soft-target weight 2.
+
+Every model is scored on validation (to rank them) and test, with and without flip TTA; results
+are appended to ``--out`` as JSON lines. On a CUDA GPU the variants run side by side in minutes;
+on 2 CPU cores each takes 1 to 3 hours.
+
+    # optional: re-encode the crops as JPEG (quality 92) to move a full run in under 30 MB
+    python benchmarks/distill_levers.py pack --workspace <full run> --to /tmp/levers
+    python benchmarks/distill_levers.py run --workspace /tmp/levers --models <full run>/models \\
+        --variants base born_again ensemble ep120 ep120jit born_again_ep120 t4 --out levers.jsonl
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+import yaml
+from PIL import Image
+from torch import nn
+
+from agedistill.checkpoint import load_model
+from agedistill.data import FaceTable, load_table
+from agedistill.distributed import Context
+from agedistill.engine import predict_ages_and_flipped
+from agedistill.ordinal import mixture_logits
+from agedistill.train import Optim, Run, train_classifier, train_student
+
+VARIANTS = ("base", "born_again", "ensemble", "ep120", "ep120jit", "born_again_ep120", "t4")
+JITTER = {"rotate": 10.0, "scale": 0.1, "color": 0.2}
+
+
+class Ensemble(nn.Module):
+    """Teachers whose distributions are mixed in equal parts (the log of the mean probability)."""
+
+    def __init__(self, members: list[nn.Module]) -> None:
+        super().__init__()
+        self.members = nn.ModuleList(members)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return mixture_logits(*[m(x) for m in self.members])
+
+
+def pack(workspace: Path, to: Path, quality: int = 92) -> None:
+    """Copy a run's split and params, with its crops re-encoded as JPEG of ``quality``."""
+    (to / "data/split").mkdir(parents=True, exist_ok=True)
+    (to / "data/aligned/crops").mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(workspace / "params.yaml", to / "params.yaml")
+    for part in ("train", "val", "test"):
+        rows = pd.read_csv(workspace / f"data/split/{part}.csv")
+        for i, name in enumerate(rows["crop"]):
+            jpg = Path(name).with_suffix(".jpg").name
+            with Image.open(workspace / "data/aligned/crops" / name) as im:
+                im.convert("RGB").save(to / "data/aligned/crops" / jpg, "JPEG", quality=quality)
+            rows.loc[i, "crop"] = jpg
+        rows.to_csv(to / f"data/split/{part}.csv", index=False)
+
+
+class Levers:
+    """One workspace's tables and recipe, and the trainings the variants are made of."""
+
+    def __init__(self, workspace: Path, models: Path, out: Path, device: torch.device) -> None:
+        self.params = yaml.safe_load((workspace / "params.yaml").read_text())
+        self.arch = self.params["student"]
+        size = self.arch["input_size"]
+        crops, split = workspace / "data/aligned/crops", workspace / "data/split"
+        self.train, self.val, self.test = (
+            load_table(split / f"{p}.csv", crops, size) for p in ("train", "val", "test")
+        )
+        self.models, self.out, self.device = models, out, device
+        self.min_age = self.params["ages"]["min_age"]
+        self.classes = self.params["ages"]["max_age"] - self.min_age + 1
+        align = self.params["align"]
+        self.crop = {k: align[k] for k in ("margin", "template", "detect_pad")}
+
+    def teacher(self, name: str) -> nn.Module:
+        return load_model(self.models / f"{name}.pt")[0]
+
+    def _opt(self, section: dict[str, Any], **change: Any) -> Optim:
+        return Optim(**{**section, "threads": torch.get_num_threads(), **change})
+
+    def _run(self, tag: str) -> Run:
+        return Run(self.out / f"{tag}.pt", ctx=Context(device=self.device))
+
+    def distill(self, tag: str, class_teacher: nn.Module, temperature: float | None = None,
+                kd_weight: float | None = None, **change: Any) -> nn.Module:  # fmt: skip
+        d = self.params["distill"]
+        train_student(
+            self.train, self.val, self.arch, self._opt(d["train"], **change), self.min_age,
+            self.classes, class_teacher, self.teacher("rank_teacher"),
+            temperature or d["temperature"], d["gt_weight"], kd_weight or d["kd_weight"],
+            d["hint_weight"], d["hint_stage"], self.params["rank_teacher"]["hint_stage"],
+            self._run(tag), crop=self.crop, mixup=d["mixup"], **self.params["age_loss"],
+        )  # fmt: skip
+        return load_model(self.out / f"{tag}.pt")[0]
+
+    def classifier(self, tag: str, seed: int) -> nn.Module:
+        train_classifier(
+            self.train, self.val, self.arch, self._opt(self.params["class_teacher"], seed=seed),
+            self.min_age, self.classes, self._run(tag), crop=self.crop, **self.params["age_loss"],
+        )  # fmt: skip
+        return load_model(self.out / f"{tag}.pt")[0]
+
+    def score(self, model: nn.Module, table: FaceTable) -> dict[str, float]:
+        pred, flip = predict_ages_and_flipped(model.to(self.device), table.images, self.min_age)
+        ages = table.ages.float()
+        mid = (ages >= 21) & (ages <= 60)
+        return {"mae": float((pred - ages).abs().mean()),
+                "mae_flip": float((flip - ages).abs().mean()),
+                "mae_21_60": float((pred - ages)[mid].abs().mean())}  # fmt: skip
+
+
+def run_variant(levers: Levers, variant: str, report) -> None:
+    """Train ``variant`` and ``report(name, model)`` every model it makes."""
+    if variant == "base":
+        report(variant, levers.distill(variant, levers.teacher("class_teacher")))
+    elif variant == "born_again":
+        teacher = levers.teacher("student")
+        for gen in (2, 3, 4):
+            teacher = levers.distill(f"born_again_gen{gen}", teacher)
+            report(f"born_again_gen{gen}", teacher)
+    elif variant == "ensemble":
+        members = [levers.teacher("class_teacher")]
+        for seed in (1, 2, 3):
+            members.append(levers.classifier(f"class_teacher_s{seed}", seed))
+            report(f"class_teacher_s{seed}", members[-1])
+        ensemble = Ensemble(members)
+        report("ensemble_of_4_teachers", ensemble)
+        report("ensemble_student", levers.distill("ensemble_student", ensemble))
+    elif variant in ("ep120", "ep120jit"):
+        jitter = JITTER if variant.endswith("jit") else {}
+        report(variant, levers.distill(variant, levers.teacher("class_teacher"), epochs=120,
+                                       **jitter))  # fmt: skip
+    elif variant == "born_again_ep120":
+        report(variant, levers.distill(variant, levers.teacher("student"), epochs=120))
+    elif variant == "t4":
+        report(variant, levers.distill(variant, levers.teacher("class_teacher"), 4.0, 2.0))
+    else:
+        raise ValueError(f"unknown variant {variant!r}; choose from {VARIANTS}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("cmd", choices=["pack", "run", "one"])
+    ap.add_argument("--workspace", type=Path, required=True, help="a finished full run (or pack)")
+    ap.add_argument("--to", type=Path, help="pack: where the JPEG copy goes")
+    ap.add_argument("--models", type=Path, help="the run's models/ (teachers and student)")
+    ap.add_argument("--variants", nargs="+", default=list(VARIANTS))
+    ap.add_argument("--threads", type=int, default=2, help="torch threads per variant")
+    ap.add_argument("--out", type=Path, default=Path("levers.jsonl"))
+    args = ap.parse_args()
+    if args.cmd == "pack":
+        pack(args.workspace, args.to)
+        return
+    if args.cmd == "run":  # one process per variant, side by side
+        base = [sys.executable, __file__, "one", "--workspace", str(args.workspace),
+                "--models", str(args.models), "--threads", str(args.threads),
+                "--out", str(args.out)]  # fmt: skip
+        procs = [subprocess.Popen([*base, "--variants", v]) for v in args.variants]
+        sys.exit(max(p.wait() for p in procs))
+    torch.set_num_threads(args.threads)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    start = time.time()
+    work = args.out.with_suffix("") / args.variants[0]
+    work.mkdir(parents=True, exist_ok=True)
+    levers = Levers(args.workspace, args.models, work, device)
+
+    def report(name: str, model: nn.Module) -> None:
+        result = {"variant": name, "device": device.type, "val": levers.score(model, levers.val),
+                  "test": levers.score(model, levers.test), "wall_s": time.time() - start}  # fmt: skip
+        print(json.dumps(result), flush=True)
+        with open(args.out, "a") as f:  # one short line per write: safe to share between variants
+            f.write(json.dumps(result) + "\n")
+
+    run_variant(levers, args.variants[0], report)
+
+
+if __name__ == "__main__":
+    main()
