@@ -19,6 +19,7 @@ import hashlib
 import json
 import os
 import subprocess
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -138,6 +139,11 @@ def run_tags(stage: str, all_params: dict[str, Any]) -> dict[str, str]:
     }
 
 
+def metric_key(name: str) -> str:
+    """The MLflow key a metric is logged under (no spaces; ``60+`` becomes ``60plus``)."""
+    return name.replace(" ", "_").replace("+", "plus")
+
+
 class StageRun:
     """A thin handle over the active MLflow run."""
 
@@ -149,15 +155,24 @@ class StageRun:
         """Log numeric metrics (non-numbers are skipped)."""
         flat = flatten(metrics)  # nested groups (e.g. MAE per age group) become dotted keys
         clean = {
-            k.replace(" ", "_").replace("+", "plus"): float(v)
+            metric_key(k): float(v)
             for k, v in flat.items()
             if isinstance(v, int | float) and not isinstance(v, bool)
         }
         self._mlflow.log_metrics(clean, step=step)
 
     def has_metric(self, key: str, step: int) -> bool:
-        """Whether this run already holds metric ``key`` at ``step``."""
-        history = self._mlflow.tracking.MlflowClient().get_metric_history(self.run_id, key)
+        """Whether this run already holds metric ``key`` at ``step`` (True if the store won't say).
+
+        Answering True when the store cannot be read makes a resumed run skip a re-log rather
+        than fail the stage over a metric.
+        """
+        client = self._mlflow.tracking.MlflowClient(self._mlflow.get_tracking_uri())
+        try:
+            history = client.get_metric_history(self.run_id, metric_key(key))
+        except self._mlflow.exceptions.MlflowException as e:
+            warnings.warn(f"MLflow store unreadable, epoch {step} not re-logged: {e}", stacklevel=2)
+            return True
         return any(m.step == step for m in history)
 
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:

@@ -1,21 +1,24 @@
 """Probe levers beyond the shipped distillation recipe, one variant per process, on any device.
 
 Each variant retrains the student on a finished full run's split with that run's ranking teacher,
-its recipe read from the run's ``params.yaml`` (plain YAML, so the script also runs where only
-torch, pandas, PIL and PyYAML are installed), and changes one thing:
+its recipe read from the run's ``params.yaml`` as plain YAML (so beside ``agedistill`` on the
+path it needs only torch, torchvision, numpy, pandas, PIL, PyYAML and tqdm, no pydantic, MLflow
+or DVC: what a bare GPU machine has), and changes one thing:
 
 * ``base``: the recipe as shipped (a control for the others, on the same crops and device);
 * ``born_again``: the class teacher replaced by the run's own distilled student, then by each new
   generation in turn (Furlanello et al., 2018), generations 2 to 4;
 * ``ensemble``: three more class teachers (seeds 1 to 3) trained, and the student distilled from
-  the mixture of all four teachers' distributions;
+  the mixture of all four teachers' distributions (the soft-target loss tempers the mixture's log
+  probabilities, not each teacher's logits);
 * ``ep120``, ``ep120jit``: 120 epochs instead of 60, without and with jitter (rotate 10 degrees,
   zoom +-10 %, colour +-20 %); ``born_again_ep120``: the run's student as teacher, 120 epochs;
 * ``t4``: temperature 4 and soft-target weight 2.
 
 Every model is scored on validation (to rank them) and test, with and without flip TTA; results
-are appended to ``--out`` as JSON lines. On a CUDA GPU the variants run side by side in minutes;
-on 2 CPU cores each takes 1 to 3 hours.
+are appended to ``--out`` as JSON lines; the models go to ``<out stem>_models/<variant>/``. On a
+CUDA GPU ``run`` trains the variants side by side in minutes; on 2 CPU cores train one at a time
+with ``one`` (1 to 3 hours each).
 
     # optional: re-encode the crops as JPEG (quality 92) to move a full run in under 30 MB
     python benchmarks/distill_levers.py pack --workspace <full run> --to /tmp/levers
@@ -26,7 +29,6 @@ on 2 CPU cores each takes 1 to 3 hours.
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import shutil
 import subprocess
@@ -90,6 +92,7 @@ class Levers:
             load_table(split / f"{p}.csv", crops, size) for p in ("train", "val", "test")
         )
         self.models, self.out, self.device = models, out, device
+        self.fits: dict[str, dict[str, float]] = {}  # each training's result (best epoch, ...)
         self.min_age = self.params["ages"]["min_age"]
         self.classes = self.params["ages"]["max_age"] - self.min_age + 1
         align = self.params["align"]
@@ -107,7 +110,7 @@ class Levers:
     def distill(self, tag: str, class_teacher: nn.Module, temperature: float | None = None,
                 kd_weight: float | None = None, **change: Any) -> nn.Module:  # fmt: skip
         d = self.params["distill"]
-        train_student(
+        self.fits[tag] = train_student(
             self.train, self.val, self.arch, self._opt(d["train"], **change), self.min_age,
             self.classes, class_teacher, self.teacher("rank_teacher"),
             temperature or d["temperature"], d["gt_weight"], kd_weight or d["kd_weight"],
@@ -117,7 +120,7 @@ class Levers:
         return load_model(self.out / f"{tag}.pt")[0]
 
     def classifier(self, tag: str, seed: int) -> nn.Module:
-        train_classifier(
+        self.fits[tag] = train_classifier(
             self.train, self.val, self.arch, self._opt(self.params["class_teacher"], seed=seed),
             self.min_age, self.classes, self._run(tag), crop=self.crop, **self.params["age_loss"],
         )  # fmt: skip
@@ -163,38 +166,54 @@ def run_variant(levers: Levers, variant: str, report) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("cmd", choices=["pack", "run", "one"])
+    ap.add_argument("cmd", choices=["pack", "run", "one"],
+                    help="pack: JPEG copy; run: side by side; one: a single variant")  # fmt: skip
     ap.add_argument("--workspace", type=Path, required=True, help="a finished full run (or pack)")
     ap.add_argument("--to", type=Path, help="pack: where the JPEG copy goes")
     ap.add_argument("--models", type=Path, help="the run's models/ (teachers and student)")
-    ap.add_argument("--variants", nargs="+", default=list(VARIANTS))
+    ap.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS))
     ap.add_argument("--threads", type=int, default=2, help="torch threads per variant")
-    ap.add_argument("--out", type=Path, default=Path("levers.jsonl"))
+    ap.add_argument("--out", type=Path, default=Path("levers.jsonl"),
+                    help="results (JSON lines, appended); models go to <stem>_models/")  # fmt: skip
     args = ap.parse_args()
     if args.cmd == "pack":
+        if args.to is None:
+            ap.error("pack needs --to")
         pack(args.workspace, args.to)
         return
+    if args.models is None or not (args.models / "rank_teacher.pt").is_file():
+        ap.error("--models must name a full run's models/ folder (with rank_teacher.pt)")
+    if args.out.is_dir() or args.out.suffix == "":
+        ap.error("--out must name a file, such as levers.jsonl")
+    if len(set(args.variants)) != len(args.variants):
+        ap.error("--variants lists a variant twice")
     if args.cmd == "run":  # one process per variant, side by side
         base = [sys.executable, __file__, "one", "--workspace", str(args.workspace),
                 "--models", str(args.models), "--threads", str(args.threads),
                 "--out", str(args.out)]  # fmt: skip
         procs = [subprocess.Popen([*base, "--variants", v]) for v in args.variants]
-        sys.exit(max(p.wait() for p in procs))
+        codes = [p.wait() for p in procs]
+        sys.exit(1 if any(codes) else 0)
+    if len(args.variants) != 1:
+        ap.error("one trains exactly one variant: name it with --variants")
+    variant = args.variants[0]
     torch.set_num_threads(args.threads)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     start = time.time()
-    work = args.out.with_suffix("") / args.variants[0]
+    work = args.out.parent / f"{args.out.stem}_models" / variant
     work.mkdir(parents=True, exist_ok=True)
     levers = Levers(args.workspace, args.models, work, device)
 
     def report(name: str, model: nn.Module) -> None:
-        result = {"variant": name, "device": device.type, "val": levers.score(model, levers.val),
-                  "test": levers.score(model, levers.test), "wall_s": time.time() - start}  # fmt: skip
+        result = {"variant": name, "device": device.type,
+                  "best_epoch": levers.fits.get(name, {}).get("best_epoch"),
+                  "val": levers.score(model, levers.val), "test": levers.score(model, levers.test),
+                  "wall_s": round(time.time() - start, 1)}  # fmt: skip
         print(json.dumps(result), flush=True)
         with open(args.out, "a") as f:  # one short line per write: safe to share between variants
             f.write(json.dumps(result) + "\n")
 
-    run_variant(levers, args.variants[0], report)
+    run_variant(levers, variant, report)
 
 
 if __name__ == "__main__":
