@@ -47,6 +47,7 @@ from agedistill.checkpoint import load_model
 from agedistill.data import FaceTable, load_table
 from agedistill.distributed import Context
 from agedistill.engine import predict_ages_and_flipped
+from agedistill.evaluation import score
 from agedistill.ordinal import mixture_logits
 from agedistill.train import Optim, Run, train_classifier, train_student
 
@@ -126,13 +127,10 @@ class Levers:
         )  # fmt: skip
         return load_model(self.out / f"{tag}.pt")[0]
 
-    def score(self, model: nn.Module, table: FaceTable) -> dict[str, float]:
+    def score(self, model: nn.Module, table: FaceTable) -> dict[str, Any]:
+        """MAE (with flip TTA, ages 21-60, per group) and CS, as ``evaluate`` scores them."""
         pred, flip = predict_ages_and_flipped(model.to(self.device), table.images, self.min_age)
-        ages = table.ages.float()
-        mid = (ages >= 21) & (ages <= 60)
-        return {"mae": float((pred - ages).abs().mean()),
-                "mae_flip": float((flip - ages).abs().mean()),
-                "mae_21_60": float((pred - ages)[mid].abs().mean())}  # fmt: skip
+        return score(pred.numpy(), table, self.params["evaluate"]["cs_max"], flip.numpy())
 
 
 def run_variant(levers: Levers, variant: str, report) -> None:
