@@ -142,7 +142,7 @@ def _train_and_score(job: tuple[Workspace, str, int, Path, int]) -> dict[str, An
     val = load_table(ws.split / "val.csv", ws.crops, arch.input_size)
     test = load_table(ws.split / "test.csv", ws.crops, arch.input_size)
     class_teacher, _ = load_model(ws.class_teacher)
-    rank_teacher, _ = load_model(ws.rank_teacher)
+    rank_teacher, rank_config = load_model(ws.rank_teacher)
     name = run_name(variant, seed)
     model_file = out / "models" / f"{name}.pt"
     model_file.parent.mkdir(parents=True, exist_ok=True)
@@ -162,6 +162,7 @@ def _train_and_score(job: tuple[Workspace, str, int, Path, int]) -> dict[str, An
             crop=params.align.crop_settings(),
             mixup=d.mixup,
             **params.age_loss.model_dump(),
+            rank_input_size=rank_config["input_size"],
         )  # fmt: skip
         result = {"variant": variant, "seed": seed, "fit": fit, "teachers": ws.digests(),
                   "test": test_score(model_file, test, params.evaluate.cs_max)}  # fmt: skip

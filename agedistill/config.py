@@ -14,6 +14,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from agedistill.align import DETECT_PAD
+from agedistill.models import stage_sides
 
 PosInt = Annotated[int, Field(gt=0)]
 NonNegFloat = Annotated[float, Field(ge=0)]
@@ -180,12 +181,26 @@ class Params(_Strict):
     distributed: DistributedParams = DistributedParams()
 
     @model_validator(mode="after")
-    def _same_input_size(self) -> Params:
-        # the hint and the probe feed the ranking teacher the student's crops
-        if self.rank_teacher.model.input_size != self.student.input_size:
+    def _hint_maps_match(self) -> Params:
+        # the ranking teacher reads the student's batch resized to its own input size; the hint
+        # matches one stage of each, so their feature maps must have the same side
+        if self.distill.hint_weight <= 0:
+            return self
+        s, t = self.student, self.rank_teacher.model
+        s_stage, t_stage = self.distill.hint_stage, self.rank_teacher.hint_stage
+        if s_stage >= len(s.widths) or t_stage >= len(t.widths):
             raise ValueError(
-                "rank_teacher.model.input_size must equal student.input_size "
-                f"({self.rank_teacher.model.input_size} != {self.student.input_size})"
+                f"distill.hint_stage={s_stage} / rank_teacher.hint_stage={t_stage}: the student "
+                f"has {len(s.widths)} stages, the ranking teacher {len(t.widths)}"
+            )
+        s_side = stage_sides(s.input_size, s.stem_stride, len(s.widths))[s_stage]
+        t_side = stage_sides(t.input_size, t.stem_stride, len(t.widths))[t_stage]
+        if s_side != t_side:
+            raise ValueError(
+                f"the hint matches the student's stage {s_stage} ({s_side}x{s_side} at "
+                f"{s.input_size} px) with the ranking teacher's stage {t_stage} ({t_side}x{t_side} "
+                f"at {t.input_size} px): choose distill.hint_stage and rank_teacher.hint_stage "
+                "whose maps have the same side"
             )
         return self
 

@@ -59,6 +59,18 @@ def normalize(images: torch.Tensor) -> torch.Tensor:
     return (images.float() / 255.0 - MEAN) / STD
 
 
+def resize_faces(x: torch.Tensor, size: int) -> torch.Tensor:
+    """Float faces (B, 3, H, W) resized to ``size`` x ``size`` (bilinear, antialiased).
+
+    Close to the PIL bilinear resize :func:`load_table` applies, so a network trained on crops
+    resized at load time reads the same faces when another network's batch is resized for it.
+    Returns ``x`` itself when it already has that size.
+    """
+    if x.shape[-2:] == (size, size):
+        return x
+    return F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+
+
 def augment(
     images: torch.Tensor,
     max_shift: int,
@@ -73,24 +85,27 @@ def augment(
     ``rotate`` (degrees) and ``scale`` (relative) draw one similarity transform per face
     (:func:`similarity_jitter`); ``color`` jitters brightness, contrast and saturation per face
     (:func:`color_jitter`). Each is drawn only when non-zero, so runs without them draw exactly
-    the random numbers they always did. Returns float images in [0, 255].
+    the random numbers they always did. The numbers come from ``generator`` (a CPU generator)
+    and the work runs on ``images.device``, so faces held on a GPU are augmented there, with the
+    same draws as on the CPU. Returns float images in [0, 255].
     """
     if rotate > 0 or scale > 0:
         images = similarity_jitter(images, rotate, scale, generator)
     if color > 0:
         images = color_jitter(images, color, generator)
+    dev = images.device  # random numbers come from the (CPU) generator, the work runs on `dev`
     if flip:
-        mask = torch.rand(len(images), generator=generator) < 0.5
+        mask = (torch.rand(len(images), generator=generator) < 0.5).to(dev)
         images = torch.where(mask[:, None, None, None], images.flip(-1), images)
     if max_shift > 0:
         b, _, h, w = images.shape
         padded = F.pad(images.float(), [max_shift] * 4, mode="replicate")
-        dx = torch.randint(0, 2 * max_shift + 1, (b,), generator=generator)
-        dy = torch.randint(0, 2 * max_shift + 1, (b,), generator=generator)
-        rows = (dy[:, None] + torch.arange(h))[:, None, :, None]  # (B, 1, H, 1)
-        cols = (dx[:, None] + torch.arange(w))[:, None, None, :]  # (B, 1, 1, W)
-        bidx = torch.arange(b)[:, None, None, None]
-        cidx = torch.arange(images.shape[1])[None, :, None, None]
+        dx = torch.randint(0, 2 * max_shift + 1, (b,), generator=generator).to(dev)
+        dy = torch.randint(0, 2 * max_shift + 1, (b,), generator=generator).to(dev)
+        rows = (dy[:, None] + torch.arange(h, device=dev))[:, None, :, None]  # (B, 1, H, 1)
+        cols = (dx[:, None] + torch.arange(w, device=dev))[:, None, None, :]  # (B, 1, 1, W)
+        bidx = torch.arange(b, device=dev)[:, None, None, None]
+        cidx = torch.arange(images.shape[1], device=dev)[None, :, None, None]
         images = padded[bidx, cidx, rows, cols]
     return images
 
@@ -109,7 +124,7 @@ def similarity_jitter(
     cos, sin = torch.cos(angle) / zoom, torch.sin(angle) / zoom
     theta = torch.stack(
         [torch.stack([cos, -sin, torch.zeros(b)], 1), torch.stack([sin, cos, torch.zeros(b)], 1)], 1
-    )  # (B, 2, 3): output pixel -> input pixel, in [-1, 1] coordinates
+    ).to(images.device)  # (B, 2, 3): output pixel -> input pixel, in [-1, 1] coordinates
     x = images.float()
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
@@ -123,6 +138,7 @@ def color_jitter(images: torch.Tensor, strength: float, generator: torch.Generat
     """
     b = len(images)
     factors = 1 + (torch.rand(3, b, 1, 1, 1, generator=generator) * 2 - 1) * strength
+    factors = factors.to(images.device)
     x = images.float() * factors[0]
     mean_grey = _grey(x).mean((2, 3), keepdim=True)
     x = (x - mean_grey) * factors[1] + mean_grey

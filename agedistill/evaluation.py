@@ -11,7 +11,7 @@ import pandas as pd
 import torch
 
 from agedistill.checkpoint import load_model
-from agedistill.data import FaceTable, normalize
+from agedistill.data import FaceTable, normalize, resize_faces
 from agedistill.engine import predict_ages_and_flipped
 from agedistill.inference import for_inference
 from agedistill.metrics import cpu_latency, cumulative_score, file_size_mb, grouped_mae, mae
@@ -22,14 +22,16 @@ MODELS = ("student", "class_teacher", "rank_teacher")
 
 @torch.inference_mode()
 def _pooled_features(
-    model, images: torch.Tensor, batch: int = 256
+    model, images: torch.Tensor, size: int | None = None, batch: int = 256
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The backbone's pooled features of the faces and of their mirror images."""
+    """The backbone's pooled features of the faces (resized to ``size``) and of their mirrors."""
     model.eval()
     pool = model.backbone.forward_features
     plain, mirrored = [], []
     for i in range(0, len(images), batch):
         x = normalize(images[i : i + batch])
+        if size:
+            x = resize_faces(x, size)
         plain.append(pool(x)[0])
         mirrored.append(pool(x.flip(-1))[0])
     return torch.cat(plain).double(), torch.cat(mirrored).double()
@@ -47,15 +49,16 @@ def _ridge(f_tr: torch.Tensor, y: torch.Tensor, f_te: torch.Tensor, ridge: float
 
 
 def linear_probe(
-    model, train: FaceTable, test: FaceTable, ridge: float = 1e-2
+    model, train: FaceTable, test: FaceTable, ridge: float = 1e-2, size: int | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
     """Ridge regression of age on the ranking teacher's frozen pooled features.
 
     Returns the test predictions of two probes: one on each face's features, and one (its flip
     counterpart) on each face's features averaged with its mirror image's, fitted and read alike.
+    ``size``: the teacher's input side, when the faces have another (they are resized for it).
     """
-    tr, tr_m = _pooled_features(model, train.images)
-    te, te_m = _pooled_features(model, test.images)
+    tr, tr_m = _pooled_features(model, train.images, size)
+    te, te_m = _pooled_features(model, test.images, size)
     return _ridge(tr, train.ages, te, ridge), _ridge(
         (tr + tr_m) / 2, train.ages, (te + te_m) / 2, ridge
     )
@@ -111,7 +114,8 @@ def evaluate_models(
         model, config = load_model(path)
         if config["arch"] == "rank_teacher":
             pred, pred_flip = (
-                np.clip(p, min_age, max_age) for p in linear_probe(model, train, test)
+                np.clip(p, min_age, max_age)
+                for p in linear_probe(model, train, test, size=config["input_size"])
             )
             cost_model = model.backbone
         else:

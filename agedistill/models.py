@@ -121,6 +121,20 @@ class HintAdapter(nn.Module):
         return self.proj(x)
 
 
+def stage_sides(input_size: int, stem_stride: int, n_stages: int) -> list[int]:
+    """Side of each :class:`ConvNet` stage's feature map for ``input_size`` faces.
+
+    The stem's 3x3 convolution (padding 1) gives ``ceil(input_size / stem_stride)``; each later
+    stage reads its predecessor's map through 2x2 max pooling (halved, rounded down).
+    """
+    side = -(-input_size // stem_stride)
+    sides = [side]
+    for _ in range(n_stages - 1):
+        side //= 2
+        sides.append(side)
+    return sides
+
+
 def count_parameters(model: nn.Module) -> int:
     """Number of trainable parameters."""
     return sum(p.numel() for p in model.parameters() if p.requires_grad)

@@ -23,7 +23,7 @@ from tqdm import tqdm
 from agedistill.align import CROP_DEFAULTS
 from agedistill.averaging import WeightAverage
 from agedistill.checkpoint import build_model, save_model
-from agedistill.data import FaceTable, augment, batches, mix_pairs, normalize
+from agedistill.data import FaceTable, augment, batches, mix_pairs, normalize, resize_faces
 from agedistill.distributed import (
     SINGLE,
     Context,
@@ -301,6 +301,31 @@ def train_classifier(
     return {**result, "params": count_parameters(model)}
 
 
+@torch.no_grad()
+def _check_hint_maps(
+    student: nn.Module,
+    rank_teacher: nn.Module,
+    s_size: int,
+    t_size: int,
+    s_stage: int,
+    t_stage: int,
+    dev: torch.device,
+) -> None:
+    """Raise a clear error unless the hinted maps of the two networks have the same side."""
+    was_training = student.training
+    student.eval()
+    s_map = student.forward_features(torch.zeros(1, 3, s_size, s_size, device=dev))[1][s_stage]
+    student.train(was_training)
+    t_probe = torch.zeros(1, 3, t_size, t_size, device=dev)
+    t_map = rank_teacher.backbone.forward_features(t_probe)[1][t_stage]
+    if s_map.shape[-2:] != t_map.shape[-2:]:
+        raise ValueError(
+            f"hint: the student's stage {s_stage} map is {tuple(s_map.shape[-2:])} at {s_size} px "
+            f"but the ranking teacher's stage {t_stage} map is {tuple(t_map.shape[-2:])} at "
+            f"{t_size} px; choose hint stages whose maps have the same side"
+        )
+
+
 def kendall_tau(pred: torch.Tensor, true: torch.Tensor) -> torch.Tensor:
     """Kendall's tau between rank vectors, row by row: (N, K), (N, K) -> (N,).
 
@@ -409,8 +434,13 @@ def train_student(
     label_sigma: float = 0.0,
     mae_weight: float = 0.0,
     mixup: float = 0.0,
+    rank_input_size: int | None = None,
 ) -> dict[str, float]:
     """Distil: ground truth + soft targets of the class teacher + hints of the rank teacher.
+
+    ``rank_input_size``: the ranking teacher's input side when it differs from the student's
+    (the model file's ``input_size``); it then reads each batch resized to that side
+    (:func:`~agedistill.data.resize_faces`), and its hinted map must have the student's side.
 
     The ground-truth term is :func:`~agedistill.losses.age_loss`, as for the class teacher.
     ``mixup`` > 0 trains on blends of face pairs (:func:`~agedistill.data.mix_pairs`): the
@@ -433,6 +463,11 @@ def train_student(
     dev = run.ctx.device
     for t in (class_teacher, rank_teacher):
         t.eval().requires_grad_(False).to(dev)
+    s_size = config["input_size"]
+    t_size = rank_input_size or s_size
+    if hint_weight > 0:
+        _check_hint_maps(student, rank_teacher, s_size, t_size, student_hint_stage,
+                         teacher_hint_stage, dev)  # fmt: skip
     labels = train.labels(min_age)
 
     def loss_fn(idx, rand):
@@ -456,7 +491,7 @@ def train_student(
             logs["kd_loss"] = kd.item()
         if hint_weight > 0:
             with torch.no_grad():
-                t_map = rank_teacher.feature_maps(x)[teacher_hint_stage]
+                t_map = rank_teacher.feature_maps(resize_faces(x, t_size))[teacher_hint_stage]
             hint = hint_loss(adapter(maps[student_hint_stage]), t_map)
             loss = loss + hint_weight * hint
             logs["hint_loss"] = hint.item()

@@ -117,6 +117,7 @@ class Levers:
             temperature or d["temperature"], d["gt_weight"], kd_weight or d["kd_weight"],
             d["hint_weight"], d["hint_stage"], self.params["rank_teacher"]["hint_stage"],
             self._run(tag), crop=self.crop, mixup=d["mixup"], **self.params["age_loss"],
+            rank_input_size=self.params["rank_teacher"]["model"]["input_size"],
         )  # fmt: skip
         return load_model(self.out / f"{tag}.pt")[0]
 

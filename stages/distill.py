@@ -27,7 +27,7 @@ def main() -> None:
     train = load_table(Path(args.split) / "train.csv", args.crops, arch.input_size)
     val = load_table(Path(args.split) / "val.csv", args.crops, arch.input_size)
     class_teacher, _ = load_model(args.class_teacher)
-    rank_teacher, _ = load_model(args.rank_teacher)
+    rank_teacher, rank_config = load_model(args.rank_teacher)
     stage_params = {
         **d.model_dump(),
         "model": arch.model_dump(),
@@ -45,6 +45,7 @@ def main() -> None:
             params.ages.num_classes, class_teacher, rank_teacher, d.temperature, d.gt_weight,
             d.kd_weight, d.hint_weight, d.hint_stage, params.rank_teacher.hint_stage, run,
             crop=params.align.crop_settings(), mixup=d.mixup, **params.age_loss.model_dump(),
+            rank_input_size=rank_config["input_size"],
         )  # fmt: skip
         publish(run, tracker, metrics, args.metrics)
 

@@ -68,3 +68,20 @@ def test_detection_border_and_age_loss_are_checked(raw):
         parse_params(bad)
     old = {k: v for k, v in raw.items() if k != "age_loss"}  # params files from before the section
     assert parse_params(old).age_loss.label_sigma == 0.0
+
+
+def test_ranking_teacher_may_read_smaller_faces_when_hinted_maps_match(raw):
+    # a 128-px five-stage student hinted at its 8x8 stage 3 by a 64-px teacher's 8x8 stage 2
+    raw["student"] |= {"widths": [16, 32, 64, 128, 192], "input_size": 128}
+    raw["rank_teacher"]["model"]["input_size"] = 64
+    raw["rank_teacher"]["hint_stage"] = 2
+    raw["distill"]["hint_stage"] = 3
+    assert parse_params(raw).student.input_size == 128
+    raw["distill"]["hint_stage"] = 2  # 16x16 against 8x8
+    with pytest.raises(ParamsError, match=r"stage 2 \(16x16 at 128 px\).*stage 2 \(8x8 at 64 px\)"):
+        parse_params(raw)
+    raw["distill"]["hint_weight"] = 0.0  # no hint, nothing to match
+    assert parse_params(raw).distill.hint_stage == 2
+    raw["distill"] |= {"hint_weight": 1.0, "hint_stage": 7}
+    with pytest.raises(ParamsError, match="the student has 5 stages"):
+        parse_params(raw)

@@ -128,3 +128,25 @@ def test_mix_pairs_blends_each_face_with_a_partner_by_one_weight():
     assert torch.equal(again[0], mixed)  # the same seeds give the same blend
     with pytest.raises(ValueError, match="positive"):
         mix_pairs(x, 0.0, np.random.default_rng(0), torch.Generator())
+
+
+def test_resize_faces_matches_the_resize_of_load_time(sample_images):
+    from PIL import Image
+
+    from agedistill.data import resize_faces
+
+    path = sorted(sample_images.glob("*.jpg"))[0]
+    with Image.open(path) as im:
+        im = im.convert("RGB").resize((64, 64), Image.Resampling.BILINEAR)
+        big = torch.from_numpy(np.array(im)).permute(2, 0, 1)[None].float()
+        small = (
+            torch.from_numpy(np.array(im.resize((32, 32), Image.Resampling.BILINEAR)))
+            .permute(2, 0, 1)[None]
+            .float()
+        )
+    assert resize_faces(big, 64) is big
+    ours = resize_faces(big, 32)
+    assert ours.shape == (1, 3, 32, 32)
+    assert (ours - small).abs().mean() < 1.5  # grey levels: the same antialiased bilinear filter
+    naive = big[..., ::2, ::2]  # what skipping the filter would give
+    assert (naive - small).abs().mean() > 2 * (ours - small).abs().mean()

@@ -91,6 +91,25 @@ def test_probe_flip_reads_the_mirror_image_features(sample_images):
     assert torch.allclose(torch.from_numpy(plain), torch.from_numpy(flip), atol=1e-6)
 
 
+def test_probe_resizes_faces_to_the_teachers_input_size(sample_images):
+    from agedistill.data import FaceTable
+    from agedistill.evaluation import linear_probe
+
+    big = chip_table(sample_images, step=10, n=64, size=32)
+    torch.manual_seed(0)
+    rt = RankTeacher([8, 16], k=3, feature_dim=4, stem_stride=2)
+    # the probe on 32-px faces resized for a 16-px teacher reads what the teacher reads
+    from agedistill.data import resize_faces
+
+    small = resize_faces(big.images.float(), 16).round().clamp(0, 255).to(torch.uint8)
+    resized, _ = linear_probe(rt, big, big, size=16)
+    direct, _ = linear_probe(rt, FaceTable(small, big.ages, big.rows),
+                             FaceTable(small, big.ages, big.rows))  # fmt: skip
+    unresized, _ = linear_probe(rt, big, big)
+    assert abs(resized - direct).max() < 0.5  # only the rounding to uint8 differs
+    assert abs(resized - unresized).max() > 1.0
+
+
 def test_score_reports_flip_metrics_only_when_given(sample_images):
     from agedistill.evaluation import score
 

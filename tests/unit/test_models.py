@@ -96,3 +96,16 @@ def test_model_config_records_how_faces_were_aligned():
     # defaults: what models were trained with before these keys existed
     old = convnet_config(arch, num_classes=11, min_age=0)
     assert (old["align_margin"], old["align_template"]) == (0.0, "arcface")
+
+
+@pytest.mark.parametrize(
+    ("size", "stride", "widths"),
+    [(64, 2, [32, 64, 128, 192]), (128, 2, [16, 32, 64, 128, 192]), (64, 1, [8, 8, 8]),
+     (63, 2, [4, 4, 4, 4]), (97, 2, [4, 4, 4])],
+)  # fmt: skip
+def test_stage_sides_are_the_feature_map_sides(size, stride, widths):
+    from agedistill.models import stage_sides
+
+    net = ConvNet(widths, 5, stem_stride=stride).eval()
+    maps = net.forward_features(torch.zeros(1, 3, size, size))[1]
+    assert stage_sides(size, stride, len(widths)) == [m.shape[-1] for m in maps]

@@ -37,3 +37,27 @@ def test_a_bad_profile_fails_before_dvc_starts(repo, tmp_path, monkeypatch):
     (tmp_path / "bad.yaml").write_text(yaml.safe_dump({"distill": {"temperature": -1}}))
     with pytest.raises(ParamsError, match=r"distill\.temperature"):
         profile_overrides(tmp_path / "bad.yaml")
+
+
+@pytest.mark.parametrize("name", ["full.yaml", "full-128.yaml"])
+def test_every_shipped_profile_is_valid_against_the_params(repo, tmp_path, monkeypatch, name):
+    monkeypatch.delenv("DVC_ROOT", raising=False)
+    shutil.copy(repo / "params.yaml", tmp_path / "params.yaml")
+    (tmp_path / "dvc.yaml").write_text("stages: {}\n")
+    monkeypatch.chdir(tmp_path)
+    sets = dict(a.split("=", 1) for a in profile_overrides(repo / "profiles" / name)[1::2])
+    assert sets["split.test_size"] == "2000"
+
+
+def test_the_128_px_profile_hints_matching_maps(repo):
+    from agedistill.config import parse_params, raw_params
+    from agedistill.models import stage_sides
+    from agedistill.profiles import merge
+
+    profile = yaml.safe_load((repo / "profiles/full-128.yaml").read_text())
+    p = parse_params(merge(raw_params(repo / "params.yaml"), profile))
+    assert p.align.size == p.student.input_size == 128 and p.rank_teacher.model.input_size == 64
+    s, t = p.student, p.rank_teacher.model
+    s_side = stage_sides(128, s.stem_stride, len(s.widths))[p.distill.hint_stage]
+    t_side = stage_sides(64, t.stem_stride, len(t.widths))[p.rank_teacher.hint_stage]
+    assert s_side == t_side == 8

@@ -69,6 +69,29 @@ def test_distillation_terms_switch_off_and_teachers_stay_frozen(faces, tmp_path)
     assert "train_kd_loss" in logs[0] and "train_hint_loss" not in logs[0]
 
 
+def test_ranking_teacher_reads_faces_at_its_own_input_size(faces, tmp_path, monkeypatch):
+    config = {"arch": "convnet", **ARCH, "num_classes": 101, "min_age": 0}
+    ct = build_model(config)
+    # a teacher trained on 16-px faces: its stage 0 map (8x8) matches the student's stage 1
+    rt = build_model({"arch": "rank_teacher", **ARCH, "input_size": 16, "widths": [8, 16],
+                      "k": 3, "feature_dim": 8})  # fmt: skip
+    seen = []
+    feature_maps = rt.feature_maps
+    monkeypatch.setattr(rt, "feature_maps", lambda x: seen.append(x.shape) or feature_maps(x))
+    logs = []
+    train_student(
+        faces, faces, ARCH, opt(2), 0, 101, ct, rt, 2.0, 1.0, 1.0, 1.0, 1, 0,
+        tmp_path / "s.pt", log=lambda m, e: logs.append(m), rank_input_size=16,
+    )  # fmt: skip
+    assert seen and all(s[-2:] == (16, 16) for s in seen)
+    assert logs[-1]["train_hint_loss"] < logs[0]["train_hint_loss"]
+    with pytest.raises(ValueError, match=r"stage 0 map is \(16, 16\) at 32 px.*\(8, 8\) at 16 px"):
+        train_student(
+            faces, faces, ARCH, opt(1), 0, 101, ct, rt, 2.0, 1.0, 1.0, 1.0, 0, 0,
+            tmp_path / "s2.pt", rank_input_size=16,
+        )  # fmt: skip
+
+
 def test_rank_teacher_learns_order_above_chance(faces, tmp_path):
     history = []
     train_rank_teacher(
