@@ -309,14 +309,18 @@ def _check_hint_maps(
     t_size: int,
     s_stage: int,
     t_stage: int,
-    dev: torch.device,
 ) -> None:
-    """Raise a clear error unless the hinted maps of the two networks have the same side."""
+    """Raise a clear error unless the hinted maps of the two networks have the same side.
+
+    Each network reads a blank face on the device its weights are on (the student may not have
+    been moved to the training device yet).
+    """
     was_training = student.training
     student.eval()
-    s_map = student.forward_features(torch.zeros(1, 3, s_size, s_size, device=dev))[1][s_stage]
+    s_probe = torch.zeros(1, 3, s_size, s_size, device=next(student.parameters()).device)
+    s_map = student.forward_features(s_probe)[1][s_stage]
     student.train(was_training)
-    t_probe = torch.zeros(1, 3, t_size, t_size, device=dev)
+    t_probe = torch.zeros(1, 3, t_size, t_size, device=next(rank_teacher.parameters()).device)
     t_map = rank_teacher.backbone.forward_features(t_probe)[1][t_stage]
     if s_map.shape[-2:] != t_map.shape[-2:]:
         raise ValueError(
@@ -467,7 +471,7 @@ def train_student(
     t_size = rank_input_size or s_size
     if hint_weight > 0:
         _check_hint_maps(student, rank_teacher, s_size, t_size, student_hint_stage,
-                         teacher_hint_stage, dev)  # fmt: skip
+                         teacher_hint_stage)  # fmt: skip
     labels = train.labels(min_age)
 
     def loss_fn(idx, rand):

@@ -101,17 +101,26 @@ def real_faces(crops_dir: Path, n: int, size: int) -> torch.Tensor:
 
 @torch.inference_mode()
 def speeds(
-    forwards: dict[str, Callable[[Any], Any]], x: Any, batch_repeats: int, single_calls: int
+    forwards: dict[str, Callable[[Any], Any]],
+    x: Any | dict[str, Any],
+    batch_repeats: int,
+    single_calls: int,
 ) -> dict[str, dict[str, float]]:
-    """faces/s at the batch size of ``x`` and single-face latency (ms) of each forward."""
-    one = x[:1].copy() if isinstance(x, np.ndarray) else x[:1].clone()
-    batch = interleaved_seconds({k: partial(f, x) for k, f in forwards.items()}, batch_repeats, 3)
+    """faces/s at the batch size of ``x`` and single-face latency (ms) of each forward.
+
+    ``x``: one batch for every forward, or a batch per forward's name (each model's own size).
+    """
+    xs = x if isinstance(x, dict) else dict.fromkeys(forwards, x)
+    ones = {k: v[:1].copy() if isinstance(v, np.ndarray) else v[:1].clone() for k, v in xs.items()}
+    batch = interleaved_seconds(
+        {k: partial(f, xs[k]) for k, f in forwards.items()}, batch_repeats, 3
+    )
     single = interleaved_seconds(
-        {k: partial(f, one) for k, f in forwards.items()}, single_calls, 10
+        {k: partial(f, ones[k]) for k, f in forwards.items()}, single_calls, 10
     )
     return {
         name: {
-            "faces_per_s": len(x) / batch[name][0],
+            "faces_per_s": len(xs[name]) / batch[name][0],
             "batch_ms": 1e3 * batch[name][0],
             "single_ms": 1e3 * single[name][0],
             "single_p90_ms": 1e3 * single[name][1],
@@ -256,13 +265,17 @@ def main() -> None:
     loaded = {name: load_model(Path(args.models) / f"{name}.pt") for name in MODELS}
     size = loaded["student"][1]["input_size"]
     faces = real_faces(Path(args.crops), args.batch, size)
+    # each model reads faces at its own input size (the ranking teacher may read smaller ones)
+    inputs = {name: normalize(real_faces(Path(args.crops), args.batch, c["input_size"]))
+              for name, (_, c) in loaded.items()}  # fmt: skip
+    inputs["student (inference)"] = inputs["student"]
     forwards = {name: (age_forward(m, c), c) for name, (m, c) in loaded.items()}
     result: dict[str, Any] = {"environment": environment(args.threads), "batch": args.batch}
     models = {name: fwd for name, (fwd, _) in forwards.items()}
     # as `predict` and `evaluate` run it: BatchNorm folded, channels-last (agedistill.inference)
     models["student (inference)"] = age_forward(for_inference(loaded["student"][0]),
                                                 loaded["student"][1])  # fmt: skip
-    result["models"] = speeds(models, normalize(faces), args.batch_repeats, args.single_calls)
+    result["models"] = speeds(models, inputs, args.batch_repeats, args.single_calls)
     student, config = loaded["student"]
     result["student_runtimes"] = onnx_vs_torch(student, config, faces, args.threads, args)
     detector = FaceDetector(**DETECT_DEFAULTS)

@@ -98,6 +98,7 @@ class Levers:
         self.classes = self.params["ages"]["max_age"] - self.min_age + 1
         align = self.params["align"]
         self.crop = {k: align[k] for k in ("margin", "template", "detect_pad")}
+        self.rank_input_size = load_model(models / "rank_teacher.pt")[1]["input_size"]
 
     def teacher(self, name: str) -> nn.Module:
         return load_model(self.models / f"{name}.pt")[0]
@@ -117,7 +118,7 @@ class Levers:
             temperature or d["temperature"], d["gt_weight"], kd_weight or d["kd_weight"],
             d["hint_weight"], d["hint_stage"], self.params["rank_teacher"]["hint_stage"],
             self._run(tag), crop=self.crop, mixup=d["mixup"], **self.params["age_loss"],
-            rank_input_size=self.params["rank_teacher"]["model"]["input_size"],
+            rank_input_size=self.rank_input_size,
         )  # fmt: skip
         return load_model(self.out / f"{tag}.pt")[0]
 

@@ -150,3 +150,14 @@ def test_resize_faces_matches_the_resize_of_load_time(sample_images):
     assert (ours - small).abs().mean() < 1.5  # grey levels: the same antialiased bilinear filter
     naive = big[..., ::2, ::2]  # what skipping the filter would give
     assert (naive - small).abs().mean() > 2 * (ours - small).abs().mean()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("jitter", [{}, {"rotate": 10.0, "scale": 0.1, "color": 0.2}])
+def test_augment_on_a_gpu_draws_what_the_cpu_draws(jitter):
+    x = torch.randint(0, 256, (64, 3, 48, 48), dtype=torch.uint8)
+    on_cpu = augment(x, 4, True, torch.Generator().manual_seed(1), **jitter)
+    on_gpu = augment(x.cuda(), 4, True, torch.Generator().manual_seed(1), **jitter)
+    assert on_gpu.is_cuda
+    # the same flips and shifts exactly; jitter's interpolation may round differently
+    assert (on_gpu.cpu() - on_cpu).abs().max() <= (0.01 if jitter else 0.0)

@@ -92,6 +92,39 @@ def test_ranking_teacher_reads_faces_at_its_own_input_size(faces, tmp_path, monk
         )  # fmt: skip
 
 
+def test_hint_check_reads_each_network_on_its_own_device():
+    from agedistill.models import ConvNet, RankTeacher
+    from agedistill.train import _check_hint_maps
+
+    # train_student moves the teachers to the training device before the student: here the
+    # teacher sits on the meta device and the student on the CPU
+    student = ConvNet([8, 16, 24], 101)
+    teacher = RankTeacher([8, 16], 3, 8, stem_stride=2).eval().to("meta")
+    _check_hint_maps(student, teacher, 32, 16, 1, 0)
+    assert student.training  # the check leaves the student's mode as it was
+    with pytest.raises(ValueError, match="choose hint stages"):
+        _check_hint_maps(student, teacher, 32, 16, 0, 0)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_distillation_with_hints_trains_on_a_gpu(faces, tmp_path):
+    from agedistill.distributed import Context
+    from agedistill.train import Run
+
+    config = {"arch": "convnet", **ARCH, "num_classes": 101, "min_age": 0}
+    rt = build_model({"arch": "rank_teacher", **ARCH, "input_size": 16, "widths": [8, 16],
+                      "k": 3, "feature_dim": 8})  # fmt: skip
+    logs = []
+    run = Run(tmp_path / "s.pt", log=lambda m, e: logs.append(m),
+              ctx=Context(device=torch.device("cuda")))  # fmt: skip
+    on_gpu = FaceTable(faces.images.cuda(), faces.ages, faces.rows)
+    train_student(
+        on_gpu, on_gpu, ARCH, opt(2), 0, 101, build_model(config), rt, 2.0, 1.0, 1.0, 1.0, 1, 0,
+        run, rank_input_size=16, mixup=0.2,
+    )  # fmt: skip
+    assert len(logs) == 2 and logs[-1]["train_hint_loss"] > 0
+
+
 def test_rank_teacher_learns_order_above_chance(faces, tmp_path):
     history = []
     train_rank_teacher(
