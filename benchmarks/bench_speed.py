@@ -263,11 +263,11 @@ def main() -> None:
     torch.set_num_threads(args.threads)
 
     loaded = {name: load_model(Path(args.models) / f"{name}.pt") for name in MODELS}
-    size = loaded["student"][1]["input_size"]
-    faces = real_faces(Path(args.crops), args.batch, size)
     # each model reads faces at its own input size (the ranking teacher may read smaller ones)
-    inputs = {name: normalize(real_faces(Path(args.crops), args.batch, c["input_size"]))
-              for name, (_, c) in loaded.items()}  # fmt: skip
+    raw = {name: real_faces(Path(args.crops), args.batch, c["input_size"])
+           for name, (_, c) in loaded.items()}  # fmt: skip
+    faces = raw["student"]
+    inputs = {name: normalize(x) for name, x in raw.items()}
     inputs["student (inference)"] = inputs["student"]
     forwards = {name: (age_forward(m, c), c) for name, (m, c) in loaded.items()}
     result: dict[str, Any] = {"environment": environment(args.threads), "batch": args.batch}
