@@ -40,13 +40,11 @@ import pandas as pd
 import torch
 import yaml
 from PIL import Image
-from torch import nn
 
+from agedistill.ablation import test_score
 from agedistill.checkpoint import load_model
 from agedistill.data import FaceTable, load_table
 from agedistill.distributed import Context
-from agedistill.engine import predict_ages_and_flipped
-from agedistill.evaluation import score
 from agedistill.models import RankTeacher
 from agedistill.train import Optim, Run, train_classifier, train_student
 
@@ -88,7 +86,7 @@ def parse_variant(name: str) -> dict[str, Any]:
 
 
 def run_variant(workspace: Path, name: str, work: Path, device: torch.device, report) -> None:
-    """Train variant ``name`` on the pack in ``workspace``; ``report(tag, model, fit, tables)``."""
+    """Train variant ``name`` on the pack in ``workspace``; ``report(tag, file, fit, tables)``."""
     spec = parse_variant(name)
     params = yaml.safe_load((workspace / "params.yaml").read_text())
     side = spec["side"]
@@ -107,8 +105,7 @@ def run_variant(workspace: Path, name: str, work: Path, device: torch.device, re
                      "threads": threads})  # fmt: skip
     run = Run(work / f"{name}-teacher.pt", ctx=ctx)
     fit = train_classifier(train, val, arch, teach, min_age, classes, run, **params["age_loss"])
-    teacher = _load(work / f"{name}-teacher.pt")
-    report(f"{name}-teacher" if spec["distill"] else name, teacher, fit, (val, test))
+    report(f"{name}-teacher" if spec["distill"] else name, run.out, fit, (val, test))
     if not spec["distill"]:
         return
     d = params["distill"]
@@ -116,20 +113,17 @@ def run_variant(workspace: Path, name: str, work: Path, device: torch.device, re
     unused = RankTeacher(rt["model"]["widths"], rt["k"], rt["feature_dim"])  # hints are off
     student_opt = Optim(**{**d["train"], "seed": spec["seed"], "max_shift": shift,
                            "threads": threads})  # fmt: skip
+    teacher = load_model(run.out)[0]
     fit = train_student(
         train, val, arch, student_opt, min_age, classes, teacher, unused, d["temperature"],
         d["gt_weight"], d["kd_weight"], 0.0, d["hint_stage"], rt["hint_stage"],
         Run(work / f"{name}-student.pt", ctx=ctx), mixup=d["mixup"], **params["age_loss"],
     )  # fmt: skip
-    report(f"{name}-student", _load(work / f"{name}-student.pt"), fit, (val, test))
+    report(f"{name}-student", work / f"{name}-student.pt", fit, (val, test))
 
 
 def _on(table: FaceTable, device: torch.device) -> FaceTable:
     return FaceTable(table.images.to(device), table.ages, table.rows)
-
-
-def _load(path: Path) -> nn.Module:
-    return load_model(path)[0]
 
 
 def main() -> None:
@@ -175,14 +169,13 @@ def main() -> None:
     work = args.models or args.out.parent / f"{args.out.stem}_models"
     work.mkdir(parents=True, exist_ok=True)
     params = yaml.safe_load((args.workspace / "params.yaml").read_text())
-    cs_max, min_age = params["evaluate"]["cs_max"], params["ages"]["min_age"]
+    cs_max = params["evaluate"]["cs_max"]
 
-    def report(tag: str, model: nn.Module, fit: dict, tables: tuple[FaceTable, ...]) -> None:
+    def report(tag: str, model_file: Path, fit: dict, tables: tuple[FaceTable, ...]) -> None:
         result: dict[str, Any] = {"variant": tag, "device": device.type,
                                   "best_epoch": fit.get("best_epoch")}  # fmt: skip
         for part, table in zip(("val", "test"), tables, strict=True):
-            pred, flip = predict_ages_and_flipped(model.to(device), table.images, min_age)
-            s = score(pred.numpy(), table, cs_max, flip.numpy())
+            s = test_score(model_file, table, cs_max)
             result[part] = {k: s[k] for k in ("mae", "mae_flip", "mae_21_60")}
         result["wall_s"] = round(time.time() - start, 1)
         print(json.dumps(result), flush=True)
