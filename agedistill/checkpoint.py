@@ -60,7 +60,11 @@ def atomic_torch_save(obj: Any, path: str | Path) -> None:
 def save_model(path: str | Path, model: nn.Module, config: dict[str, Any]) -> None:
     """Save weights and config to ``path`` (.pt) and the config to ``path`` with ``.json``."""
     config = {**config, "agedistill_version": __version__}
-    state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+    # plain contiguous float tensors, whatever layout training used (train.channels_last)
+    state = {
+        k: v.detach().cpu().clone(memory_format=torch.contiguous_format)
+        for k, v in model.state_dict().items()
+    }
     atomic_torch_save({"format": FORMAT, "config": config, "state_dict": state}, path)
     Path(path).with_suffix(".json").write_text(json.dumps(config, indent=2) + "\n")
 

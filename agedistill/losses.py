@@ -28,6 +28,8 @@ def kd_loss(
         )
     if temperature <= 0:
         raise ValueError("temperature must be positive")
+    # float32 even under bfloat16 autocast (train.precision: bf16), as in every loss here
+    student_logits, teacher_logits = student_logits.float(), teacher_logits.float()
     log_p_s = F.log_softmax(student_logits / temperature, dim=-1)
     log_p_t = F.log_softmax(teacher_logits / temperature, dim=-1)
     kl = F.kl_div(log_p_s, log_p_t, reduction="batchmean", log_target=True)
@@ -52,8 +54,8 @@ def hint_loss(student_map: torch.Tensor, teacher_map: torch.Tensor) -> torch.Ten
         )
     if teacher_map.shape[-2:] != student_map.shape[-2:]:
         teacher_map = F.adaptive_avg_pool2d(teacher_map, student_map.shape[-2:])
-    s = F.normalize(student_map.flatten(1), dim=1)
-    t = F.normalize(teacher_map.flatten(1), dim=1)
+    s = F.normalize(student_map.flatten(1).float(), dim=1)
+    t = F.normalize(teacher_map.flatten(1).float(), dim=1)
     return (s - t).square().sum(dim=1).mean()
 
 
@@ -76,6 +78,7 @@ def age_loss(
         raise ValueError(f"logits {tuple(logits.shape)} and labels {tuple(labels.shape)} mismatch")
     if label_sigma < 0 or mae_weight < 0:
         raise ValueError("label_sigma and mae_weight must be non-negative")
+    logits = logits.float()
     classes = torch.arange(logits.shape[1], device=logits.device, dtype=logits.dtype)
     if label_sigma > 0:
         target = torch.softmax(
@@ -110,6 +113,7 @@ def mixed_age_loss(
     >>> round(float(mixed_age_loss(x, y, torch.tensor([1, 0]), 0.5, mae_weight=1.0)), 4)
     1.0986
     """
+    logits = logits.float()
     ce = lam * age_loss(logits, labels, label_sigma) + (1 - lam) * age_loss(
         logits, labels[partner], label_sigma
     )

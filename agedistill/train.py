@@ -36,6 +36,7 @@ from agedistill.engine import age_mae, train_one_epoch
 from agedistill.losses import age_loss, hint_loss, kd_loss, mixed_age_loss
 from agedistill.models import HintAdapter, count_parameters
 from agedistill.ordinal import SequenceSampler, permutations, shuffle_sequences
+from agedistill.precision import autocast, check_precision, to_memory_format
 from agedistill.resume import TrainState
 
 EpochLogger = Callable[[dict[str, float], int], None]
@@ -58,6 +59,8 @@ class Optim:
     scale: float = 0.0
     color: float = 0.0
     ema_epochs: float = 0.0
+    precision: str = "fp32"
+    channels_last: bool = False
 
     def augment(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         """This run's augmentation of a uint8 batch (:func:`~agedistill.data.augment`)."""
@@ -189,11 +192,18 @@ def _fit(
     ``opt.ema_epochs`` the validated and saved model is the moving average of its weights.
     """
     ctx = run.ctx
+    check_precision(opt.precision, ctx.device)
     for m in modules:
         m.to(ctx.device)
+    to_memory_format(modules, opt.channels_last)
     params = [p for m in modules for p in m.parameters() if p.requires_grad]
     steps = math.ceil(n_train / opt.batch_size)
     optimizer, scheduler = _optimizer(params, opt, steps)
+
+    def step(idx: torch.Tensor, rand: EpochRandom) -> tuple[torch.Tensor, dict[str, float]]:
+        with autocast(opt.precision, ctx.device):
+            return loss_fn(idx, rand)
+
     average = WeightAverage(best_model[0], opt.ema_epochs * steps) if opt.ema_epochs > 0 else None
     stateful = modules + ([average.average] if average else [])
     done, progress = run.state.restore(stateful, optimizer, scheduler) if run.state else (0, {})
@@ -211,7 +221,7 @@ def _fit(
         if epoch_start:
             epoch_start(rand)
         train_logs = train_one_epoch(
-            modules, lambda idx, r=rand: loss_fn(idx, r), _global_batches(n_train, opt, rand, ctx),
+            modules, lambda idx, r=rand: step(idx, r), _global_batches(n_train, opt, rand, ctx),
             optimizer, scheduler, after_backward=lambda: average_gradients(params, ctx),
             after_step=average.update if average else None,
         )  # fmt: skip
@@ -467,6 +477,7 @@ def train_student(
     dev = run.ctx.device
     for t in (class_teacher, rank_teacher):
         t.eval().requires_grad_(False).to(dev)
+    to_memory_format([class_teacher, rank_teacher], opt.channels_last)
     s_size = config["input_size"]
     t_size = rank_input_size or s_size
     if hint_weight > 0:
