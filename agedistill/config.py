@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from agedistill.align import DETECT_PAD
 from agedistill.models import stage_sides
+from agedistill.precision import PRECISIONS
 
 PosInt = Annotated[int, Field(gt=0)]
 NonNegFloat = Annotated[float, Field(ge=0)]
@@ -107,7 +108,7 @@ class TrainParams(_Strict):
     scale: Annotated[float, Field(ge=0, lt=0.5)] = 0.0  # relative zoom, per face; 0 = off
     color: Annotated[float, Field(ge=0, lt=1)] = 0.0  # brightness/contrast/saturation; 0 = off
     ema_epochs: Annotated[float, Field(ge=0)] = 0.0  # weight average horizon; 0 = off
-    precision: Literal["fp32", "bf16"] = "fp32"  # bf16: autocast, ~2x faster on AMX/AVX512-BF16
+    precision: Literal[PRECISIONS] = "fp32"  # bf16: autocast, ~2x faster on AMX/AVX512-BF16
     channels_last: bool = False  # conv weights (and so activations) laid out NHWC
 
 
