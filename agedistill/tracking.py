@@ -25,6 +25,8 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
+from agedistill.machine import describe
+
 EXPERIMENT = "agedistill"
 
 
@@ -124,7 +126,7 @@ def git_commit(cwd: str | Path | None = None) -> str:
 
 
 def run_tags(stage: str, all_params: dict[str, Any]) -> dict[str, str]:
-    """Tags that link the runs of one pipeline execution."""
+    """Tags that link the runs of one pipeline execution, and say which machine ran them."""
     commit = git_commit()
     exp = os.environ.get("DVC_EXP_NAME", "")
     phash = params_hash(all_params)
@@ -136,6 +138,7 @@ def run_tags(stage: str, all_params: dict[str, Any]) -> dict[str, str]:
         "dvc_exp": exp or "workspace",
         "params_hash": phash,
         "mlflow.source.git.commit": commit,
+        **{f"machine.{k}": v for k, v in describe().items()},
     }
 
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import random
 import resource
 import statistics
@@ -33,6 +32,7 @@ from PIL import Image, ImageOps
 from agedistill.align_dataset import SourceSpec, align_with_params
 from agedistill.config import AlignParams, load_params
 from agedistill.evaluation import write_json
+from agedistill.machine import cpu_name
 
 
 def sample_files(folder: Path, n: int, seed: int) -> list[Path]:
@@ -130,7 +130,7 @@ def main() -> None:
         "cpus": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "load_avg_1min_at_end": round(os.getloadavg()[0], 2),
-        "machine": platform.processor() or platform.machine(),
+        "machine": cpu_name(),
         "stage_params": {
             k: getattr(p, k)
             for k in ("min_face_size", "detect_pad", "batch_size", "workers", "threads")

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import time
 from collections.abc import Callable
@@ -24,6 +23,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from agedistill.machine import cpu_name
 from agedistill.models import ConvNet, RankTeacher
 from agedistill.precision import autocast, native_bf16, to_memory_format
 
@@ -59,20 +59,6 @@ def step_seconds(
         opt.step()
         times.append(time.perf_counter() - t)
     return statistics.median(times[2:])
-
-
-def cpu_name() -> str:
-    """The CPU's model name and its bfloat16 instruction sets (from /proc/cpuinfo on Linux)."""
-    try:
-        info = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return platform.processor() or platform.machine()
-    name = next((ln.split(":", 1)[1].strip() for ln in info.splitlines()
-                 if ln.startswith("model name")), platform.machine())  # fmt: skip
-    flags = next((ln.split(":", 1)[1].split() for ln in info.splitlines()
-                  if ln.startswith("flags")), [])  # fmt: skip
-    bf16 = sorted(f for f in flags if f in {"amx_bf16", "avx512_bf16", "amx_tile"})
-    return f"{name} ({', '.join(bf16) or 'no bf16 instructions'})"
 
 
 def main() -> None:

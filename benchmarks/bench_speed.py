@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import tempfile
 import time
@@ -44,6 +43,7 @@ from agedistill.align import FaceDetector, ImageReadError, align_face, load_imag
 from agedistill.checkpoint import load_model
 from agedistill.data import normalize
 from agedistill.inference import for_inference
+from agedistill.machine import cpu_name
 from agedistill.ordinal import age_std, expected_age
 from agedistill.predict import DETECT_DEFAULTS, WORK_SIDE_FACTOR
 
@@ -216,7 +216,7 @@ def environment(threads: int) -> dict[str, Any]:
 
     return {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "cpu": platform.processor() or platform.machine(),
+        "cpu": cpu_name(),
         "cpu_count": os.cpu_count(),
         "torch_threads": threads,
         "torch": torch.__version__,
