@@ -88,7 +88,7 @@ def test_rgba_portraits_give_one_confident_face(
 def test_partial_faces_are_handled(photos: Path, detector: FaceDetector, name: str) -> None:
     im = read_image(photos / "face_recognition" / name)
     (det,) = detector.detect([im])
-    assert det.error is None
+    assert det.error is None and len(det.faces) >= 1  # the half face is still found
     for f in det.faces:  # whatever is found is confident and lies (mostly) inside the image
         assert f.prob >= 0.95
         assert -0.5 * f.width < f.box[0] < im.width and f.box[1] < im.height

@@ -7,12 +7,16 @@ from agedistill.losses import age_loss, hint_loss, kd_loss, mixed_age_loss
 
 
 def test_kd_loss_matches_hand_computation():
-    s = torch.tensor([[1.0, 0.0]])
-    t = torch.tensor([[0.0, 1.0]])
+    # uneven logits, so KL(teacher || student) and KL(student || teacher) differ
+    s = torch.tensor([[1.0, 0.0, 0.0]])
+    t = torch.tensor([[0.0, 2.0, 1.0]])
     temp = 2.0
-    ps = [math.exp(0.5) / (math.exp(0.5) + 1), 1 / (math.exp(0.5) + 1)]
-    pt = [ps[1], ps[0]]  # teacher is the mirror image
-    kl = sum(pt[i] * math.log(pt[i] / ps[i]) for i in range(2))
+    zs, zt = [0.5, 0.0, 0.0], [0.0, 1.0, 0.5]  # logits / T
+    ps = [math.exp(v) / sum(math.exp(u) for u in zs) for v in zs]
+    pt = [math.exp(v) / sum(math.exp(u) for u in zt) for v in zt]
+    kl = sum(pt[i] * math.log(pt[i] / ps[i]) for i in range(3))
+    reverse = sum(ps[i] * math.log(ps[i] / pt[i]) for i in range(3))
+    assert abs(kl - reverse) > 0.01  # the hand values tell the two directions apart
     assert float(kd_loss(s, t, temp)) == pytest.approx(kl * temp**2, rel=1e-6)
 
 
@@ -37,6 +41,13 @@ def test_hint_loss_matches_hand_computation():
     t = torch.tensor([[[[1.0]], [[1.0]]]])  # normalised: (1/sqrt2, 1/sqrt2)
     expected = (1 - 1 / math.sqrt(2)) ** 2 + (0 - 1 / math.sqrt(2)) ** 2  # = 2 - sqrt(2)
     assert float(hint_loss(s, t)) == pytest.approx(expected, rel=1e-6)
+
+
+def test_hint_loss_normalises_each_sample_and_averages_over_the_batch():
+    # sample 0: (1, 0) vs (1, 1) -> 2 - sqrt(2); sample 1: (0, 3) vs (0, 1) -> 0 (its own scale)
+    s = torch.tensor([[1.0, 0.0], [0.0, 3.0]]).view(2, 2, 1, 1)
+    t = torch.tensor([[1.0, 1.0], [0.0, 1.0]]).view(2, 2, 1, 1)
+    assert float(hint_loss(s, t)) == pytest.approx((2 - math.sqrt(2)) / 2, rel=1e-6)
 
 
 def test_hint_loss_pools_teacher_to_student_size_and_ignores_scale():
@@ -78,15 +89,21 @@ def test_age_loss_mae_term_matches_hand_computation():
 
 
 def test_mixed_age_loss_matches_hand_computation():
-    # face 0: probs 1/4, 1/2, 1/4 (expected age 1), true 2; its partner (face 1) is true 0
-    logits = torch.tensor([[0.0, math.log(2.0), 0.0], [0.0, 0.0, 0.0]])
+    # face 0: probs .6 .3 .1 over ages 0 1 2 (expected 0.5), true 2, partner face 1 (true 0);
+    # face 1: probs .2 .5 .3 (expected 1.1), true 0, partner face 0 (true 2)
+    probs = torch.tensor([[0.6, 0.3, 0.1], [0.2, 0.5, 0.3]])
+    logits = probs.log()
     labels, partner, lam = torch.tensor([2, 0]), torch.tensor([1, 0]), 0.75
-    ce0 = 0.75 * -math.log(0.25) + 0.25 * -math.log(0.25)  # both labels have p = 1/4
-    ce1 = -math.log(1 / 3)  # uniform
-    # blended ages: face 0 -> 0.75*2 + 0.25*0 = 1.5, face 1 -> 0.75*0 + 0.25*2 = 0.5; expected 1, 1
-    l1 = (abs(1 - 1.5) + abs(1 - 0.5)) / 2
+    ce0 = 0.75 * -math.log(0.1) + 0.25 * -math.log(0.6)
+    ce1 = 0.75 * -math.log(0.2) + 0.25 * -math.log(0.3)
+    # blended ages: face 0 -> 0.75*2 + 0.25*0 = 1.5, face 1 -> 0.75*0 + 0.25*2 = 0.5
+    l1 = (abs(0.5 - 1.5) + abs(1.1 - 0.5)) / 2
+    expected = (ce0 + ce1) / 2 + 2.0 * l1
     got = mixed_age_loss(logits, labels, partner, lam, mae_weight=2.0)
-    assert float(got) == pytest.approx((ce0 + ce1) / 2 + 2.0 * l1, rel=1e-6)
+    assert float(got) == pytest.approx(expected, rel=1e-6)
+    # lam weights the face's own label: swapping it for 1 - lam gives another value
+    swapped = mixed_age_loss(logits, labels, partner, 1 - lam, mae_weight=2.0)
+    assert abs(float(swapped) - expected) > 0.1
     # lam = 1 is the plain loss, with or without a label distribution
     for sigma in (0.0, 2.0):
         plain = age_loss(logits, labels, sigma, 1.0)

@@ -55,6 +55,19 @@ def test_uniform_age_sampling_covers_rare_ages():
     assert {1, 100, 30}.issubset(used)
 
 
+def test_sampling_modes_weight_ages_differently():
+    # 990 of 1,000 images are 30 years old: weighting by images puts 30 in nearly every sequence,
+    # weighting ages uniformly only in some (one age of 11)
+    ages = np.array([30] * 990 + [1, 2, 80, 85, 90, 95, 99, 100, 60, 70])
+    share = {}
+    for mode in ("uniform_age", "uniform_image"):
+        seqs = SequenceSampler(ages, k=3, min_gap=5, sampling=mode).sample(
+            500, np.random.default_rng(2)
+        )
+        share[mode] = float((ages[seqs] == 30).any(axis=1).mean())
+    assert share["uniform_age"] < 0.5 and share["uniform_image"] > 0.9, share
+
+
 def test_sampler_refuses_impossible_constraints():
     with pytest.raises(ValueError, match="lower k or min_gap"):
         SequenceSampler(np.array([10, 12, 14, 16]), k=3, min_gap=5)
@@ -67,10 +80,15 @@ def test_dense_constraint_still_samples_valid_sequences():
 
 
 def test_shuffle_gathers_by_permutation_and_reaches_every_permutation():
-    seqs = torch.arange(3).repeat(600, 1)  # every row (0, 1, 2)
+    seqs = torch.arange(600 * 3).view(600, 3) * 7  # every value distinct, none equal to its index
     shuffled, target = shuffle_sequences(seqs, torch.Generator().manual_seed(0))
-    assert torch.equal(shuffled, permutations(3)[target])
+    perms = permutations(3)
+    for b in range(len(seqs)):
+        assert shuffled[b].tolist() == [int(seqs[b, perms[target[b], j]]) for j in range(3)]
     assert set(target.tolist()) == set(range(6))
+    # recovering the permutation recovers the age order
+    order = torch.argsort(perms[target], dim=1)
+    assert torch.equal(torch.gather(shuffled, 1, order), seqs)
 
 
 def test_dense_fallback_never_dead_ends():
