@@ -189,6 +189,21 @@ def test_a_faceless_image_counts_as_read(tmp_path: Path) -> None:
     ]
 
 
+def test_threads_option_sets_torch_threads_and_refuses_zero(tmp_path: Path, capsys) -> None:
+    Image.new("RGB", (200, 200), (90, 90, 90)).save(tmp_path / "grey.png")
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)  # so that 1 afterwards is the option's doing
+    try:
+        code = main(["predict", str(tmp_path / "grey.png"), "--threads", "1"])
+        assert code == 0 and torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exc:
+        main(["predict", str(tmp_path / "grey.png"), "--threads", "0"])
+    assert exc.value.code == 2 and "must be at least 1, not 0" in capsys.readouterr().err
+
+
 # --- model files: one line on stderr naming the file, exit code 2, no pickled code executed ---
 
 
