@@ -19,15 +19,15 @@ def cpu_name(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
 
     Elsewhere, or where the file cannot be read, ``platform.processor()`` (or the machine type).
     """
+    fallback = platform.processor() or platform.machine() or "unknown"
     try:
-        info = cpuinfo.read_text()
+        lines = cpuinfo.read_text().splitlines()
     except OSError:
-        return platform.processor() or platform.machine() or "unknown"
-    lines = info.splitlines()
+        return fallback
     name = next((ln.split(":", 1)[1].strip() for ln in lines if ln.startswith("model name")), "")
     flags = next((ln.split(":", 1)[1].split() for ln in lines if ln.startswith("flags")), [])
     bf16 = sorted(f for f in flags if f in BF16_FLAGS)
-    name = name or platform.processor() or platform.machine() or "unknown"
+    name = name or fallback
     return f"{name} ({', '.join(bf16) or 'no bf16 instructions'})"
 
 

@@ -17,6 +17,7 @@ import argparse
 import csv
 import json
 import multiprocessing as mp
+import multiprocessing.synchronize
 import os
 import statistics
 import time
@@ -33,7 +34,7 @@ REPO = Path(__file__).resolve().parents[1]
 HELDOUT = REPO / "tests" / "data" / "utkface_heldout.csv"
 
 
-def _busy(threads: int, stop: mp.Event) -> None:
+def _busy(threads: int, stop: multiprocessing.synchronize.Event) -> None:
     """Matrix products on ``threads`` threads until ``stop`` is set: the competing load."""
     torch.set_num_threads(threads)
     a = torch.randn(1024, 1024)
