@@ -1,0 +1,229 @@
+"""How the no-distillation model's test MAE falls with the number of training faces.
+
+Trains the class teacher's recipe (the student's architecture, ``class_teacher`` params of the
+workspace) on nested, age-stratified fractions of a finished pipeline's training part, with the
+validation and test parts unchanged, and scores each model once on the test part. A power law with
+an asymptote, ``MAE(n) = a + b * n**-c``, fitted to the runs says how far more faces of the same
+kind would carry this network, and about how many it would need for a given MAE.
+
+    python benchmarks/data_scaling.py run --workspace <pipeline dir> --fractions 0.125 0.25 0.5 1 \\
+        --seeds 0 1 --threads 2 --out metrics/data_scaling
+    python benchmarks/data_scaling.py table --out metrics/data_scaling --target 5.25
+
+Every fraction trains for the recipe's epochs (``class_teacher.epochs``): smaller parts get fewer
+optimizer steps, which can only make their MAE worse and the fitted curve steeper, so the faces
+the fit says a target needs are, if anything, too few. Finished runs (``<out>/runs/*.json``) are
+skipped, so a killed grid resumes with the next run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from agedistill.ablation import test_score
+from agedistill.config import load_params
+from agedistill.data import FaceTable, load_table
+from agedistill.evaluation import write_json
+from agedistill.train import Optim, train_classifier
+
+
+def nested_subset(rows: pd.DataFrame, fraction: float, seed: int, age_bin: int = 5) -> np.ndarray:
+    """Row positions of an age-stratified ``fraction`` of ``rows``; nested across fractions.
+
+    Each row draws a random rank within its ``age_bin``-year bin (the same draw for every
+    fraction); a fraction keeps the rows whose rank falls below ``fraction`` of their bin, at
+    least one per bin. So the 1/8 part lies inside the 1/4 part, and so on.
+    """
+    if not 0 < fraction <= 1:
+        raise ValueError(f"fraction {fraction}: expected 0 < fraction <= 1")
+    rng = np.random.default_rng(seed)
+    bins = rows["age"].to_numpy() // age_bin
+    keep = np.zeros(len(rows), dtype=bool)
+    for b in np.unique(bins):
+        pos = np.flatnonzero(bins == b)
+        order = pos[rng.permutation(len(pos))]
+        keep[order[: max(1, round(fraction * len(pos)))]] = True
+    return np.flatnonzero(keep)
+
+
+def subset(table: FaceTable, positions: np.ndarray) -> FaceTable:
+    """The rows of ``table`` at ``positions``."""
+    rows = table.rows.iloc[positions].reset_index(drop=True)
+    return FaceTable(table.images[positions], table.ages[positions], rows)
+
+
+def run_grid(args: argparse.Namespace) -> None:
+    """Train and score every (fraction, seed) run that has no result yet."""
+    ws = args.workspace
+    params = load_params(ws / "params.yaml")
+    arch, size = params.student.model_dump(), params.student.input_size
+    crops, split = ws / "data/aligned/crops", ws / "data/split"
+    train = load_table(split / "train.csv", crops, size)
+    val = load_table(split / "val.csv", crops, size)
+    test = load_table(split / "test.csv", crops, size)
+    runs = args.out / "runs"
+    runs.mkdir(parents=True, exist_ok=True)
+    for seed in args.seeds:
+        for fraction in args.fractions:
+            name = f"f{fraction:g}-s{seed}"
+            if (runs / f"{name}.json").exists():
+                continue
+            part = subset(train, nested_subset(train.rows, fraction, seed))
+            tp = params.class_teacher.model_dump() | {"seed": seed, "threads": args.threads}
+            model = args.models / f"{name}.pt"
+            model.parent.mkdir(parents=True, exist_ok=True)
+            print(f"{name}: {len(part)} training faces, {tp['epochs']} epochs", flush=True)
+            start = time.perf_counter()
+            fit = train_classifier(
+                part, val, arch, Optim(**tp), params.ages.min_age, params.ages.num_classes, model,
+                crop=params.align.crop_settings(), **params.age_loss.model_dump(),
+            )  # fmt: skip
+            scored = test_score(model, test, params.evaluate.cs_max)
+            result = {
+                "fraction": fraction,
+                "seed": seed,
+                "train_faces": len(part),
+                "epochs": tp["epochs"],
+                "val_mae": fit["best_val_mae"],
+                "best_epoch": fit["best_epoch"],
+                **{f"test_{k}": scored[k] for k in ("mae", "mae_flip", "mae_21_60")},
+                "wall_s": round(time.perf_counter() - start, 1),
+                "threads": args.threads,
+            }
+            write_json(result, runs / f"{name}.json")
+            print(json.dumps(result), flush=True)
+
+
+def fit_power_law(n: np.ndarray, mae: np.ndarray, asymptote: bool = True) -> dict[str, float]:
+    """Least-squares ``mae = a + b * n**-c``: ``c`` on a fine grid, ``a`` and ``b`` exact for each.
+
+    ``asymptote=False`` holds ``a`` at 0 (a straight line on log-log axes): the curve then falls
+    for ever, which is the most hopeful reading of the same runs.
+    """
+    best: dict[str, float] = {}
+    for c in np.linspace(0.02, 2.0, 991):
+        if asymptote:
+            design = np.stack([np.ones_like(n), n**-c], axis=1)
+            (a, b), *_ = np.linalg.lstsq(design, mae, rcond=None)
+        else:
+            (b,), *_ = np.linalg.lstsq((n**-c)[:, None], mae, rcond=None)
+            a, design = 0.0, np.stack([np.zeros_like(n), n**-c], axis=1)
+        sse = float(np.sum((design @ np.array([a, b]) - mae) ** 2))
+        if b > 0 and (not best or sse < best["sse"]):
+            best = {"a": float(a), "b": float(b), "c": float(c), "sse": sse}
+    if not best:
+        raise ValueError("MAE does not fall with more faces: no power law with b > 0 fits")
+    best["rmse"] = float(np.sqrt(best["sse"] / len(n)))
+    return best
+
+
+def faces_for(fit: dict[str, float], target: float) -> float:
+    """Training faces at which the fitted curve reaches ``target`` (inf: below its asymptote)."""
+    if target <= fit["a"]:
+        return float("inf")
+    return float((fit["b"] / (target - fit["a"])) ** (1 / fit["c"]))
+
+
+def table(args: argparse.Namespace) -> None:
+    """Fit the curve to the finished runs; write ``data_scaling.{json,md,png}`` under ``--out``."""
+    files = sorted((args.out / "runs").glob("*.json"))
+    if not files:
+        raise SystemExit(f"{args.out}/runs: no finished runs; run `run` first")
+    df = pd.DataFrame([json.loads(f.read_text()) for f in files]).sort_values(
+        ["train_faces", "seed"]
+    )
+    n, mae = df["train_faces"].to_numpy(float), df["test_mae"].to_numpy(float)
+    fits = {"asymptote": fit_power_law(n, mae), "no_asymptote": fit_power_law(n, mae, False)}
+    per = df.groupby("train_faces").agg(
+        fraction=("fraction", "first"), runs=("seed", "size"), test_mae=("test_mae", "mean"),
+        test_mae_sd=("test_mae", "std"), val_mae=("val_mae", "mean"),
+        wall_s=("wall_s", "median"),
+    ).reset_index()  # fmt: skip
+    full = float(n.max())
+    for fit in fits.values():
+        fit |= {f"at_{k}x": fit["a"] + fit["b"] * (k * full) ** -fit["c"] for k in (1, 2, 4)}
+        fit["faces_for_target"] = {f"{t:g}": faces_for(fit, t) for t in args.target}
+    summary = {
+        "model": "test MAE = a + b * train_faces ** -c (least squares over every run); "
+        "no_asymptote: a = 0",
+        "train_faces_now": int(full),
+        "fits": fits,
+        "per_size": per.to_dict(orient="records"),
+        "runs": df.to_dict(orient="records"),
+    }
+    write_json(summary, args.out / "data_scaling.json")
+    lines = ["| training faces | fraction | runs | test MAE (mean) | sd | val MAE | time (s) |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]  # fmt: skip
+    for r in per.itertuples():
+        sd = "" if np.isnan(r.test_mae_sd) else f"{r.test_mae_sd:.3f}"
+        lines.append(f"| {r.train_faces} | {r.fraction:g} | {r.runs} | {r.test_mae:.3f} | {sd} "
+                     f"| {r.val_mae:.3f} | {r.wall_s:.0f} |")  # fmt: skip
+    lines.append("")
+    for name, fit in fits.items():
+        lines.append(f"- fit ({name.replace('_', ' ')}): MAE = {fit['a']:.3f} + {fit['b']:.2f} · "
+                     f"n^-{fit['c']:.3f} (rmse {fit['rmse']:.3f}); at 2x today's faces "
+                     f"{fit['at_2x']:.3f}, at 4x {fit['at_4x']:.3f}")  # fmt: skip
+        for t, need in fit["faces_for_target"].items():
+            said = "never (below the asymptote)"
+            if not np.isinf(need):
+                said = f"{need:,.0f} faces ({need / full:.1f}x today's {int(full):,})"
+            lines.append(f"  - test MAE {t}: {said}")
+    (args.out / "data_scaling.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    plot(df, fits, args.target, args.out / "data_scaling.png")
+
+
+def plot(df: pd.DataFrame, fits: dict[str, dict], targets: list[float], path: Path) -> None:
+    """Test MAE of every run against training faces (log axis), with the fitted curves."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.scatter(df["train_faces"], df["test_mae"], label="runs (one per seed)", zorder=3)
+    grid = np.geomspace(df["train_faces"].min(), df["train_faces"].max() * 8, 200)
+    for name, fit in fits.items():
+        ax.plot(grid, fit["a"] + fit["b"] * grid ** -fit["c"],
+                ls="-" if name == "asymptote" else "-.",
+                label=f"fit {fit['a']:.2f} + {fit['b']:.1f}·n^-{fit['c']:.2f}")  # fmt: skip
+    for t in targets:
+        ax.axhline(t, ls="--", lw=1, color="grey")
+        ax.annotate(f"{t:g}", (grid[0], t), va="bottom", fontsize=8, color="grey")
+    ax.axvline(df["train_faces"].max(), ls=":", color="k", lw=1, label="all training faces")
+    ax.set(xscale="log", xlabel="training faces", ylabel="test MAE (years)",
+           title="No-distillation model: test MAE against training faces")  # fmt: skip
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    r = sub.add_parser("run", help="train and score the grid")
+    r.add_argument("--workspace", type=Path, required=True, help="a finished pipeline's folder")
+    r.add_argument("--fractions", type=float, nargs="+", default=[0.125, 0.25, 0.5, 1.0])
+    r.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    r.add_argument("--threads", type=int, default=2)
+    r.add_argument("--models", type=Path, default=Path("/tmp/data_scaling/models"))
+    r.add_argument("--out", type=Path, default=Path("metrics/data_scaling"))
+    t = sub.add_parser("table", help="fit and tabulate the finished runs")
+    t.add_argument("--out", type=Path, default=Path("metrics/data_scaling"))
+    t.add_argument("--target", type=float, nargs="+", default=[5.25],
+                   help="test MAEs to find the faces for")  # fmt: skip
+    args = ap.parse_args()
+    run_grid(args) if args.cmd == "run" else table(args)
+
+
+if __name__ == "__main__":
+    main()
