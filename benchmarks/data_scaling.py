@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import time
 from pathlib import Path
 
@@ -100,6 +101,50 @@ def run_grid(args: argparse.Namespace) -> None:
             print(json.dumps(result), flush=True)
 
 
+def distill_grid(args: argparse.Namespace) -> None:
+    """Distil a soft-target student from each fraction's class teacher, on the same faces.
+
+    Each (fraction, seed) gets a pipeline-shaped workspace under ``--work``: the fraction's
+    training rows as its split, the run's class teacher, and the pipeline's ranking teacher
+    (which only the hint term reads, so only the ``soft`` variant runs here). The ablation's own
+    runner trains and scores the student, so it is the ablation's ``soft`` row trained on fewer
+    faces; its result lands in ``<out>/students/``. A run of ``--ablation`` (a finished
+    ablation's folder) distilled from a bit-identical class teacher is taken instead of training
+    it again.
+    """
+    from agedistill.ablation import Workspace, run_grid
+    from agedistill.resume import file_digest
+
+    ws = args.workspace
+    rows = pd.read_csv(ws / "data/split/train.csv")
+    (args.out / "students").mkdir(parents=True, exist_ok=True)
+    for seed in args.seeds:
+        for fraction in args.fractions:
+            name = f"f{fraction:g}-s{seed}"
+            teacher = args.models / f"{name}.pt"
+            if not teacher.exists():
+                raise SystemExit(f"{teacher}: missing; `run` this fraction and seed first")
+            result = args.out / "students" / f"{name}.json"
+            done = args.ablation / "runs" / f"soft-s{seed}.json" if args.ablation else None
+            if done and done.exists():
+                recorded = json.loads(done.read_text())["teachers"]["class_teacher"]
+                if recorded == file_digest(teacher):
+                    print(f"{name}: {done} was distilled from this very class teacher; taken")
+                    shutil.copy(done, result)
+            if result.exists():
+                continue
+            work = args.work / name
+            split = work / "split"
+            split.mkdir(parents=True, exist_ok=True)
+            rows.iloc[nested_subset(rows, fraction, seed)].to_csv(split / "train.csv", index=False)
+            for part in ("val", "test"):
+                shutil.copy(ws / "data/split" / f"{part}.csv", split / f"{part}.csv")
+            here = Workspace(ws / "params.yaml", ws / "data/aligned/crops", split, teacher,
+                             ws / "models/rank_teacher.pt")  # fmt: skip
+            run_grid(here, ["soft"], [seed], work, 1, args.threads)
+            shutil.copy(work / "runs" / f"soft-s{seed}.json", result)
+
+
 def fit_power_law(n: np.ndarray, mae: np.ndarray, asymptote: bool = True) -> dict[str, float]:
     """Least-squares ``mae = a + b * n**-c``: ``c`` on a fine grid, ``a`` and ``b`` exact for each.
 
@@ -138,12 +183,16 @@ def table(args: argparse.Namespace) -> None:
     df = pd.DataFrame([json.loads(f.read_text()) for f in files]).sort_values(
         ["train_faces", "seed"]
     )
+    df["student_test_mae"] = [students(args.out).get(f"f{r.fraction:g}-s{r.seed}", np.nan)
+                              for r in df.itertuples()]  # fmt: skip
+    df["student_gain"] = df["test_mae"] - df["student_test_mae"]
     n, mae = df["train_faces"].to_numpy(float), df["test_mae"].to_numpy(float)
     fits = {"asymptote": fit_power_law(n, mae), "no_asymptote": fit_power_law(n, mae, False)}
     per = df.groupby("train_faces").agg(
         fraction=("fraction", "first"), runs=("seed", "size"), test_mae=("test_mae", "mean"),
         test_mae_sd=("test_mae", "std"), val_mae=("val_mae", "mean"),
-        wall_s=("wall_s", "median"),
+        wall_s=("wall_s", "median"), student_test_mae=("student_test_mae", "mean"),
+        student_gain=("student_gain", "mean"),
     ).reset_index()  # fmt: skip
     full = float(n.max())
     for fit in fits.values():
@@ -158,12 +207,15 @@ def table(args: argparse.Namespace) -> None:
         "runs": df.to_dict(orient="records"),
     }
     write_json(summary, args.out / "data_scaling.json")
-    lines = ["| training faces | fraction | runs | test MAE (mean) | sd | val MAE | time (s) |",
-             "| --- | --- | --- | --- | --- | --- | --- |"]  # fmt: skip
+    lines = ["| training faces | fraction | runs | test MAE (mean) | sd | val MAE | time (s) "
+             "| soft-target student, test MAE | its gain |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]  # fmt: skip
     for r in per.itertuples():
         sd = "" if np.isnan(r.test_mae_sd) else f"{r.test_mae_sd:.3f}"
+        st, gain = (("", "") if np.isnan(r.student_test_mae)
+                    else (f"{r.student_test_mae:.3f}", f"{r.student_gain:.3f}"))  # fmt: skip
         lines.append(f"| {r.train_faces} | {r.fraction:g} | {r.runs} | {r.test_mae:.3f} | {sd} "
-                     f"| {r.val_mae:.3f} | {r.wall_s:.0f} |")  # fmt: skip
+                     f"| {r.val_mae:.3f} | {r.wall_s:.0f} | {st} | {gain} |")  # fmt: skip
     lines.append("")
     for name, fit in fits.items():
         lines.append(f"- fit ({name.replace('_', ' ')}): MAE = {fit['a']:.3f} + {fit['b']:.2f} · "
@@ -179,6 +231,12 @@ def table(args: argparse.Namespace) -> None:
     plot(df, fits, args.target, args.out / "data_scaling.png")
 
 
+def students(out: Path) -> dict[str, float]:
+    """Test MAE of each soft-target student of ``distill``, by run name (``f0.5-s0``)."""
+    return {p.stem: json.loads(p.read_text())["test"]["mae"]
+            for p in sorted((out / "students").glob("*.json"))}  # fmt: skip
+
+
 def plot(df: pd.DataFrame, fits: dict[str, dict], targets: list[float], path: Path) -> None:
     """Test MAE of every run against training faces (log axis), with the fitted curves."""
     import matplotlib
@@ -187,7 +245,11 @@ def plot(df: pd.DataFrame, fits: dict[str, dict], targets: list[float], path: Pa
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 4))
-    ax.scatter(df["train_faces"], df["test_mae"], label="runs (one per seed)", zorder=3)
+    ax.scatter(df["train_faces"], df["test_mae"], zorder=3,
+               label="no distillation (one point per seed)")  # fmt: skip
+    if df["student_test_mae"].notna().any():
+        ax.scatter(df["train_faces"], df["student_test_mae"], marker="^", zorder=3,
+                   label="soft-target student of that run")  # fmt: skip
     grid = np.geomspace(df["train_faces"].min(), df["train_faces"].max() * 8, 200)
     for name, fit in fits.items():
         ax.plot(grid, fit["a"] + fit["b"] * grid ** -fit["c"],
@@ -217,12 +279,22 @@ def main() -> None:
     r.add_argument("--threads", type=int, default=2)
     r.add_argument("--models", type=Path, default=Path("/tmp/data_scaling/models"))
     r.add_argument("--out", type=Path, default=Path("metrics/data_scaling"))
+    d = sub.add_parser("distill", help="soft-target students of the fractions' class teachers")
+    d.add_argument("--workspace", type=Path, required=True, help="a finished pipeline's folder")
+    d.add_argument("--fractions", type=float, nargs="+", default=[0.25, 0.5])
+    d.add_argument("--seeds", type=int, nargs="+", default=[0])
+    d.add_argument("--threads", type=int, default=2)
+    d.add_argument("--models", type=Path, default=Path("/tmp/data_scaling/models"))
+    d.add_argument("--work", type=Path, default=Path("/tmp/data_scaling/distill"),
+                   help="the students' workspaces, models and checkpoints")  # fmt: skip
+    d.add_argument("--ablation", type=Path, help="a finished ablation's folder to take runs from")
+    d.add_argument("--out", type=Path, default=Path("metrics/data_scaling"))
     t = sub.add_parser("table", help="fit and tabulate the finished runs")
     t.add_argument("--out", type=Path, default=Path("metrics/data_scaling"))
     t.add_argument("--target", type=float, nargs="+", default=[5.25],
                    help="test MAEs to find the faces for")  # fmt: skip
     args = ap.parse_args()
-    run_grid(args) if args.cmd == "run" else table(args)
+    {"run": run_grid, "distill": distill_grid, "table": table}[args.cmd](args)
 
 
 if __name__ == "__main__":
