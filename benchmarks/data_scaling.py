@@ -126,11 +126,12 @@ def distill_grid(args: argparse.Namespace) -> None:
                 raise SystemExit(f"{teacher}: missing; `run` this fraction and seed first")
             result = args.out / "students" / f"{name}.json"
             done = args.ablation / "runs" / f"soft-s{seed}.json" if args.ablation else None
-            if done and done.exists():
-                recorded = json.loads(done.read_text())["teachers"]["class_teacher"]
-                if recorded == file_digest(teacher):
-                    print(f"{name}: {done} was distilled from this very class teacher; taken")
-                    shutil.copy(done, result)
+            pipeline_teacher = ws / "models/class_teacher.pt"
+            if (done and done.exists() and same_weights(teacher, pipeline_teacher)
+                    and json.loads(done.read_text())["teachers"]["class_teacher"]
+                    == file_digest(pipeline_teacher)):  # fmt: skip
+                print(f"{name}: {done} was distilled from a class teacher of these very weights")
+                shutil.copy(done, result)
             if result.exists():
                 continue
             work = args.work / name
@@ -143,6 +144,15 @@ def distill_grid(args: argparse.Namespace) -> None:
                              ws / "models/rank_teacher.pt")  # fmt: skip
             run_grid(here, ["soft"], [seed], work, 1, args.threads)
             shutil.copy(work / "runs" / f"soft-s{seed}.json", result)
+
+
+def same_weights(a: Path, b: Path) -> bool:
+    """Whether two model files hold equal tensors under the same names (file bytes may differ)."""
+    import torch
+
+    sa, sb = (torch.load(p, weights_only=True, map_location="cpu") for p in (a, b))
+    sa, sb = (s.get("state_dict", s) for s in (sa, sb))
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
 
 
 def fit_power_law(n: np.ndarray, mae: np.ndarray, asymptote: bool = True) -> dict[str, float]:

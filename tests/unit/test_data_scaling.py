@@ -56,3 +56,24 @@ def test_fit_refuses_an_mae_that_rises_with_more_faces():
     n = np.array([1000.0, 2000, 4000])
     with pytest.raises(ValueError, match="does not fall"):
         data_scaling.fit_power_law(n, np.array([5.0, 5.5, 6.0]))
+
+
+ARCH = {"widths": [8, 16], "stem_stride": 2, "depthwise": False, "dropout": 0.0, "input_size": 32}
+
+
+def test_same_weights_looks_at_tensors_not_file_bytes(tmp_path):
+    import torch
+
+    from agedistill.checkpoint import build_model, save_model
+    from agedistill.train import convnet_config
+
+    config = convnet_config(ARCH, num_classes=5, min_age=0)
+    model = build_model(config)
+    save_model(tmp_path / "a.pt", model, config)
+    save_model(tmp_path / "b.pt", model, config)  # another archive name inside the file
+    assert (tmp_path / "a.pt").read_bytes() != (tmp_path / "b.pt").read_bytes()
+    assert data_scaling.same_weights(tmp_path / "a.pt", tmp_path / "b.pt")
+    with torch.no_grad():
+        next(model.parameters()).add_(1e-3)
+    save_model(tmp_path / "c.pt", model, config)
+    assert not data_scaling.same_weights(tmp_path / "a.pt", tmp_path / "c.pt")
