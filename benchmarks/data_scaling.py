@@ -72,11 +72,13 @@ def run_grid(args: argparse.Namespace) -> None:
     runs.mkdir(parents=True, exist_ok=True)
     for seed in args.seeds:
         for fraction in args.fractions:
-            name = f"f{fraction:g}-s{seed}"
+            name = f"f{fraction:g}-s{seed}" + ("-steps" if args.match_steps else "")
             if (runs / f"{name}.json").exists():
                 continue
             part = subset(train, nested_subset(train.rows, fraction, seed))
             tp = params.class_teacher.model_dump() | {"seed": seed, "threads": args.threads}
+            if args.match_steps:  # as many optimizer steps as the whole part gets
+                tp["epochs"] = round(tp["epochs"] / fraction)
             model = args.models / f"{name}.pt"
             model.parent.mkdir(parents=True, exist_ok=True)
             print(f"{name}: {len(part)} training faces, {tp['epochs']} epochs", flush=True)
@@ -91,6 +93,7 @@ def run_grid(args: argparse.Namespace) -> None:
                 "seed": seed,
                 "train_faces": len(part),
                 "epochs": tp["epochs"],
+                "schedule": "steps" if args.match_steps else "epochs",
                 "val_mae": fit["best_val_mae"],
                 "best_epoch": fit["best_epoch"],
                 **{f"test_{k}": scored[k] for k in ("mae", "mae_flip", "mae_21_60")},
@@ -185,57 +188,89 @@ def faces_for(fit: dict[str, float], target: float) -> float:
     return float((fit["b"] / (target - fit["a"])) ** (1 / fit["c"]))
 
 
-def table(args: argparse.Namespace) -> None:
-    """Fit the curve to the finished runs; write ``data_scaling.{json,md,png}`` under ``--out``."""
-    files = sorted((args.out / "runs").glob("*.json"))
+SCHEDULES = {"epochs": "the recipe's epochs", "steps": "the whole part's steps"}
+
+
+def load_runs(out: Path) -> pd.DataFrame:
+    """Every finished run under ``out/runs``, with its soft-target student's test MAE if any."""
+    files = sorted((out / "runs").glob("*.json"))
     if not files:
-        raise SystemExit(f"{args.out}/runs: no finished runs; run `run` first")
-    df = pd.DataFrame([json.loads(f.read_text()) for f in files]).sort_values(
-        ["train_faces", "seed"]
-    )
-    df["student_test_mae"] = [students(args.out).get(f"f{r.fraction:g}-s{r.seed}", np.nan)
+        raise SystemExit(f"{out}/runs: no finished runs; run `run` first")
+    df = pd.DataFrame([json.loads(f.read_text()) for f in files])
+    df["schedule"] = df.get("schedule", pd.Series(index=df.index, dtype=object)).fillna("epochs")
+    taught = students(out)
+    df["student_test_mae"] = [taught.get(f"f{r.fraction:g}-s{r.seed}", np.nan)
+                              if r.schedule == "epochs" else np.nan
                               for r in df.itertuples()]  # fmt: skip
     df["student_gain"] = df["test_mae"] - df["student_test_mae"]
-    n, mae = df["train_faces"].to_numpy(float), df["test_mae"].to_numpy(float)
-    fits = {"asymptote": fit_power_law(n, mae), "no_asymptote": fit_power_law(n, mae, False)}
-    per = df.groupby("train_faces").agg(
-        fraction=("fraction", "first"), runs=("seed", "size"), test_mae=("test_mae", "mean"),
-        test_mae_sd=("test_mae", "std"), val_mae=("val_mae", "mean"),
-        wall_s=("wall_s", "median"), student_test_mae=("student_test_mae", "mean"),
-        student_gain=("student_gain", "mean"),
-    ).reset_index()  # fmt: skip
+    return df.sort_values(["schedule", "train_faces", "seed"]).reset_index(drop=True)
+
+
+def schedule_runs(df: pd.DataFrame, schedule: str) -> pd.DataFrame:
+    """The runs of one schedule; the whole part (fraction 1) is the same run under both."""
+    return df[(df["schedule"] == schedule) | (df["fraction"] == 1)].drop_duplicates(
+        ["fraction", "seed"]
+    )
+
+
+def fit_both(runs: pd.DataFrame, targets: list[float]) -> dict[str, dict]:
+    """Both power laws on these runs, each with its MAE at 1x, 2x, 4x the faces and its needs."""
+    n, mae = runs["train_faces"].to_numpy(float), runs["test_mae"].to_numpy(float)
     full = float(n.max())
+    fits = {"asymptote": fit_power_law(n, mae), "no_asymptote": fit_power_law(n, mae, False)}
     for fit in fits.values():
         fit |= {f"at_{k}x": fit["a"] + fit["b"] * (k * full) ** -fit["c"] for k in (1, 2, 4)}
-        fit["faces_for_target"] = {f"{t:g}": faces_for(fit, t) for t in args.target}
+        fit["faces_for_target"] = {f"{t:g}": faces_for(fit, t) for t in targets}
+    return fits
+
+
+def table(args: argparse.Namespace) -> None:
+    """Fit the curves to the finished runs; write ``data_scaling.{json,md,png}`` under ``--out``."""
+    df = load_runs(args.out)
+    full = int(df["train_faces"].max())
+    fits = {}
+    for schedule in SCHEDULES:
+        runs = schedule_runs(df, schedule)
+        if runs["fraction"].nunique() >= 3:  # three parameters want three sizes at least
+            fits[schedule] = fit_both(runs, args.target)
+    per = df.groupby(["schedule", "train_faces"]).agg(
+        fraction=("fraction", "first"), epochs=("epochs", "first"), runs=("seed", "size"),
+        test_mae=("test_mae", "mean"), test_mae_sd=("test_mae", "std"),
+        val_mae=("val_mae", "mean"), wall_s=("wall_s", "median"),
+        student_test_mae=("student_test_mae", "mean"), student_gain=("student_gain", "mean"),
+    ).reset_index()  # fmt: skip
     summary = {
-        "model": "test MAE = a + b * train_faces ** -c (least squares over every run); "
-        "no_asymptote: a = 0",
-        "train_faces_now": int(full),
+        "model": "test MAE = a + b * train_faces ** -c (least squares over every run of a "
+        "schedule); no_asymptote: a = 0",
+        "schedules": SCHEDULES,
+        "train_faces_now": full,
         "fits": fits,
         "per_size": per.to_dict(orient="records"),
         "runs": df.to_dict(orient="records"),
     }
     write_json(summary, args.out / "data_scaling.json")
-    lines = ["| training faces | fraction | runs | test MAE (mean) | sd | val MAE | time (s) "
-             "| soft-target student, test MAE | its gain |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]  # fmt: skip
+    lines = ["| schedule | training faces | fraction | epochs | runs | test MAE (mean) | sd "
+             "| val MAE | time (s) | soft-target student, test MAE | its gain |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]  # fmt: skip
     for r in per.itertuples():
         sd = "" if np.isnan(r.test_mae_sd) else f"{r.test_mae_sd:.3f}"
         st, gain = (("", "") if np.isnan(r.student_test_mae)
                     else (f"{r.student_test_mae:.3f}", f"{r.student_gain:.3f}"))  # fmt: skip
-        lines.append(f"| {r.train_faces} | {r.fraction:g} | {r.runs} | {r.test_mae:.3f} | {sd} "
-                     f"| {r.val_mae:.3f} | {r.wall_s:.0f} | {st} | {gain} |")  # fmt: skip
+        lines.append(f"| {r.schedule} | {r.train_faces} | {r.fraction:g} | {r.epochs} | {r.runs} "
+                     f"| {r.test_mae:.3f} | {sd} | {r.val_mae:.3f} | {r.wall_s:.0f} | {st} "
+                     f"| {gain} |")  # fmt: skip
     lines.append("")
-    for name, fit in fits.items():
-        lines.append(f"- fit ({name.replace('_', ' ')}): MAE = {fit['a']:.3f} + {fit['b']:.2f} · "
-                     f"n^-{fit['c']:.3f} (rmse {fit['rmse']:.3f}); at 2x today's faces "
-                     f"{fit['at_2x']:.3f}, at 4x {fit['at_4x']:.3f}")  # fmt: skip
-        for t, need in fit["faces_for_target"].items():
-            said = "never (below the asymptote)"
-            if not np.isinf(need):
-                said = f"{need:,.0f} faces ({need / full:.1f}x today's {int(full):,})"
-            lines.append(f"  - test MAE {t}: {said}")
+    for schedule, both in fits.items():
+        for name, fit in both.items():
+            lines.append(f"- {SCHEDULES[schedule]}, fit {name.replace('_', ' ')}: MAE = "
+                         f"{fit['a']:.3f} + {fit['b']:.2f} · n^-{fit['c']:.3f} (rmse "
+                         f"{fit['rmse']:.3f}); at 2x today's faces {fit['at_2x']:.3f}, at 4x "
+                         f"{fit['at_4x']:.3f}")  # fmt: skip
+            for t, need in fit["faces_for_target"].items():
+                said = "never (below the asymptote)"
+                if not np.isinf(need):
+                    said = f"{need:,.0f} faces ({need / full:.1f}x today's {full:,})"
+                lines.append(f"  - test MAE {t}: {said}")
     (args.out / "data_scaling.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     plot(df, fits, args.target, args.out / "data_scaling.png")
@@ -254,26 +289,31 @@ def plot(df: pd.DataFrame, fits: dict[str, dict], targets: list[float], path: Pa
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6, 4))
-    ax.scatter(df["train_faces"], df["test_mae"], zorder=3,
-               label="no distillation (one point per seed)")  # fmt: skip
-    if df["student_test_mae"].notna().any():
-        ax.scatter(df["train_faces"], df["student_test_mae"], marker="^", zorder=3,
-                   label="soft-target student of that run")  # fmt: skip
+    fig, ax = plt.subplots(figsize=(7, 4.5))
     grid = np.geomspace(df["train_faces"].min(), df["train_faces"].max() * 8, 200)
-    for name, fit in fits.items():
-        ax.plot(grid, fit["a"] + fit["b"] * grid ** -fit["c"],
-                ls="-" if name == "asymptote" else "-.",
-                label=f"fit {fit['a']:.2f} + {fit['b']:.1f}·n^-{fit['c']:.2f}")  # fmt: skip
+    styles = zip(SCHEDULES.items(), ("C0", "C2"), "os", strict=True)
+    for (schedule, label), colour, marker in styles:
+        runs = schedule_runs(df, schedule)
+        if schedule != "epochs" and (runs["schedule"] == schedule).sum() == 0:
+            continue
+        ax.scatter(runs["train_faces"], runs["test_mae"], color=colour, marker=marker, zorder=3,
+                   label=f"no distillation, {label}")  # fmt: skip
+        for name, fit in fits.get(schedule, {}).items():
+            ax.plot(grid, fit["a"] + fit["b"] * grid ** -fit["c"], color=colour,
+                    ls="-" if name == "asymptote" else "-.", lw=1,
+                    label=f"  fit {fit['a']:.2f} + {fit['b']:.1f}·n^-{fit['c']:.2f}")  # fmt: skip
+    if df["student_test_mae"].notna().any():
+        ax.scatter(df["train_faces"], df["student_test_mae"], marker="^", color="C3", zorder=3,
+                   label="soft-target student of the recipe's-epochs run")  # fmt: skip
     for t in targets:
         ax.axhline(t, ls="--", lw=1, color="grey")
         ax.annotate(f"{t:g}", (grid[0], t), va="bottom", fontsize=8, color="grey")
     ax.axvline(df["train_faces"].max(), ls=":", color="k", lw=1, label="all training faces")
     ax.set(xscale="log", xlabel="training faces", ylabel="test MAE (years)",
-           title="No-distillation model: test MAE against training faces")  # fmt: skip
+           title="Test MAE against training faces")  # fmt: skip
     ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -287,6 +327,8 @@ def main() -> None:
     r.add_argument("--fractions", type=float, nargs="+", default=[0.125, 0.25, 0.5, 1.0])
     r.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     r.add_argument("--threads", type=int, default=2)
+    r.add_argument("--match-steps", action="store_true",
+                   help="fraction f trains epochs/f epochs (the whole part's steps)")  # fmt: skip
     r.add_argument("--models", type=Path, default=Path("/tmp/data_scaling/models"))
     r.add_argument("--out", type=Path, default=Path("metrics/data_scaling"))
     d = sub.add_parser("distill", help="soft-target students of the fractions' class teachers")
