@@ -20,9 +20,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import shutil
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -224,6 +226,13 @@ def fit_both(runs: pd.DataFrame, targets: list[float]) -> dict[str, dict]:
     return fits
 
 
+def finite(x: Any) -> Any:
+    """``x`` with infinite floats as None, so the metrics JSON stays valid JSON."""
+    if isinstance(x, dict):
+        return {k: finite(v) for k, v in x.items()}
+    return None if isinstance(x, float) and math.isinf(x) else x
+
+
 def table(args: argparse.Namespace) -> None:
     """Fit the curves to the finished runs; write ``data_scaling.{json,md,png}`` under ``--out``."""
     df = load_runs(args.out)
@@ -244,7 +253,7 @@ def table(args: argparse.Namespace) -> None:
         "schedule); no_asymptote: a = 0",
         "schedules": SCHEDULES,
         "train_faces_now": full,
-        "fits": fits,
+        "fits": finite(fits),  # faces_for_target None: never (below the asymptote)
         "per_size": per.to_dict(orient="records"),
         "runs": df.to_dict(orient="records"),
     }
