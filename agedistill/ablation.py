@@ -16,7 +16,7 @@ import signal
 import statistics
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +37,11 @@ class Workspace:
     split: Path = Path("data/split")
     class_teacher: Path = Path("models/class_teacher.pt")
     rank_teacher: Path = Path("models/rank_teacher.pt")
+
+    @classmethod
+    def of(cls, folder: Path) -> Workspace:
+        """The workspace of the pipeline run in ``folder`` (every path under it)."""
+        return cls(**{f.name: folder / f.default for f in fields(cls)})
 
     def digests(self) -> dict[str, str]:
         """SHA-256 of both teacher files: which teachers a run was distilled from."""

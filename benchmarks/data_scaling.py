@@ -10,10 +10,10 @@ kind would carry this network, and about how many it would need for a given MAE.
         --seeds 0 1 --threads 2 --out metrics/data_scaling
     python benchmarks/data_scaling.py table --out metrics/data_scaling --target 5.25
 
-Every fraction trains for the recipe's epochs (``class_teacher.epochs``): smaller parts get fewer
-optimizer steps, which can only make their MAE worse and the fitted curve steeper, so the faces
-the fit says a target needs are, if anything, too few. Finished runs (``<out>/runs/*.json``) are
-skipped, so a killed grid resumes with the next run.
+Every fraction trains for the recipe's epochs (``class_teacher.epochs``), so smaller parts get
+fewer optimizer steps; ``--match-steps`` gives them the whole part's steps instead, to check that
+this does not steepen the curve (on UTKFace the longer schedules overfit). Finished runs
+(``<out>/runs/*.json``) are skipped, so a killed grid resumes with the next run.
 """
 
 from __future__ import annotations
@@ -23,13 +23,14 @@ import json
 import math
 import shutil
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from agedistill.ablation import test_score
+from agedistill.ablation import Workspace, test_score
 from agedistill.config import load_params
 from agedistill.data import FaceTable, load_table
 from agedistill.evaluation import write_json
@@ -63,13 +64,11 @@ def subset(table: FaceTable, positions: np.ndarray) -> FaceTable:
 
 def run_grid(args: argparse.Namespace) -> None:
     """Train and score every (fraction, seed) run that has no result yet."""
-    ws = args.workspace
-    params = load_params(ws / "params.yaml")
+    ws = Workspace.of(args.workspace)
+    params = load_params(ws.params)
     arch, size = params.student.model_dump(), params.student.input_size
-    crops, split = ws / "data/aligned/crops", ws / "data/split"
-    train = load_table(split / "train.csv", crops, size)
-    val = load_table(split / "val.csv", crops, size)
-    test = load_table(split / "test.csv", crops, size)
+    train, val, test = (load_table(ws.split / f"{p}.csv", ws.crops, size)
+                        for p in ("train", "val", "test"))  # fmt: skip
     runs = args.out / "runs"
     runs.mkdir(parents=True, exist_ok=True)
     for seed in args.seeds:
@@ -117,11 +116,10 @@ def distill_grid(args: argparse.Namespace) -> None:
     ablation's folder) distilled from a bit-identical class teacher is taken instead of training
     it again.
     """
-    from agedistill.ablation import Workspace, run_grid
-    from agedistill.resume import file_digest
+    from agedistill.ablation import run_grid
 
-    ws = args.workspace
-    rows = pd.read_csv(ws / "data/split/train.csv")
+    ws = Workspace.of(args.workspace)
+    rows = pd.read_csv(ws.split / "train.csv")
     (args.out / "students").mkdir(parents=True, exist_ok=True)
     for seed in args.seeds:
         for fraction in args.fractions:
@@ -131,10 +129,9 @@ def distill_grid(args: argparse.Namespace) -> None:
                 raise SystemExit(f"{teacher}: missing; `run` this fraction and seed first")
             result = args.out / "students" / f"{name}.json"
             done = args.ablation / "runs" / f"soft-s{seed}.json" if args.ablation else None
-            pipeline_teacher = ws / "models/class_teacher.pt"
-            if (done and done.exists() and same_weights(teacher, pipeline_teacher)
+            if (done and done.exists() and same_weights(teacher, ws.class_teacher)
                     and json.loads(done.read_text())["teachers"]["class_teacher"]
-                    == file_digest(pipeline_teacher)):  # fmt: skip
+                    == ws.digests()["class_teacher"]):  # fmt: skip
                 print(f"{name}: {done} was distilled from a class teacher of these very weights")
                 shutil.copy(done, result)
             if result.exists():
@@ -144,9 +141,8 @@ def distill_grid(args: argparse.Namespace) -> None:
             split.mkdir(parents=True, exist_ok=True)
             rows.iloc[nested_subset(rows, fraction, seed)].to_csv(split / "train.csv", index=False)
             for part in ("val", "test"):
-                shutil.copy(ws / "data/split" / f"{part}.csv", split / f"{part}.csv")
-            here = Workspace(ws / "params.yaml", ws / "data/aligned/crops", split, teacher,
-                             ws / "models/rank_teacher.pt")  # fmt: skip
+                shutil.copy(ws.split / f"{part}.csv", split / f"{part}.csv")
+            here = replace(ws, split=split, class_teacher=teacher)
             run_grid(here, ["soft"], [seed], work, 1, args.threads)
             shutil.copy(work / "runs" / f"soft-s{seed}.json", result)
 

@@ -44,9 +44,7 @@ def main() -> None:
     ap.add_argument("--set", action="append", default=[], metavar="distill.KEY=VALUE",
                     help="change a distill param for these runs (repeatable)")  # fmt: skip
     args = ap.parse_args()
-    w = args.workspace
-    ws = Workspace(w / "params.yaml", w / "data/aligned/crops", w / "data/split",
-                   w / "models/class_teacher.pt", w / "models/rank_teacher.pt")  # fmt: skip
+    ws = Workspace.of(args.workspace)
     if args.set or (args.out / "params.yaml").exists():  # a probe folder keeps its params
         ws = with_overrides(ws, args.set, args.out)
     if args.cmd == "run":

@@ -133,3 +133,14 @@ def test_killing_a_grid_takes_its_training_workers_with_it(tmp_path):
     while any(alive(p) for p in workers) and time.time() < deadline:
         time.sleep(0.1)
     assert not any(alive(p) for p in workers)
+
+
+def test_workspace_of_a_folder_puts_every_path_under_it(tmp_path):
+    from agedistill.ablation import Workspace
+
+    ws = Workspace.of(tmp_path)
+    assert ws.params == tmp_path / "params.yaml"
+    assert ws.crops == tmp_path / "data/aligned/crops"
+    assert ws.split == tmp_path / "data/split"
+    assert ws.class_teacher == tmp_path / "models/class_teacher.pt"
+    assert ws.rank_teacher == tmp_path / "models/rank_teacher.pt"
