@@ -62,7 +62,7 @@ def _report(path: str) -> int:
     import json
     from pathlib import Path
 
-    from agedistill.evaluation import summary_table
+    from agedistill.evaluation.scoring import summary_table
 
     try:
         results = json.loads(Path(path).read_text())
@@ -74,7 +74,7 @@ def _report(path: str) -> int:
 
 
 def _predict(args: argparse.Namespace) -> int:
-    from agedistill.predict import run_predict
+    from agedistill.serving.predict import run_predict
 
     given = {
         "min_prob": args.min_prob,
@@ -91,7 +91,7 @@ def _predict(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from agedistill.export import export_model
+    from agedistill.serving.export import export_model
 
     out = export_model(args.format, args.out, args.model)
     print(f"agedistill export: wrote {out}", file=sys.stderr)
@@ -107,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "exp":
         from agedistill.config import ParamsError
-        from agedistill.profiles import run_profile
+        from agedistill.pipeline.profiles import run_profile
 
         try:
             return run_profile(args.profile, args.dvc_args)
@@ -116,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     if args.command == "report":
         return _report(args.metrics)
-    from agedistill.checkpoint import ModelFileError
+    from agedistill.models.files import ModelFileError
 
     try:
         return _predict(args) if args.command == "predict" else _export(args)

@@ -13,9 +13,9 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from agedistill.align import DETECT_PAD
-from agedistill.models import stage_sides
-from agedistill.precision import PRECISIONS
+from agedistill.faces.align import DETECT_PAD
+from agedistill.models.nets import stage_sides
+from agedistill.training.precision import PRECISIONS
 
 PosInt = Annotated[int, Field(gt=0)]
 NonNegFloat = Annotated[float, Field(ge=0)]

@@ -17,9 +17,9 @@ from pathlib import Path
 
 from memory import PeakMemory
 
-from agedistill.align_dataset import SourceSpec, align_with_params, summarize
 from agedistill.config import load_params
-from agedistill.evaluation import write_json
+from agedistill.evaluation.scoring import write_json
+from agedistill.faces.align_dataset import SourceSpec, align_with_params, summarize
 
 
 def main() -> None:

@@ -29,10 +29,10 @@ from pathlib import Path
 import torch
 from PIL import Image, ImageOps
 
-from agedistill.align_dataset import SourceSpec, align_with_params
 from agedistill.config import AlignParams, load_params
-from agedistill.evaluation import write_json
-from agedistill.machine import cpu_name
+from agedistill.evaluation.scoring import write_json
+from agedistill.faces.align_dataset import SourceSpec, align_with_params
+from agedistill.pipeline.machine import cpu_name
 
 
 def sample_files(folder: Path, n: int, seed: int) -> list[Path]:

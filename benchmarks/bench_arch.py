@@ -19,9 +19,9 @@ from pathlib import Path
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from agedistill.inference import for_inference
-from agedistill.metrics import cpu_latency
-from agedistill.models import ConvNet, count_parameters
+from agedistill.evaluation.metrics import cpu_latency
+from agedistill.models.nets import ConvNet, count_parameters
+from agedistill.serving.inference import for_inference
 
 FIVE = [16, 32, 64, 128, 192]  # a 16-channel stage in front of the reference's four
 CANDIDATES = {

@@ -26,9 +26,9 @@ from pathlib import Path
 
 import torch
 
-from agedistill.align import FaceDetector
-from agedistill.machine import cpu_name
-from agedistill.predict import DETECT_DEFAULTS, load_age_model, predict_files
+from agedistill.faces.align import FaceDetector
+from agedistill.pipeline.machine import cpu_name
+from agedistill.serving.predict import DETECT_DEFAULTS, load_age_model, predict_files
 
 REPO = Path(__file__).resolve().parents[1]
 HELDOUT = REPO / "tests" / "data" / "utkface_heldout.csv"

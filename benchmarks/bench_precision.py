@@ -23,9 +23,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from agedistill.machine import cpu_name
-from agedistill.models import ConvNet, RankTeacher
-from agedistill.precision import autocast, native_bf16, to_memory_format
+from agedistill.models.nets import ConvNet, RankTeacher
+from agedistill.pipeline.machine import cpu_name
+from agedistill.training.precision import autocast, native_bf16, to_memory_format
 
 CPU = torch.device("cpu")
 NETWORKS = {

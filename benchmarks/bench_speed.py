@@ -39,13 +39,13 @@ import numpy as np
 import torch
 from PIL import Image
 
-from agedistill.align import FaceDetector, ImageReadError, align_face, load_image, model_crop
-from agedistill.checkpoint import load_model
-from agedistill.data import normalize
-from agedistill.inference import for_inference
-from agedistill.machine import cpu_name
-from agedistill.ordinal import age_std, expected_age
-from agedistill.predict import DETECT_DEFAULTS, WORK_SIDE_FACTOR
+from agedistill.data.augment import normalize
+from agedistill.faces.align import FaceDetector, ImageReadError, align_face, load_image, model_crop
+from agedistill.models.files import load_model
+from agedistill.models.ordinal import age_std, expected_age
+from agedistill.pipeline.machine import cpu_name
+from agedistill.serving.inference import for_inference
+from agedistill.serving.predict import DETECT_DEFAULTS, WORK_SIDE_FACTOR
 
 MODELS = ("student", "class_teacher", "rank_teacher")
 REPO = Path(__file__).resolve().parents[1]
@@ -186,8 +186,8 @@ def onnx_vs_torch(
     """The student exported to ONNX and run by ONNX Runtime, timed in turns with PyTorch."""
     import onnxruntime as ort
 
-    from agedistill.export import INPUT_NAME, OUTPUT_NAMES, export_onnx, torch_outputs
-    from agedistill.predict import AgeModel
+    from agedistill.serving.export import INPUT_NAME, OUTPUT_NAMES, export_onnx, torch_outputs
+    from agedistill.serving.predict import AgeModel
 
     age_model = AgeModel(model, config, Path(args.models) / "student.pt")
     with tempfile.TemporaryDirectory() as tmp:

@@ -22,7 +22,7 @@ from pathlib import Path
 import yaml
 from memory import PeakMemory
 
-from agedistill.evaluation import write_json
+from agedistill.evaluation.scoring import write_json
 
 STAGES = {
     "rank_teacher": ["--model", "models/rank_teacher.pt", "--metrics", "m/rank_teacher.json"],
@@ -65,7 +65,7 @@ def main() -> None:
                "PYTHONPATH": str(repo)}  # fmt: skip
         for stage in args.stages:
             extra = STAGES[stage]
-            cmd = [sys.executable, "-m", "agedistill.launch", f"stages.{stage}", "--crops",
+            cmd = [sys.executable, "-m", "agedistill.training.launch", f"stages.{stage}", "--crops",
                    "data/aligned/crops", "--split", "data/split", *extra]  # fmt: skip
             start = time.perf_counter()
             proc = subprocess.Popen(cmd, cwd=run, env=env, stdout=subprocess.DEVNULL)

@@ -7,7 +7,7 @@ import argparse
 import shutil
 from pathlib import Path
 
-from agedistill.sample import stratified_sample
+from agedistill.faces.sample import stratified_sample
 
 
 def main() -> None:

@@ -3,10 +3,10 @@
 import argparse
 from pathlib import Path
 
-from agedistill.align_dataset import SourceSpec, align_with_params, summarize
 from agedistill.config import load_params
-from agedistill.evaluation import write_json
-from agedistill.stage import run_stage
+from agedistill.evaluation.scoring import write_json
+from agedistill.faces.align_dataset import SourceSpec, align_with_params, summarize
+from agedistill.pipeline.stage import run_stage
 
 
 def main() -> None:

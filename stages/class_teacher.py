@@ -7,10 +7,10 @@ import argparse
 from pathlib import Path
 
 from agedistill.config import load_params
-from agedistill.data import load_table
-from agedistill.runner import publish, training_run
-from agedistill.stage import run_stage
-from agedistill.train import Optim, train_classifier
+from agedistill.data.augment import load_table
+from agedistill.pipeline.stage import run_stage
+from agedistill.training.harness import publish, training_run
+from agedistill.training.recipes import Optim, train_classifier
 
 
 def main() -> None:

@@ -3,13 +3,13 @@
 import argparse
 from pathlib import Path
 
-from agedistill.checkpoint import load_model
 from agedistill.config import load_params
-from agedistill.data import load_table
-from agedistill.resume import file_digest
-from agedistill.runner import publish, training_run
-from agedistill.stage import run_stage
-from agedistill.train import Optim, train_student
+from agedistill.data.augment import load_table
+from agedistill.models.files import load_model
+from agedistill.pipeline.stage import run_stage
+from agedistill.training.checkpoints import file_digest
+from agedistill.training.harness import publish, training_run
+from agedistill.training.recipes import Optim, train_student
 
 
 def main() -> None:

@@ -4,10 +4,10 @@ import argparse
 from pathlib import Path
 
 from agedistill.config import load_params, raw_params
-from agedistill.data import load_table
-from agedistill.evaluation import evaluate_models, summary_table, write_json, write_plots
-from agedistill.stage import run_stage
-from agedistill.tracking import stage_run
+from agedistill.data.augment import load_table
+from agedistill.evaluation.scoring import evaluate_models, summary_table, write_json, write_plots
+from agedistill.pipeline.stage import run_stage
+from agedistill.pipeline.tracking import stage_run
 
 
 def main() -> None:

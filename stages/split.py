@@ -6,9 +6,9 @@ from pathlib import Path
 import pandas as pd
 
 from agedistill.config import load_params
-from agedistill.evaluation import write_json
-from agedistill.splits import PARTS, SplitError, apply_age_range, make_split
-from agedistill.stage import run_stage
+from agedistill.data.splits import PARTS, SplitError, apply_age_range, make_split
+from agedistill.evaluation.scoring import write_json
+from agedistill.pipeline.stage import run_stage
 
 
 def main() -> None:

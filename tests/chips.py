@@ -9,8 +9,8 @@ import pandas as pd
 import torch
 from PIL import Image
 
-from agedistill.data import FaceTable
-from agedistill.sources import UTKFaceReader
+from agedistill.data.augment import FaceTable
+from agedistill.faces.sources import UTKFaceReader
 
 
 def chip_table(folder: Path, step: int, n: int, size: int = 32) -> FaceTable:

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from agedistill.align_dataset import SourceSpec, align_dataset, summarize
+from agedistill.faces.align_dataset import SourceSpec, align_dataset, summarize
 
 pytestmark = pytest.mark.integration
 

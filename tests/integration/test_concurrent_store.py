@@ -17,7 +17,7 @@ def _write_run(args: tuple[str, int]) -> str:
     import os
 
     os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{store}?timeout=120"
-    from agedistill.tracking import stage_run
+    from agedistill.pipeline.tracking import stage_run
 
     with stage_run("distill", {"temperature": i}, {"distill": {"temperature": i}}) as run:
         for epoch in range(1, 6):

@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from agedistill.align import Detection, FaceDetector, align_face, read_image
+from agedistill.faces.align import Detection, FaceDetector, align_face, read_image
 
 pytestmark = pytest.mark.integration
 

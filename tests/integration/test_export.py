@@ -17,11 +17,11 @@ import pytest
 import torch
 from PIL import Image
 
-from agedistill.align import FaceDetector, read_image
 from agedistill.cli import main
-from agedistill.data import normalize
-from agedistill.export import INPUT_NAME, OUTPUT_NAMES, torch_outputs
-from agedistill.predict import DETECT_DEFAULTS, AgeModel, load_age_model
+from agedistill.data.augment import normalize
+from agedistill.faces.align import FaceDetector, read_image
+from agedistill.serving.export import INPUT_NAME, OUTPUT_NAMES, torch_outputs
+from agedistill.serving.predict import DETECT_DEFAULTS, AgeModel, load_age_model
 
 pytestmark = pytest.mark.integration
 

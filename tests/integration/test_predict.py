@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from agedistill.align import FaceDetector, read_image
 from agedistill.cli import main
-from agedistill.predict import (
+from agedistill.faces.align import FaceDetector, read_image
+from agedistill.serving.predict import (
     DETECT_DEFAULTS,
     AgeModel,
     ImageResult,

@@ -16,9 +16,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from agedistill.align import FaceDetector
-from agedistill.metrics import mae as mean_abs_error
-from agedistill.predict import DETECT_DEFAULTS, load_age_model, predict_files
+from agedistill.evaluation.metrics import mae as mean_abs_error
+from agedistill.faces.align import FaceDetector
+from agedistill.serving.predict import DETECT_DEFAULTS, load_age_model, predict_files
 
 pytestmark = pytest.mark.integration
 

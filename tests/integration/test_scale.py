@@ -104,7 +104,7 @@ def test_two_process_gloo_training_writes_one_set_of_outputs(pipeline, tmp_path)
     assert len(losses) == 4 and losses[-1] < losses[0]
     metrics = json.loads((repo / "metrics/class_teacher.json").read_text())
     assert metrics["best_epoch"] >= 1 and 0 < metrics["val_mae"] < 60
-    from agedistill.checkpoint import load_model
+    from agedistill.models.files import load_model
 
     _, config = load_model(repo / "models/class_teacher.pt")
     assert config["arch"] == "convnet"

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from agedistill.align import Detection, FaceDetector
+from agedistill.faces.align import Detection, FaceDetector
 
 
 @pytest.fixture

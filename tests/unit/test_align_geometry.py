@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from agedistill.align import (
+from agedistill.faces.align import (
     TEMPLATES,
     Face,
     align_face,

@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 from torch.nn.functional import interpolate
 
-from agedistill.align import _area_crops, summed_area_table
+from agedistill.faces.align import _area_crops, summed_area_table
 
 
 @pytest.fixture(scope="module")

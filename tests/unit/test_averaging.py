@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from agedistill.averaging import WeightAverage, ema_decay
+from agedistill.training.averaging import WeightAverage, ema_decay
 
 
 def test_decay_warms_up_then_holds_at_one_minus_one_over_horizon():

@@ -3,9 +3,9 @@ import pandas as pd
 import pytest
 import torch
 
-from agedistill.data import augment, batches, color_jitter, normalize, similarity_jitter
-from agedistill.metrics import cumulative_score, group_label, grouped_mae, mae
-from agedistill.train import kendall_tau
+from agedistill.data.augment import augment, batches, color_jitter, normalize, similarity_jitter
+from agedistill.evaluation.metrics import cumulative_score, group_label, grouped_mae, mae
+from agedistill.training.recipes import kendall_tau
 
 
 def test_augment_flips_and_shifts_within_bounds():
@@ -116,7 +116,7 @@ def test_augment_draws_no_random_numbers_for_knobs_that_are_off():
 
 
 def test_mix_pairs_blends_each_face_with_a_partner_by_one_weight():
-    from agedistill.data import mix_pairs
+    from agedistill.data.augment import mix_pairs
 
     x = torch.arange(5 * 3 * 2 * 2, dtype=torch.float32).view(5, 3, 2, 2)
     gen = torch.Generator().manual_seed(0)
@@ -133,7 +133,7 @@ def test_mix_pairs_blends_each_face_with_a_partner_by_one_weight():
 def test_resize_faces_matches_the_resize_of_load_time(sample_images):
     from PIL import Image
 
-    from agedistill.data import resize_faces
+    from agedistill.data.augment import resize_faces
 
     path = sorted(sample_images.glob("*.jpg"))[0]
     with Image.open(path) as im:

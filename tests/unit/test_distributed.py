@@ -7,9 +7,9 @@ import sys
 import pytest
 import torch
 
-from agedistill.distributed import SINGLE, Context, setup, shard, weighted_mean
-from agedistill.launch import main as launch
-from agedistill.launch import torchrun_command
+from agedistill.training.distributed import SINGLE, Context, setup, shard, weighted_mean
+from agedistill.training.launch import main as launch
+from agedistill.training.launch import torchrun_command
 
 
 def test_shards_of_a_batch_partition_it():

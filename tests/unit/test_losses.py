@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from agedistill.losses import age_loss, hint_loss, kd_loss, mixed_age_loss
+from agedistill.training.losses import age_loss, hint_loss, kd_loss, mixed_age_loss
 
 
 def test_kd_loss_matches_hand_computation():

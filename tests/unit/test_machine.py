@@ -1,5 +1,5 @@
-from agedistill.machine import cpu_name, describe
-from agedistill.tracking import run_tags
+from agedistill.pipeline.machine import cpu_name, describe
+from agedistill.pipeline.tracking import run_tags
 
 CPUINFO = """processor\t: 0
 vendor_id\t: GenuineIntel

@@ -3,9 +3,9 @@ import pickle
 import pytest
 import torch
 
-from agedistill.checkpoint import ModelFileError, build_model, load_model, save_model
-from agedistill.models import ConvNet, HintAdapter, RankTeacher, count_parameters
-from agedistill.train import convnet_config
+from agedistill.models.files import ModelFileError, build_model, load_model, save_model
+from agedistill.models.nets import ConvNet, HintAdapter, RankTeacher, count_parameters
+from agedistill.training.recipes import convnet_config
 
 
 def test_student_shapes_and_size_budget():
@@ -104,7 +104,7 @@ def test_model_config_records_how_faces_were_aligned():
      (63, 2, [4, 4, 4, 4]), (97, 2, [4, 4, 4])],
 )  # fmt: skip
 def test_stage_sides_are_the_feature_map_sides(size, stride, widths):
-    from agedistill.models import stage_sides
+    from agedistill.models.nets import stage_sides
 
     net = ConvNet(widths, 5, stem_stride=stride).eval()
     maps = net.forward_features(torch.zeros(1, 3, size, size))[1]

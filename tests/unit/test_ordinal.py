@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from agedistill.ordinal import (
+from agedistill.models.ordinal import (
     SequenceSampler,
     age_std,
     expected_age,

@@ -18,10 +18,10 @@ import torch
 from PIL import Image
 
 from agedistill import __version__
-from agedistill.align import Detection, Face, template
-from agedistill.checkpoint import FORMAT, ModelFileError
 from agedistill.cli import main
-from agedistill.predict import (
+from agedistill.faces.align import Detection, Face, template
+from agedistill.models.files import FORMAT, ModelFileError
+from agedistill.serving.predict import (
     COLUMNS,
     AgeModel,
     ImageResult,
@@ -252,8 +252,8 @@ def test_pickled_code_in_a_model_file_is_not_executed(tmp_path: Path, capsys) ->
 
 
 def test_rank_teacher_is_refused_as_the_wrong_architecture(tmp_path: Path, capsys) -> None:
-    from agedistill.checkpoint import save_model
-    from agedistill.models import RankTeacher
+    from agedistill.models.files import save_model
+    from agedistill.models.nets import RankTeacher
 
     config = {
         "arch": "rank_teacher", "widths": [8, 8, 8, 8], "stem_stride": 2, "depthwise": False,
@@ -319,7 +319,7 @@ def test_annotated_copies_mirror_the_input_layout(model: AgeModel, tmp_path: Pat
 def test_predict_searches_photos_with_the_border_the_model_was_aligned_with(
     tmp_path: Path, monkeypatch
 ) -> None:
-    import agedistill.predict as predict_mod
+    import agedistill.serving.predict as predict_mod
 
     used: list[float] = []
 
@@ -342,6 +342,6 @@ def test_predict_searches_photos_with_the_border_the_model_was_aligned_with(
     old = _blob_with()
     old["config"].pop("align_detect_pad", None)
     torch.save(old, tmp_path / "old.pt")
-    from agedistill.align import DETECT_PAD
+    from agedistill.faces.align import DETECT_PAD
 
     assert load_age_model(tmp_path / "old.pt").detect_pad == DETECT_PAD

@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from agedistill.config import ParamsError
-from agedistill.profiles import hydra_value, profile_overrides
+from agedistill.pipeline.profiles import hydra_value, profile_overrides
 
 
 def test_values_are_written_in_dvc_override_grammar():
@@ -51,8 +51,8 @@ def test_every_shipped_profile_is_valid_against_the_params(repo, tmp_path, monke
 
 def test_the_128_px_profile_hints_matching_maps(repo):
     from agedistill.config import parse_params, raw_params
-    from agedistill.models import stage_sides
-    from agedistill.profiles import merge
+    from agedistill.models.nets import stage_sides
+    from agedistill.pipeline.profiles import merge
 
     profile = yaml.safe_load((repo / "profiles/full-128.yaml").read_text())
     p = parse_params(merge(raw_params(repo / "params.yaml"), profile))

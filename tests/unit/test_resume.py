@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from agedistill.checkpoint import load_model
-from agedistill.data import FaceTable
-from agedistill.resume import TrainState, fingerprint
-from agedistill.train import Optim, Run, epoch_random, train_classifier
+from agedistill.data.augment import FaceTable
+from agedistill.models.files import load_model
+from agedistill.training.checkpoints import TrainState, fingerprint
+from agedistill.training.recipes import Optim, Run, epoch_random, train_classifier
 from tests.chips import chip_table
 
 ARCH = {"widths": [8, 16], "stem_stride": 2, "depthwise": False, "dropout": 0.2, "input_size": 32}

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from agedistill.sources import READERS, LabelReader, Record, make_reader
+from agedistill.faces.sources import READERS, LabelReader, Record, make_reader
 
 
 def touch(folder: Path, *names: str) -> None:

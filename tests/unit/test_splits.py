@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from agedistill.splits import SplitError, apply_age_range, check_no_leakage, make_split
+from agedistill.data.splits import SplitError, apply_age_range, check_no_leakage, make_split
 
 
 def manifest(n: int = 600, seed: int = 0, subjects: int = 0) -> pd.DataFrame:

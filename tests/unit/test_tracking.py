@@ -1,4 +1,4 @@
-from agedistill.tracking import (
+from agedistill.pipeline.tracking import (
     flatten,
     main_repo_root,
     params_hash,

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from agedistill.checkpoint import build_model, load_model
-from agedistill.data import FaceTable
-from agedistill.train import Optim, train_classifier, train_rank_teacher, train_student
+from agedistill.data.augment import FaceTable
+from agedistill.models.files import build_model, load_model
+from agedistill.training.recipes import Optim, train_classifier, train_rank_teacher, train_student
 from tests.chips import chip_table
 
 ARCH = {
@@ -40,7 +40,7 @@ def test_classifier_loss_goes_down_and_best_epoch_is_saved(faces, tmp_path):
     assert m["best_val_mae"] == pytest.approx(best)
     model, config = load_model(out)
     assert config["num_classes"] == 101 and config["min_age"] == 0
-    from agedistill.engine import age_mae
+    from agedistill.models.predictions import age_mae
 
     assert age_mae(model, faces.images, faces.ages, 0) == pytest.approx(best, abs=1e-4)
 
@@ -93,8 +93,8 @@ def test_ranking_teacher_reads_faces_at_its_own_input_size(faces, tmp_path, monk
 
 
 def test_hint_check_reads_each_network_on_its_own_device():
-    from agedistill.models import ConvNet, RankTeacher
-    from agedistill.train import _check_hint_maps
+    from agedistill.models.nets import ConvNet, RankTeacher
+    from agedistill.training.recipes import _check_hint_maps
 
     # train_student moves the teachers to the training device before the student: here the
     # teacher sits on the meta device and the student on the CPU
@@ -108,8 +108,8 @@ def test_hint_check_reads_each_network_on_its_own_device():
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_distillation_with_hints_trains_on_a_gpu(faces, tmp_path):
-    from agedistill.distributed import Context
-    from agedistill.train import Run
+    from agedistill.training.distributed import Context
+    from agedistill.training.recipes import Run
 
     config = {"arch": "convnet", **ARCH, "num_classes": 101, "min_age": 0}
     rt = build_model({"arch": "rank_teacher", **ARCH, "input_size": 16, "widths": [8, 16],
@@ -149,8 +149,8 @@ class Recorder(torch.nn.Module):
 
 
 def test_mixup_feeds_the_teacher_the_blend_the_student_reads(faces, tmp_path, monkeypatch):
-    import agedistill.train as train_module
-    from agedistill.data import mix_pairs
+    import agedistill.training.recipes as train_module
+    from agedistill.data.augment import mix_pairs
 
     blends = []
 
@@ -182,7 +182,7 @@ def test_mixup_feeds_the_teacher_the_blend_the_student_reads(faces, tmp_path, mo
 
 
 def test_mixup_off_draws_no_blend(faces, tmp_path, monkeypatch):
-    import agedistill.train as train_module
+    import agedistill.training.recipes as train_module
 
     def refuse(*args, **kwargs):
         raise AssertionError("mix_pairs called with mixup off")

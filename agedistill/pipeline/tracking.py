@@ -25,7 +25,7 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
-from agedistill.machine import describe
+from agedistill.pipeline.machine import describe
 
 EXPERIMENT = "agedistill"
 
@@ -202,7 +202,7 @@ class StageRun:
         import torch
         from mlflow.models import infer_signature
 
-        from agedistill.checkpoint import load_model
+        from agedistill.models.files import load_model
 
         model, config = load_model(model_file)
         size = config["input_size"]

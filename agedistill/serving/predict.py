@@ -29,7 +29,8 @@ from PIL import Image, ImageDraw, ImageFont
 from torch import nn
 
 from agedistill import __version__
-from agedistill.align import (
+from agedistill.data.augment import normalize
+from agedistill.faces.align import (
     Detection,
     FaceDetector,
     ImageReadError,
@@ -38,10 +39,9 @@ from agedistill.align import (
     model_crop,
     to_rgb,
 )
-from agedistill.checkpoint import ModelFileError, load_model
-from agedistill.data import normalize
-from agedistill.inference import for_inference
-from agedistill.ordinal import age_std, expected_age, mixture_logits
+from agedistill.models.files import ModelFileError, load_model
+from agedistill.models.ordinal import age_std, expected_age, mixture_logits
+from agedistill.serving.inference import for_inference
 
 COLUMNS = ["path", "face", "x", "y", "w", "h", "det_prob", "age", "age_std", "error"]
 FACE_FIELDS = COLUMNS[1:9]

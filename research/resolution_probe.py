@@ -41,12 +41,12 @@ import torch
 import yaml
 from PIL import Image
 
-from agedistill.ablation import test_score
-from agedistill.checkpoint import load_model
-from agedistill.data import FaceTable, load_table
-from agedistill.distributed import Context
-from agedistill.models import RankTeacher
-from agedistill.train import Optim, Run, train_classifier, train_student
+from agedistill.data.augment import FaceTable, load_table
+from agedistill.models.files import load_model
+from agedistill.models.nets import RankTeacher
+from agedistill.training.distributed import Context
+from agedistill.training.recipes import Optim, Run, train_classifier, train_student
+from research.ablation import test_score
 
 ARCHS = {"4st": [32, 64, 128, 192], "5st": [16, 32, 64, 128, 192]}
 VARIANT = re.compile(r"^(?:r(?P<side>\d+)-(?P<arch>4st|5st)|(?P<ref>ref))-s(?P<seed>\d+)$")

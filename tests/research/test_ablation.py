@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from agedistill.ablation import format_table, plan, plot_table, summarize
+from research.ablation import format_table, plan, plot_table, summarize
 
 
 def test_plan_runs_every_seed_of_a_variant_before_the_next_variant():
@@ -47,7 +47,7 @@ def test_summary_without_runs_says_so(tmp_path):
 
 
 def test_runs_from_other_teachers_are_refused(tmp_path):
-    from agedistill.ablation import check_teachers
+    from research.ablation import check_teachers
 
     ours = {"class_teacher": "a" * 64, "rank_teacher": "b" * 64}
     _write(tmp_path, "both", 0, 5.0)  # an old run without a record passes
@@ -76,7 +76,7 @@ def test_summary_keeps_the_flip_mae_when_every_run_has_it(tmp_path):
 def test_probe_overrides_change_only_distill_params_and_stay_with_their_folder(tmp_path):
     import yaml
 
-    from agedistill.ablation import Workspace, with_overrides
+    from research.ablation import Workspace, with_overrides
 
     ws = Workspace(params=tmp_path / "params.yaml")
     ws.params.write_text(Path("params.yaml").read_text())  # the repository's own params
@@ -136,7 +136,7 @@ def test_killing_a_grid_takes_its_training_workers_with_it(tmp_path):
 
 
 def test_workspace_of_a_folder_puts_every_path_under_it(tmp_path):
-    from agedistill.ablation import Workspace
+    from research.ablation import Workspace
 
     ws = Workspace.of(tmp_path)
     assert ws.params == tmp_path / "params.yaml"

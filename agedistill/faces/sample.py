@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from agedistill.sources import make_reader
+from agedistill.faces.sources import make_reader
 
 
 def stratified_sample(

@@ -21,9 +21,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from agedistill.data import MEAN, STD
-from agedistill.ordinal import age_std, expected_age
-from agedistill.predict import AgeModel, load_age_model
+from agedistill.data.augment import MEAN, STD
+from agedistill.models.ordinal import age_std, expected_age
+from agedistill.serving.predict import AgeModel, load_age_model
 
 FORMATS = ("onnx", "torchscript")
 INPUT_NAME = "faces"

@@ -45,7 +45,7 @@ class Workspace:
 
     def digests(self) -> dict[str, str]:
         """SHA-256 of both teacher files: which teachers a run was distilled from."""
-        from agedistill.resume import file_digest
+        from agedistill.training.checkpoints import file_digest
 
         return {"class_teacher": file_digest(self.class_teacher),
                 "rank_teacher": file_digest(self.rank_teacher)}  # fmt: skip
@@ -70,7 +70,7 @@ def with_overrides(ws: Workspace, sets: list[str], out: Path) -> Workspace:
     import yaml
 
     from agedistill.config import parse_params, raw_params
-    from agedistill.profiles import merge
+    from agedistill.pipeline.profiles import merge
 
     path = out / "params.yaml"
     if not sets and path.exists():  # resuming or tabulating a probe: its own params
@@ -110,9 +110,9 @@ def plan(variants: list[str], seeds: list[int]) -> list[tuple[str, int]]:
 
 def test_score(model_file: Path, test: Any, cs_max: int) -> dict[str, Any]:
     """Test metrics of a student-shaped model file (MAE, CS, grouped MAE; MAE with flip TTA)."""
-    from agedistill.checkpoint import load_model
-    from agedistill.engine import predict_ages_and_flipped
-    from agedistill.evaluation import score
+    from agedistill.evaluation.scoring import score
+    from agedistill.models.files import load_model
+    from agedistill.models.predictions import predict_ages_and_flipped
 
     model, config = load_model(model_file)
     pred, flip = predict_ages_and_flipped(model, test.images, config["min_age"])
@@ -122,7 +122,7 @@ def test_score(model_file: Path, test: Any, cs_max: int) -> dict[str, Any]:
 def class_teacher_score(ws: Workspace) -> dict[str, Any]:
     """The class teacher's test metrics: the no-distillation baseline of every row."""
     from agedistill.config import load_params
-    from agedistill.data import load_table
+    from agedistill.data.augment import load_table
 
     params = load_params(ws.params)
     test = load_table(ws.split / "test.csv", ws.crops, params.student.input_size)
@@ -132,12 +132,12 @@ def class_teacher_score(ws: Workspace) -> dict[str, Any]:
 def _train_and_score(job: tuple[Workspace, str, int, Path, int]) -> dict[str, Any]:
     """One ablation run (in a worker process): train the student, score it on the test part."""
     ws, variant, seed, out, threads = job
-    from agedistill.checkpoint import load_model
     from agedistill.config import load_params, raw_params
-    from agedistill.data import load_table
-    from agedistill.resume import TrainState, file_digest, fingerprint
-    from agedistill.tracking import stage_run
-    from agedistill.train import Optim, Run, train_student
+    from agedistill.data.augment import load_table
+    from agedistill.models.files import load_model
+    from agedistill.pipeline.tracking import stage_run
+    from agedistill.training.checkpoints import TrainState, file_digest, fingerprint
+    from agedistill.training.recipes import Optim, Run, train_student
 
     params = load_params(ws.params)
     arch, d = params.student, params.distill

@@ -7,12 +7,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from agedistill import distributed
 from agedistill.config import raw_params
-from agedistill.evaluation import write_json
-from agedistill.resume import TrainState, fingerprint
-from agedistill.tracking import NullRun, StageRun, stage_run
-from agedistill.train import Run
+from agedistill.evaluation.scoring import write_json
+from agedistill.pipeline.tracking import NullRun, StageRun, stage_run
+from agedistill.training import distributed
+from agedistill.training.checkpoints import TrainState, fingerprint
+from agedistill.training.recipes import Run
 
 
 @contextmanager

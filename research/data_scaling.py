@@ -30,11 +30,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from agedistill.ablation import Workspace, test_score
 from agedistill.config import load_params
-from agedistill.data import FaceTable, load_table
-from agedistill.evaluation import write_json
-from agedistill.train import Optim, train_classifier
+from agedistill.data.augment import FaceTable, load_table
+from agedistill.evaluation.scoring import write_json
+from agedistill.training.recipes import Optim, train_classifier
+from research.ablation import Workspace, test_score
 
 
 def nested_subset(rows: pd.DataFrame, fraction: float, seed: int, age_bin: int = 5) -> np.ndarray:
@@ -116,7 +116,7 @@ def distill_grid(args: argparse.Namespace) -> None:
     ablation's folder) distilled from a bit-identical class teacher is taken instead of training
     it again.
     """
-    from agedistill.ablation import run_grid
+    from research.ablation import run_grid
 
     ws = Workspace.of(args.workspace)
     rows = pd.read_csv(ws.split / "train.csv")

@@ -20,11 +20,15 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from agedistill.align import CROP_DEFAULTS
-from agedistill.averaging import WeightAverage
-from agedistill.checkpoint import build_model, save_model
-from agedistill.data import FaceTable, augment, batches, mix_pairs, normalize, resize_faces
-from agedistill.distributed import (
+from agedistill.data.augment import FaceTable, augment, batches, mix_pairs, normalize, resize_faces
+from agedistill.faces.align import CROP_DEFAULTS
+from agedistill.models.files import build_model, save_model
+from agedistill.models.nets import HintAdapter, count_parameters
+from agedistill.models.ordinal import SequenceSampler, permutations, shuffle_sequences
+from agedistill.models.predictions import age_mae, train_one_epoch
+from agedistill.training.averaging import WeightAverage
+from agedistill.training.checkpoints import TrainState
+from agedistill.training.distributed import (
     SINGLE,
     Context,
     average_gradients,
@@ -32,12 +36,8 @@ from agedistill.distributed import (
     shard,
     weighted_mean,
 )
-from agedistill.engine import age_mae, train_one_epoch
-from agedistill.losses import age_loss, hint_loss, kd_loss, mixed_age_loss
-from agedistill.models import HintAdapter, count_parameters
-from agedistill.ordinal import SequenceSampler, permutations, shuffle_sequences
-from agedistill.precision import autocast, check_precision, to_memory_format
-from agedistill.resume import TrainState
+from agedistill.training.losses import age_loss, hint_loss, kd_loss, mixed_age_loss
+from agedistill.training.precision import autocast, check_precision, to_memory_format
 
 EpochLogger = Callable[[dict[str, float], int], None]
 StepCheck = Callable[[str, int], bool]

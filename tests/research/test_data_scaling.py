@@ -1,17 +1,12 @@
-"""The data-scaling benchmark's subsets and curve fit (benchmarks/data_scaling.py)."""
+"""The data-scaling benchmark's subsets and curve fit (research/data_scaling.py)."""
 
-import importlib.util
 import math
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "data_scaling.py"
-spec = importlib.util.spec_from_file_location("data_scaling", SCRIPT)
-data_scaling = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(data_scaling)
+from research import data_scaling
 
 
 @pytest.fixture
@@ -64,8 +59,8 @@ ARCH = {"widths": [8, 16], "stem_stride": 2, "depthwise": False, "dropout": 0.0,
 def test_same_weights_looks_at_tensors_not_file_bytes(tmp_path):
     import torch
 
-    from agedistill.checkpoint import build_model, save_model
-    from agedistill.train import convnet_config
+    from agedistill.models.files import build_model, save_model
+    from agedistill.training.recipes import convnet_config
 
     config = convnet_config(ARCH, num_classes=5, min_age=0)
     model = build_model(config)

@@ -10,12 +10,18 @@ import numpy as np
 import pandas as pd
 import torch
 
-from agedistill.checkpoint import load_model
-from agedistill.data import FaceTable, normalize, resize_faces
-from agedistill.engine import predict_ages_and_flipped
-from agedistill.inference import for_inference
-from agedistill.metrics import cpu_latency, cumulative_score, file_size_mb, grouped_mae, mae
-from agedistill.models import count_parameters
+from agedistill.data.augment import FaceTable, normalize, resize_faces
+from agedistill.evaluation.metrics import (
+    cpu_latency,
+    cumulative_score,
+    file_size_mb,
+    grouped_mae,
+    mae,
+)
+from agedistill.models.files import load_model
+from agedistill.models.nets import count_parameters
+from agedistill.models.predictions import predict_ages_and_flipped
+from agedistill.serving.inference import for_inference
 
 MODELS = ("student", "class_teacher", "rank_teacher")
 

@@ -14,7 +14,7 @@ from typing import Any
 import yaml
 
 from agedistill.config import parse_params, raw_params
-from agedistill.tracking import main_repo_root
+from agedistill.pipeline.tracking import main_repo_root
 
 
 def merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:

@@ -32,12 +32,12 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from agedistill.ablation import test_score
-from agedistill.align import align_face
 from agedistill.config import load_params
-from agedistill.data import FaceTable
-from agedistill.evaluation import write_json
-from agedistill.train import Optim, train_classifier
+from agedistill.data.augment import FaceTable
+from agedistill.evaluation.scoring import write_json
+from agedistill.faces.align import align_face
+from agedistill.training.recipes import Optim, train_classifier
+from research.ablation import test_score
 
 # Every variant starts from this network (the reference's widths at stride 2, 64 px; the first
 # student) and the ``student`` params' other keys (dropout, depthwise).

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from agedistill.ordinal import expected_age
+from agedistill.models.ordinal import expected_age
 
 
 def kd_loss(

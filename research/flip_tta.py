@@ -20,11 +20,11 @@ from typing import Any
 
 import torch
 
-from agedistill.ablation import stats, test_score
-from agedistill.checkpoint import load_model
 from agedistill.config import load_params
-from agedistill.data import load_table
-from agedistill.evaluation import write_json
+from agedistill.data.augment import load_table
+from agedistill.evaluation.scoring import write_json
+from agedistill.models.files import load_model
+from research.ablation import stats, test_score
 
 KEYS = ("mae", "mae_flip", "mae_21_60", "mae_21_60_flip")
 

@@ -17,7 +17,8 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from agedistill.align import (
+from agedistill.config import AlignParams
+from agedistill.faces.align import (
     DETECT_PAD,
     Detection,
     Face,
@@ -27,8 +28,7 @@ from agedistill.align import (
     load_image,
     select_face,
 )
-from agedistill.config import AlignParams
-from agedistill.sources import Record, make_reader
+from agedistill.faces.sources import Record, make_reader
 
 MANIFEST_COLUMNS = [
     "crop", "source", "path", "sha1", "age", "subject", "gender", "race",

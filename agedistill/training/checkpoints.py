@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from agedistill.checkpoint import atomic_torch_save
+from agedistill.models.files import atomic_torch_save
 
 FORMAT = "agedistill-train-state/1"
 

@@ -8,8 +8,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from agedistill.data import normalize
-from agedistill.ordinal import expected_age, mixture_logits
+from agedistill.data.augment import normalize
+from agedistill.models.ordinal import expected_age, mixture_logits
 
 LossFn = Callable[[Any], tuple[torch.Tensor, dict[str, float]]]
 

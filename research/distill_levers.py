@@ -43,13 +43,13 @@ import yaml
 from PIL import Image
 from torch import nn
 
-from agedistill.checkpoint import load_model
-from agedistill.data import FaceTable, load_table
-from agedistill.distributed import Context
-from agedistill.engine import predict_ages_and_flipped
-from agedistill.evaluation import score
-from agedistill.ordinal import mixture_logits
-from agedistill.train import Optim, Run, train_classifier, train_student
+from agedistill.data.augment import FaceTable, load_table
+from agedistill.evaluation.scoring import score
+from agedistill.models.files import load_model
+from agedistill.models.ordinal import mixture_logits
+from agedistill.models.predictions import predict_ages_and_flipped
+from agedistill.training.distributed import Context
+from agedistill.training.recipes import Optim, Run, train_classifier, train_student
 
 VARIANTS = ("base", "born_again", "ensemble", "ep120", "ep120jit", "born_again_ep120", "t4")
 JITTER = {"rotate": 10.0, "scale": 0.1, "color": 0.2}

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from agedistill import __version__
-from agedistill.models import ConvNet, RankTeacher
+from agedistill.models.nets import ConvNet, RankTeacher
 
 FORMAT = "agedistill-model/1"
 

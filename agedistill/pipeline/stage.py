@@ -5,9 +5,9 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 
-from agedistill.checkpoint import ModelFileError
 from agedistill.config import ParamsError
-from agedistill.splits import SplitError
+from agedistill.data.splits import SplitError
+from agedistill.models.files import ModelFileError
 
 USER_ERRORS = (ParamsError, SplitError, ModelFileError, FileNotFoundError, ValueError)
 

@@ -18,7 +18,7 @@ import argparse
 import json
 from pathlib import Path
 
-from agedistill.ablation import (
+from research.ablation import (
     VARIANTS,
     Workspace,
     class_teacher_score,

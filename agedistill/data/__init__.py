@@ -1,0 +1,1 @@
+"""Faces as training data: tables, augmentation, splits. May import: models, faces.sources."""

@@ -1,0 +1,1 @@
+"""Test-set scores, plots, cost. May import: config, models, data, serving.inference."""

@@ -1,0 +1,1 @@
+"""Pipeline frame: stage entry, MLflow tracking, profiles. May import config, models, data."""

@@ -1,0 +1,1 @@
+"""Research grids and probes (python -m research.NAME); agedistill and stages never import it."""
