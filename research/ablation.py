@@ -135,9 +135,9 @@ def _train_and_score(job: tuple[Workspace, str, int, Path, int]) -> dict[str, An
     from agedistill.config import load_params, raw_params
     from agedistill.data.augment import load_table
     from agedistill.models.files import load_model
-    from agedistill.pipeline.tracking import stage_run
+    from agedistill.pipeline.tracking import mlflow_run
     from agedistill.training.checkpoints import TrainState, file_digest, fingerprint
-    from agedistill.training.recipes import Optim, Run, train_student
+    from agedistill.training.recipes import Optim, TrainingSetup, train_student
 
     params = load_params(ws.params)
     arch, d = params.student, params.distill
@@ -157,12 +157,12 @@ def _train_and_score(job: tuple[Workspace, str, int, Path, int]) -> dict[str, An
     key = fingerprint("ablation", stage_params, train.images, train.ages, val.images, val.ages,
                       file_digest(ws.class_teacher), file_digest(ws.rank_teacher))  # fmt: skip
     state = TrainState(out / "checkpoints" / name, key)  # a killed run resumes its last epoch
-    with stage_run("ablation", stage_params, raw_params(ws.params), state.mlflow_run_id()) as run:
+    with mlflow_run("ablation", stage_params, raw_params(ws.params), state.mlflow_run_id()) as run:
         fit = train_student(
             train, val, arch.model_dump(), opt, params.ages.min_age, params.ages.num_classes,
             class_teacher, rank_teacher, d.temperature, d.gt_weight, weights["kd_weight"],
             weights["hint_weight"], d.hint_stage, params.rank_teacher.hint_stage,
-            Run(model_file, state=state, log=run.log_metrics, mlflow_run_id=run.run_id,
+            TrainingSetup(model_file, state=state, log=run.log_metrics, mlflow_run_id=run.run_id,
                 has_logged=run.has_metric),
             crop=params.align.crop_settings(),
             mixup=d.mixup,

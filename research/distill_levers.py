@@ -49,7 +49,7 @@ from agedistill.models.files import load_model
 from agedistill.models.ordinal import mixture_logits
 from agedistill.models.predictions import predict_ages_and_flipped
 from agedistill.training.distributed import Context
-from agedistill.training.recipes import Optim, Run, train_classifier, train_student
+from agedistill.training.recipes import Optim, TrainingSetup, train_classifier, train_student
 
 VARIANTS = ("base", "born_again", "ensemble", "ep120", "ep120jit", "born_again_ep120", "t4")
 JITTER = {"rotate": 10.0, "scale": 0.1, "color": 0.2}
@@ -106,8 +106,8 @@ class Levers:
     def _opt(self, section: dict[str, Any], **change: Any) -> Optim:
         return Optim(**{**section, "threads": torch.get_num_threads(), **change})
 
-    def _run(self, tag: str) -> Run:
-        return Run(self.out / f"{tag}.pt", ctx=Context(device=self.device))
+    def _run(self, tag: str) -> TrainingSetup:
+        return TrainingSetup(self.out / f"{tag}.pt", ctx=Context(device=self.device))
 
     def distill(self, tag: str, class_teacher: nn.Module, temperature: float | None = None,
                 kd_weight: float | None = None, **change: Any) -> nn.Module:  # fmt: skip

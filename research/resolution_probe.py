@@ -45,7 +45,7 @@ from agedistill.data.augment import FaceTable, load_table
 from agedistill.models.files import load_model
 from agedistill.models.nets import RankTeacher
 from agedistill.training.distributed import Context
-from agedistill.training.recipes import Optim, Run, train_classifier, train_student
+from agedistill.training.recipes import Optim, TrainingSetup, train_classifier, train_student
 from research.ablation import test_score
 
 ARCHS = {"4st": [32, 64, 128, 192], "5st": [16, 32, 64, 128, 192]}
@@ -103,7 +103,7 @@ def run_variant(workspace: Path, name: str, work: Path, device: torch.device, re
     ctx = Context(device=device)
     teach = Optim(**{**params["class_teacher"], "seed": spec["seed"], "max_shift": shift,
                      "threads": threads})  # fmt: skip
-    run = Run(work / f"{name}-teacher.pt", ctx=ctx)
+    run = TrainingSetup(work / f"{name}-teacher.pt", ctx=ctx)
     fit = train_classifier(train, val, arch, teach, min_age, classes, run, **params["age_loss"])
     report(f"{name}-teacher" if spec["distill"] else name, run.out, fit, (val, test))
     if not spec["distill"]:
@@ -117,7 +117,7 @@ def run_variant(workspace: Path, name: str, work: Path, device: torch.device, re
     fit = train_student(
         train, val, arch, student_opt, min_age, classes, teacher, unused, d["temperature"],
         d["gt_weight"], d["kd_weight"], 0.0, d["hint_stage"], rt["hint_stage"],
-        Run(work / f"{name}-student.pt", ctx=ctx), mixup=d["mixup"], **params["age_loss"],
+        TrainingSetup(work / f"{name}-student.pt", ctx=ctx), mixup=d["mixup"], **params["age_loss"],
     )  # fmt: skip
     report(f"{name}-student", work / f"{name}-student.pt", fit, (val, test))
 

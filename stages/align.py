@@ -6,7 +6,7 @@ from pathlib import Path
 from agedistill.config import load_params
 from agedistill.evaluation.scoring import write_json
 from agedistill.faces.align_dataset import SourceSpec, align_with_params, summarize
-from agedistill.pipeline.stage import run_stage
+from agedistill.pipeline.stage import stage_main
 
 
 def main() -> None:
@@ -29,4 +29,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    run_stage("align", main)
+    stage_main("align", main)

@@ -8,8 +8,8 @@ from pathlib import Path
 
 from agedistill.config import load_params
 from agedistill.data.augment import load_table
-from agedistill.pipeline.stage import run_stage
-from agedistill.training.harness import publish, training_run
+from agedistill.pipeline.stage import stage_main
+from agedistill.training.harness import publish, training_stage
 from agedistill.training.recipes import Optim, train_classifier
 
 
@@ -32,7 +32,7 @@ def main() -> None:
         "age_loss": params.age_loss.model_dump(),
     }
     data = [train.images, train.ages, val.images, val.ages]
-    with training_run(
+    with training_stage(
         "class_teacher", stage_params, args.model, args.checkpoints, data,
         params.distributed.backend,
     ) as (run, tracker):  # fmt: skip
@@ -45,4 +45,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    run_stage("class_teacher", main)
+    stage_main("class_teacher", main)

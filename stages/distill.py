@@ -6,9 +6,9 @@ from pathlib import Path
 from agedistill.config import load_params
 from agedistill.data.augment import load_table
 from agedistill.models.files import load_model
-from agedistill.pipeline.stage import run_stage
+from agedistill.pipeline.stage import stage_main
 from agedistill.training.checkpoints import file_digest
-from agedistill.training.harness import publish, training_run
+from agedistill.training.harness import publish, training_stage
 from agedistill.training.recipes import Optim, train_student
 
 
@@ -37,7 +37,7 @@ def main() -> None:
     }
     data = [train.images, train.ages, val.images, val.ages,
             file_digest(args.class_teacher), file_digest(args.rank_teacher)]  # fmt: skip
-    with training_run(
+    with training_stage(
         "distill", stage_params, args.model, args.checkpoints, data, params.distributed.backend
     ) as (run, tracker):
         metrics = train_student(
@@ -51,4 +51,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    run_stage("distill", main)
+    stage_main("distill", main)

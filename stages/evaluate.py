@@ -6,8 +6,8 @@ from pathlib import Path
 from agedistill.config import load_params, raw_params
 from agedistill.data.augment import load_table
 from agedistill.evaluation.scoring import evaluate_models, summary_table, write_json, write_plots
-from agedistill.pipeline.stage import run_stage
-from agedistill.pipeline.tracking import stage_run
+from agedistill.pipeline.stage import stage_main
+from agedistill.pipeline.tracking import mlflow_run
 
 
 def main() -> None:
@@ -30,7 +30,7 @@ def main() -> None:
         "class_teacher": args.class_teacher,
         "rank_teacher": args.rank_teacher,
     }
-    with stage_run("evaluate", e.model_dump(), raw_params()) as run:
+    with mlflow_run("evaluate", e.model_dump(), raw_params()) as run:
         results, preds = evaluate_models(
             paths, train, test, ages.min_age, ages.max_age, e.cs_max, e.latency_batch,
             e.latency_repeats,
@@ -48,4 +48,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    run_stage("evaluate", main)
+    stage_main("evaluate", main)

@@ -5,8 +5,8 @@ from pathlib import Path
 
 from agedistill.config import load_params
 from agedistill.data.augment import load_table
-from agedistill.pipeline.stage import run_stage
-from agedistill.training.harness import publish, training_run
+from agedistill.pipeline.stage import stage_main
+from agedistill.training.harness import publish, training_stage
 from agedistill.training.recipes import Optim, train_rank_teacher
 
 
@@ -24,7 +24,7 @@ def main() -> None:
     train = load_table(Path(args.split) / "train.csv", args.crops, size)
     val = load_table(Path(args.split) / "val.csv", args.crops, size)
     data = [train.images, train.ages, val.images, val.ages]
-    with training_run(
+    with training_stage(
         "rank_teacher", p.model_dump(), args.model, args.checkpoints, data,
         params.distributed.backend,
     ) as (run, tracker):  # fmt: skip
@@ -36,4 +36,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    run_stage("rank_teacher", main)
+    stage_main("rank_teacher", main)

@@ -8,7 +8,7 @@ import pandas as pd
 from agedistill.config import load_params
 from agedistill.data.splits import PARTS, SplitError, apply_age_range, make_split
 from agedistill.evaluation.scoring import write_json
-from agedistill.pipeline.stage import run_stage
+from agedistill.pipeline.stage import stage_main
 
 
 def main() -> None:
@@ -40,4 +40,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    run_stage("split", main)
+    stage_main("split", main)

@@ -12,7 +12,7 @@ from agedistill.models.files import ModelFileError
 USER_ERRORS = (ParamsError, SplitError, ModelFileError, FileNotFoundError, ValueError)
 
 
-def run_stage(name: str, main: Callable[[], None]) -> None:
+def stage_main(name: str, main: Callable[[], None]) -> None:
     """Call ``main``; on a user error print ``<name>: error: <message>`` and exit with status 2."""
     try:
         main()

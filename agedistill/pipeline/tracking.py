@@ -147,7 +147,7 @@ def metric_key(name: str) -> str:
     return name.replace(" ", "_").replace("+", "plus")
 
 
-class StageRun:
+class Tracker:
     """A thin handle over the active MLflow run."""
 
     def __init__(self, mlflow_module: Any) -> None:
@@ -219,8 +219,8 @@ class StageRun:
         )
 
 
-class NullRun:
-    """What ranks other than 0 get from :func:`stage_run`: every call does nothing."""
+class NullTracker:
+    """What ranks other than 0 get from :func:`mlflow_run`: every call does nothing."""
 
     run_id = None
 
@@ -229,20 +229,20 @@ class NullRun:
 
 
 @contextmanager
-def stage_run(
+def mlflow_run(
     stage: str,
     stage_params: dict[str, Any],
     all_params: dict[str, Any],
     run_id: str | None = None,
     enabled: bool = True,
-) -> Iterator[StageRun | NullRun]:
+) -> Iterator[Tracker | NullTracker]:
     """Start an MLflow run for ``stage`` in the main repository's store, tagged and with params.
 
     ``run_id`` continues an existing run (a training stage resumed after a kill) when the store
     still has it. ``enabled=False`` (data-parallel ranks other than 0) logs nothing.
     """
     if not enabled:
-        yield NullRun()
+        yield NullTracker()
         return
     os.environ.setdefault("MLFLOW_ENABLE_ASYNC_LOGGING", "false")
     import mlflow
@@ -267,4 +267,4 @@ def stage_run(
         active = mlflow.start_run(run_name=f"{tags['dvc_exp']}/{stage}", tags=tags)
     with active:
         mlflow.log_params(flatten(stage_params))
-        yield StageRun(mlflow)
+        yield Tracker(mlflow)

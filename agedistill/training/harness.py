@@ -9,22 +9,22 @@ from typing import Any
 
 from agedistill.config import raw_params
 from agedistill.evaluation.scoring import write_json
-from agedistill.pipeline.tracking import NullRun, StageRun, stage_run
+from agedistill.pipeline.tracking import NullTracker, Tracker, mlflow_run
 from agedistill.training import distributed
 from agedistill.training.checkpoints import TrainState, fingerprint
-from agedistill.training.recipes import Run
+from agedistill.training.recipes import TrainingSetup
 
 
 @contextmanager
-def training_run(
+def training_stage(
     stage: str,
     stage_params: dict[str, Any],
     out: str | Path,
     checkpoints: str | Path | None,
     data: list[Any],
     backend: str = "auto",
-) -> Iterator[tuple[Run, StageRun | NullRun]]:
-    """Set up one training stage; yield the :class:`Run` to train with and its MLflow tracker.
+) -> Iterator[tuple[TrainingSetup, Tracker | NullTracker]]:
+    """Set up one training stage; yield its :class:`TrainingSetup` and its MLflow tracker.
 
     ``data`` (tensors, digests) and ``stage_params`` fingerprint the run: a checkpoint in
     ``checkpoints`` is resumed only when both match. Under torchrun every rank trains; only rank 0
@@ -40,16 +40,20 @@ def training_run(
         if ctx.world > 1 and ctx.is_main:
             print(f"{stage}: data-parallel over {ctx.world} processes ({ctx.device.type})")
         logged = {**stage_params, "world_size": ctx.world}
-        with stage_run(stage, logged, raw_params(), resume_id, ctx.is_main) as tracker:
+        with mlflow_run(stage, logged, raw_params(), resume_id, ctx.is_main) as tracker:
             yield (
-                Run(Path(out), ctx, state, tracker.log_metrics, tracker.run_id, tracker.has_metric),
+                TrainingSetup(
+                    Path(out), ctx, state, tracker.log_metrics, tracker.run_id, tracker.has_metric
+                ),
                 tracker,
             )
     finally:
         distributed.teardown()
 
 
-def publish(run: Run, tracker: StageRun | NullRun, metrics: dict[str, Any], path: str) -> None:
+def publish(
+    run: TrainingSetup, tracker: Tracker | NullTracker, metrics: dict[str, Any], path: str
+) -> None:
     """On rank 0: write the stage's metrics JSON and log the model file and its config to MLflow."""
     if not run.ctx.is_main:
         return

@@ -148,7 +148,7 @@ def convnet_config(
 
 
 @dataclass
-class Run:
+class TrainingSetup:
     """Where a training run writes and how it is spread: the context of one stage execution."""
 
     out: Path
@@ -159,8 +159,8 @@ class Run:
     has_logged: StepCheck | None = None  # (metric, step) -> already in the MLflow run?
 
 
-def _as_run(out: str | Path | Run, log: EpochLogger | None) -> Run:
-    return out if isinstance(out, Run) else Run(Path(out), log=log)
+def _as_setup(out: str | Path | TrainingSetup, log: EpochLogger | None) -> TrainingSetup:
+    return out if isinstance(out, TrainingSetup) else TrainingSetup(Path(out), log=log)
 
 
 def _global_batches(n: int, opt: Optim, rand: EpochRandom, ctx: Context) -> Iterator[torch.Tensor]:
@@ -180,7 +180,7 @@ def _fit(
     select: str,
     lower_is_better: bool,
     best_model: tuple[nn.Module, dict[str, Any]],
-    run: Run,
+    run: TrainingSetup,
     desc: str,
     epoch_start: Callable[[EpochRandom], None] | None = None,
 ) -> dict[str, float]:
@@ -255,7 +255,7 @@ def _fit(
     return {**history, "best_epoch": best_epoch, "train_wall_s": time.perf_counter() - start}
 
 
-def _relog_last_epoch(run: Run, history: dict[str, float], epoch: int, key: str) -> None:
+def _relog_last_epoch(run: TrainingSetup, history: dict[str, float], epoch: int, key: str) -> None:
     """Log the checkpointed epoch's metrics again if a kill came between checkpoint and log.
 
     Each epoch is checkpointed first and logged second, so a run killed between the two resumes
@@ -280,7 +280,7 @@ def train_classifier(
     opt: Optim,
     min_age: int,
     num_classes: int,
-    out: str | Path | Run,
+    out: str | Path | TrainingSetup,
     log: EpochLogger | None = None,
     crop: dict[str, Any] | None = None,
     label_sigma: float = 0.0,
@@ -289,9 +289,10 @@ def train_classifier(
     """Train a student-shaped network on the ground truth; save the best (val MAE) to ``out``.
 
     The loss is :func:`~agedistill.losses.age_loss` (``label_sigma``, ``mae_weight``).
-    ``out`` is a model path, or a :class:`Run` (data-parallel context, checkpoints, logger).
+    ``out`` is a model path, or a :class:`TrainingSetup` (data-parallel context, checkpoints,
+    logger).
     """
-    run = _as_run(out, log)
+    run = _as_setup(out, log)
     seed_everything(opt.seed, opt.threads)
     config = convnet_config(model_params, num_classes, min_age, crop)
     model = build_model(config)
@@ -384,11 +385,11 @@ def train_rank_teacher(
     sequences_per_epoch: int,
     val_sequences: int,
     feature_dim: int,
-    out: str | Path | Run,
+    out: str | Path | TrainingSetup,
     log: EpochLogger | None = None,
 ) -> dict[str, float]:
     """Train the ranking teacher to recover the age order of K shuffled faces."""
-    run = _as_run(out, log)
+    run = _as_setup(out, log)
     seed_everything(opt.seed, opt.threads)
     config = {
         "arch": "rank_teacher",
@@ -442,7 +443,7 @@ def train_student(
     hint_weight: float,
     student_hint_stage: int,
     teacher_hint_stage: int,
-    out: str | Path | Run,
+    out: str | Path | TrainingSetup,
     log: EpochLogger | None = None,
     crop: dict[str, Any] | None = None,
     label_sigma: float = 0.0,
@@ -460,7 +461,7 @@ def train_student(
     ``mixup`` > 0 trains on blends of face pairs (:func:`~agedistill.data.mix_pairs`): the
     teachers read the same blend, and the ground-truth term is blended with the same weight.
     """
-    run = _as_run(out, log)
+    run = _as_setup(out, log)
     seed_everything(opt.seed, opt.threads)
     config = convnet_config(model_params, num_classes, min_age, crop)
     student = build_model(config)

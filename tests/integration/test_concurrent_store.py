@@ -17,9 +17,9 @@ def _write_run(args: tuple[str, int]) -> str:
     import os
 
     os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{store}?timeout=120"
-    from agedistill.pipeline.tracking import stage_run
+    from agedistill.pipeline.tracking import mlflow_run
 
-    with stage_run("distill", {"temperature": i}, {"distill": {"temperature": i}}) as run:
+    with mlflow_run("distill", {"temperature": i}, {"distill": {"temperature": i}}) as run:
         for epoch in range(1, 6):
             run.log_metrics({"val_mae": 10.0 - epoch + i}, epoch)
         return run.run_id

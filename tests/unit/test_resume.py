@@ -8,7 +8,7 @@ import torch
 from agedistill.data.augment import FaceTable
 from agedistill.models.files import load_model
 from agedistill.training.checkpoints import TrainState, fingerprint
-from agedistill.training.recipes import Optim, Run, epoch_random, train_classifier
+from agedistill.training.recipes import Optim, TrainingSetup, epoch_random, train_classifier
 from tests.chips import chip_table
 
 ARCH = {"widths": [8, 16], "stem_stride": 2, "depthwise": False, "dropout": 0.2, "input_size": 32}
@@ -27,14 +27,14 @@ def _weights(path) -> dict[str, torch.Tensor]:
     return load_model(path)[0].state_dict()
 
 
-def _train(faces, run: Run, opt: Optim = OPT) -> dict[str, float]:
+def _train(faces, run: TrainingSetup, opt: Optim = OPT) -> dict[str, float]:
     m = train_classifier(faces, faces, ARCH, opt, 0, 101, run)
     return {k: v for k, v in m.items() if k != "train_wall_s"}
 
 
 def test_same_seed_gives_bit_identical_metrics_and_weights(faces, tmp_path):
-    a = _train(faces, Run(tmp_path / "a.pt"))
-    b = _train(faces, Run(tmp_path / "b.pt"))
+    a = _train(faces, TrainingSetup(tmp_path / "a.pt"))
+    b = _train(faces, TrainingSetup(tmp_path / "b.pt"))
     assert a == b  # exact float equality, not approx
     wa, wb = _weights(tmp_path / "a.pt"), _weights(tmp_path / "b.pt")
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
@@ -49,7 +49,7 @@ class Killed(Exception):
 
 @pytest.mark.parametrize("opt", [OPT, OPT_AVERAGED], ids=["plain", "averaged"])
 def test_interrupted_run_resumes_to_the_same_result(faces, tmp_path, opt):
-    reference = _train(faces, Run(tmp_path / "ref.pt"), opt)
+    reference = _train(faces, TrainingSetup(tmp_path / "ref.pt"), opt)
     state = TrainState(tmp_path / "ckpt", fingerprint("test", opt.__dict__, faces.images))
 
     def die_after_epoch_2(metrics, epoch):
@@ -57,13 +57,15 @@ def test_interrupted_run_resumes_to_the_same_result(faces, tmp_path, opt):
             raise Killed  # after epoch 2's state was written, like a kill in epoch 3
 
     with pytest.raises(Killed):
-        _train(faces, Run(tmp_path / "out.pt", state=state, log=die_after_epoch_2), opt)
+        _train(faces, TrainingSetup(tmp_path / "out.pt", state=state, log=die_after_epoch_2), opt)
     assert state.load()["epoch"] == 2 and state.best.is_file()
     (tmp_path / "out.pt").unlink()  # DVC deletes a stage's outputs before it reruns it
     epochs = []
     fresh = TrainState(tmp_path / "ckpt", state.fingerprint)
     resumed = _train(
-        faces, Run(tmp_path / "out.pt", state=fresh, log=lambda m, e: epochs.append(e)), opt
+        faces,
+        TrainingSetup(tmp_path / "out.pt", state=fresh, log=lambda m, e: epochs.append(e)),
+        opt,
     )
     assert epochs == [3, 4]  # lost nothing, repeated nothing
     assert resumed == reference
@@ -93,11 +95,11 @@ def test_kill_around_the_epoch_log_leaves_each_step_logged_once(faces, tmp_path,
 
     state = TrainState(tmp_path / "ckpt", fingerprint("test", OPT.__dict__, faces.images))
     with pytest.raises(Killed):
-        _train(faces, Run(tmp_path / "out.pt", state=state, log=die_at_epoch_2,
+        _train(faces, TrainingSetup(tmp_path / "out.pt", state=state, log=die_at_epoch_2,
                           has_logged=has_logged))  # fmt: skip
     assert sorted(logged) == ([1, 2] if logged_before_kill else [1])
     fresh = TrainState(tmp_path / "ckpt", state.fingerprint)
-    _train(faces, Run(tmp_path / "out.pt", state=fresh, log=log, has_logged=has_logged))
+    _train(faces, TrainingSetup(tmp_path / "out.pt", state=fresh, log=log, has_logged=has_logged))
     assert sorted(logged) == [1, 2, 3, 4]  # no gap
     assert [len(v) for _, v in sorted(logged.items())] == [1, 1, 1, 1]  # no step twice
     assert {"val_mae", "best_val_mae", "train_loss"} <= set(logged[2][0])
@@ -110,11 +112,11 @@ def test_state_of_other_params_is_ignored(faces, tmp_path):
         raise Killed
 
     with pytest.raises(Killed):
-        _train(faces, Run(tmp_path / "x.pt", state=state, log=stop))
+        _train(faces, TrainingSetup(tmp_path / "x.pt", state=state, log=stop))
     other = TrainState(tmp_path / "ckpt", "bbbb")
     assert other.load() is None and other.mlflow_run_id() is None
     epochs = []
-    _train(faces, Run(tmp_path / "x.pt", state=other, log=lambda m, e: epochs.append(e)))
+    _train(faces, TrainingSetup(tmp_path / "x.pt", state=other, log=lambda m, e: epochs.append(e)))
     assert epochs == [1, 2, 3, 4]
 
 

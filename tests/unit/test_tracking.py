@@ -1,9 +1,9 @@
 from agedistill.pipeline.tracking import (
     flatten,
     main_repo_root,
+    mlflow_run,
     params_hash,
     run_tags,
-    stage_run,
     tracking_uri,
 )
 
@@ -47,7 +47,7 @@ def test_has_metric_reads_the_steps_a_run_holds(tmp_path, monkeypatch):
     # what a resumed training asks before logging its checkpointed epoch again
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     monkeypatch.setenv("DVC_ROOT", str(tmp_path))
-    with stage_run("class_teacher", {}, {}) as run:
+    with mlflow_run("class_teacher", {}, {}) as run:
         run.log_metrics({"val_mae": 7.5, "best_val_mae": 7.5}, 1)
         run.log_metrics({"val_mae": 6.5}, 3)
         assert run.has_metric("val_mae", 1) and run.has_metric("val_mae", 3)

@@ -109,13 +109,13 @@ def test_hint_check_reads_each_network_on_its_own_device():
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_distillation_with_hints_trains_on_a_gpu(faces, tmp_path):
     from agedistill.training.distributed import Context
-    from agedistill.training.recipes import Run
+    from agedistill.training.recipes import TrainingSetup
 
     config = {"arch": "convnet", **ARCH, "num_classes": 101, "min_age": 0}
     rt = build_model({"arch": "rank_teacher", **ARCH, "input_size": 16, "widths": [8, 16],
                       "k": 3, "feature_dim": 8})  # fmt: skip
     logs = []
-    run = Run(tmp_path / "s.pt", log=lambda m, e: logs.append(m),
+    run = TrainingSetup(tmp_path / "s.pt", log=lambda m, e: logs.append(m),
               ctx=Context(device=torch.device("cuda")))  # fmt: skip
     on_gpu = FaceTable(faces.images.cuda(), faces.ages, faces.rows)
     train_student(
