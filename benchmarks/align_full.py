@@ -18,8 +18,8 @@ from pathlib import Path
 from memory import PeakMemory
 
 from agedistill.config import load_params
-from agedistill.evaluation.scoring import write_json
 from agedistill.faces.align_dataset import SourceSpec, align_with_params, summarize
+from agedistill.pipeline.outputs import write_json
 
 
 def main() -> None:

@@ -30,9 +30,9 @@ import torch
 from PIL import Image, ImageOps
 
 from agedistill.config import AlignParams, load_params
-from agedistill.evaluation.scoring import write_json
 from agedistill.faces.align_dataset import SourceSpec, align_with_params
 from agedistill.pipeline.machine import cpu_name
+from agedistill.pipeline.outputs import write_json
 
 
 def sample_files(folder: Path, n: int, seed: int) -> list[Path]:

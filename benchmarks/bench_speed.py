@@ -39,9 +39,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from agedistill.data.augment import normalize
 from agedistill.faces.align import FaceDetector, ImageReadError, align_face, load_image, model_crop
 from agedistill.models.files import load_model
+from agedistill.models.inputs import normalize
 from agedistill.models.ordinal import age_std, expected_age
 from agedistill.pipeline.machine import cpu_name
 from agedistill.serving.inference import for_inference

@@ -22,7 +22,7 @@ from pathlib import Path
 import yaml
 from memory import PeakMemory
 
-from agedistill.evaluation.scoring import write_json
+from agedistill.pipeline.outputs import write_json
 
 STAGES = {
     "rank_teacher": ["--model", "models/rank_teacher.pt", "--metrics", "m/rank_teacher.json"],

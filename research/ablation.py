@@ -122,7 +122,7 @@ def test_score(model_file: Path, test: Any, cs_max: int) -> dict[str, Any]:
 def class_teacher_score(ws: Workspace) -> dict[str, Any]:
     """The class teacher's test metrics: the no-distillation baseline of every row."""
     from agedistill.config import load_params
-    from agedistill.data.augment import load_table
+    from agedistill.data.tables import load_table
 
     params = load_params(ws.params)
     test = load_table(ws.split / "test.csv", ws.crops, params.student.input_size)
@@ -133,11 +133,12 @@ def _train_and_score(job: tuple[Workspace, str, int, Path, int]) -> dict[str, An
     """One ablation run (in a worker process): train the student, score it on the test part."""
     ws, variant, seed, out, threads = job
     from agedistill.config import load_params, raw_params
-    from agedistill.data.augment import load_table
+    from agedistill.data.tables import load_table
     from agedistill.models.files import load_model
     from agedistill.pipeline.tracking import mlflow_run
     from agedistill.training.checkpoints import TrainState, file_digest, fingerprint
-    from agedistill.training.recipes import Optim, TrainingSetup, train_student
+    from agedistill.training.loop import Optim, TrainingSetup
+    from agedistill.training.recipes import train_student
 
     params = load_params(ws.params)
     arch, d = params.student, params.distill

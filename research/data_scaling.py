@@ -31,9 +31,10 @@ import numpy as np
 import pandas as pd
 
 from agedistill.config import load_params
-from agedistill.data.augment import FaceTable, load_table
-from agedistill.evaluation.scoring import write_json
-from agedistill.training.recipes import Optim, train_classifier
+from agedistill.data.tables import FaceTable, load_table
+from agedistill.pipeline.outputs import write_json
+from agedistill.training.loop import Optim
+from agedistill.training.recipes import train_classifier
 from research.ablation import Workspace, test_score
 
 

@@ -43,13 +43,14 @@ import yaml
 from PIL import Image
 from torch import nn
 
-from agedistill.data.augment import FaceTable, load_table
+from agedistill.data.tables import FaceTable, load_table
 from agedistill.evaluation.scoring import score
 from agedistill.models.files import load_model
 from agedistill.models.ordinal import mixture_logits
 from agedistill.models.predictions import predict_ages_and_flipped
 from agedistill.training.distributed import Context
-from agedistill.training.recipes import Optim, TrainingSetup, train_classifier, train_student
+from agedistill.training.loop import Optim, TrainingSetup
+from agedistill.training.recipes import train_classifier, train_student
 
 VARIANTS = ("base", "born_again", "ensemble", "ep120", "ep120jit", "born_again_ep120", "t4")
 JITTER = {"rotate": 10.0, "scale": 0.1, "color": 0.2}

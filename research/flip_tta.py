@@ -21,9 +21,9 @@ from typing import Any
 import torch
 
 from agedistill.config import load_params
-from agedistill.data.augment import load_table
-from agedistill.evaluation.scoring import write_json
+from agedistill.data.tables import load_table
 from agedistill.models.files import load_model
+from agedistill.pipeline.outputs import write_json
 from research.ablation import stats, test_score
 
 KEYS = ("mae", "mae_flip", "mae_21_60", "mae_21_60_flip")

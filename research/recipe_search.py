@@ -33,10 +33,11 @@ from PIL import Image
 from tqdm import tqdm
 
 from agedistill.config import load_params
-from agedistill.data.augment import FaceTable
-from agedistill.evaluation.scoring import write_json
+from agedistill.data.tables import FaceTable
 from agedistill.faces.align import align_face
-from agedistill.training.recipes import Optim, train_classifier
+from agedistill.pipeline.outputs import write_json
+from agedistill.training.loop import Optim
+from agedistill.training.recipes import train_classifier
 from research.ablation import test_score
 
 # Every variant starts from this network (the reference's widths at stride 2, 64 px; the first

@@ -41,11 +41,12 @@ import torch
 import yaml
 from PIL import Image
 
-from agedistill.data.augment import FaceTable, load_table
+from agedistill.data.tables import FaceTable, load_table
 from agedistill.models.files import load_model
 from agedistill.models.nets import RankTeacher
 from agedistill.training.distributed import Context
-from agedistill.training.recipes import Optim, TrainingSetup, train_classifier, train_student
+from agedistill.training.loop import Optim, TrainingSetup
+from agedistill.training.recipes import train_classifier, train_student
 from research.ablation import test_score
 
 ARCHS = {"4st": [32, 64, 128, 192], "5st": [16, 32, 64, 128, 192]}

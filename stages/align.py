@@ -4,8 +4,8 @@ import argparse
 from pathlib import Path
 
 from agedistill.config import load_params
-from agedistill.evaluation.scoring import write_json
 from agedistill.faces.align_dataset import SourceSpec, align_with_params, summarize
+from agedistill.pipeline.outputs import write_json
 from agedistill.pipeline.stage import stage_main
 
 

@@ -4,12 +4,13 @@ import argparse
 from pathlib import Path
 
 from agedistill.config import load_params
-from agedistill.data.augment import load_table
+from agedistill.data.tables import load_table
 from agedistill.models.files import load_model
 from agedistill.pipeline.stage import stage_main
 from agedistill.training.checkpoints import file_digest
 from agedistill.training.harness import publish, training_stage
-from agedistill.training.recipes import Optim, train_student
+from agedistill.training.loop import Optim
+from agedistill.training.recipes import train_student
 
 
 def main() -> None:

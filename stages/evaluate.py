@@ -4,8 +4,9 @@ import argparse
 from pathlib import Path
 
 from agedistill.config import load_params, raw_params
-from agedistill.data.augment import load_table
-from agedistill.evaluation.scoring import evaluate_models, summary_table, write_json, write_plots
+from agedistill.data.tables import load_table
+from agedistill.evaluation.scoring import evaluate_models, summary_table, write_plots
+from agedistill.pipeline.outputs import write_json
 from agedistill.pipeline.stage import stage_main
 from agedistill.pipeline.tracking import mlflow_run
 

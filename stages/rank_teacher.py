@@ -4,10 +4,11 @@ import argparse
 from pathlib import Path
 
 from agedistill.config import load_params
-from agedistill.data.augment import load_table
+from agedistill.data.tables import load_table
 from agedistill.pipeline.stage import stage_main
 from agedistill.training.harness import publish, training_stage
-from agedistill.training.recipes import Optim, train_rank_teacher
+from agedistill.training.loop import Optim
+from agedistill.training.recipes import train_rank_teacher
 
 
 def main() -> None:

@@ -7,7 +7,7 @@ import pandas as pd
 
 from agedistill.config import load_params
 from agedistill.data.splits import PARTS, SplitError, apply_age_range, make_split
-from agedistill.evaluation.scoring import write_json
+from agedistill.pipeline.outputs import write_json
 from agedistill.pipeline.stage import stage_main
 
 

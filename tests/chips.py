@@ -9,7 +9,7 @@ import pandas as pd
 import torch
 from PIL import Image
 
-from agedistill.data.augment import FaceTable
+from agedistill.data.tables import FaceTable
 from agedistill.faces.sources import UTKFaceReader
 
 

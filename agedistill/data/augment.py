@@ -1,8 +1,4 @@
-"""In-memory face tables, normalisation and batch augmentation.
-
-Aligned crops are small (64 px), so a whole split (11.5k faces: 140 MB as uint8) is held in memory
-as one tensor: no per-sample file I/O, no worker processes, deterministic batches from a seed.
-"""
+"""Batch augmentation of uint8 faces (shifts, flips, jitter, mixup) and seeded index batches."""
 
 from __future__ import annotations
 
@@ -15,60 +11,6 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 from PIL import Image
-
-MEAN, STD = 0.5, 0.25
-
-
-@dataclass
-class FaceTable:
-    """Faces (N, 3, S, S) uint8, integer ages (N,) and the table rows they came from."""
-
-    images: torch.Tensor
-    ages: torch.Tensor
-    rows: pd.DataFrame
-
-    def __len__(self) -> int:
-        return len(self.ages)
-
-    def labels(self, min_age: int) -> torch.Tensor:
-        """Class index of each face (age minus ``min_age``)."""
-        return self.ages - min_age
-
-
-def load_table(csv: str | Path, crops_dir: str | Path, size: int | None = None) -> FaceTable:
-    """Read a split CSV and its crops; ``size`` resizes crops if the model wants another size."""
-    rows = pd.read_csv(csv)
-    crops_dir = Path(crops_dir)
-    arrays = []
-    for name in rows["crop"]:
-        with Image.open(crops_dir / name) as im:
-            im = im.convert("RGB")
-            if size and im.size != (size, size):
-                im = im.resize((size, size), Image.Resampling.BILINEAR)
-            arrays.append(np.asarray(im))
-    if arrays:
-        images = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
-    else:
-        images = torch.empty(0, 3, size or 1, size or 1, dtype=torch.uint8)
-    ages = torch.tensor(rows["age"].to_numpy(), dtype=torch.long)
-    return FaceTable(images, ages, rows)
-
-
-def normalize(images: torch.Tensor) -> torch.Tensor:
-    """uint8 (B, 3, H, W) -> float32 model input, roughly in [-2, 2]."""
-    return (images.float() / 255.0 - MEAN) / STD
-
-
-def resize_faces(x: torch.Tensor, size: int) -> torch.Tensor:
-    """Float faces (B, 3, H, W) resized to ``size`` x ``size`` (bilinear, antialiased).
-
-    Close to the PIL bilinear resize :func:`load_table` applies, so a network trained on crops
-    resized at load time reads the same faces when another network's batch is resized for it.
-    Returns ``x`` itself when it already has that size.
-    """
-    if x.shape[-2:] == (size, size):
-        return x
-    return F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
 
 
 def augment(

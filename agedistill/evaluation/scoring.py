@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +9,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from agedistill.data.augment import FaceTable, normalize, resize_faces
+from agedistill.data.tables import FaceTable
 from agedistill.evaluation.metrics import (
     cpu_latency,
     cumulative_score,
@@ -19,6 +18,7 @@ from agedistill.evaluation.metrics import (
     mae,
 )
 from agedistill.models.files import load_model
+from agedistill.models.inputs import normalize, resize_faces
 from agedistill.models.nets import count_parameters
 from agedistill.models.predictions import predict_ages_and_flipped
 from agedistill.serving.inference import for_inference
@@ -222,10 +222,3 @@ def summary_table(results: dict[str, Any]) -> str:
             f"{r['file_mb']:>7.2f}{r['faces_per_s']:>10.0f}"
         )
     return "\n".join(lines)
-
-
-def write_json(data: dict[str, Any], path: str | Path) -> None:
-    """Write ``data`` as indented JSON, creating the folder."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(data, indent=2) + "\n")

@@ -1,56 +1,12 @@
-"""One training engine shared by the teachers and the student."""
+"""Batch prediction over a tensor of uint8 faces: logits, expected ages, flip TTA, MAE."""
 
 from __future__ import annotations
-
-from collections.abc import Callable, Iterable
-from typing import Any
 
 import torch
 from torch import nn
 
-from agedistill.data.augment import normalize
+from agedistill.models.inputs import normalize
 from agedistill.models.ordinal import expected_age, mixture_logits
-
-LossFn = Callable[[Any], tuple[torch.Tensor, dict[str, float]]]
-
-
-def train_one_epoch(
-    modules: Iterable[nn.Module],
-    loss_fn: LossFn,
-    batches: Iterable[Any],
-    optimizer: torch.optim.Optimizer,
-    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
-    after_backward: Callable[[], None] | None = None,
-    after_step: Callable[[], None] | None = None,
-) -> dict[str, float]:
-    """Run ``loss_fn`` over ``batches`` with one optimiser step each; return mean logged values.
-
-    ``loss_fn(batch)`` returns the loss to minimise and a dict of floats to average (it owns the
-    forward pass, so the same engine serves cross-entropy, permutation and distillation losses).
-    ``after_backward`` runs between ``backward`` and the step (data-parallel gradient averaging),
-    ``after_step`` after each step (a moving average of the weights).
-    """
-    for m in modules:
-        m.train()
-    sums: dict[str, float] = {}
-    n = 0
-    for batch in batches:
-        loss, logs = loss_fn(batch)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"loss is {loss.item()}: lower the learning rate")
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if after_backward is not None:
-            after_backward()
-        optimizer.step()
-        if scheduler is not None:
-            scheduler.step()
-        if after_step is not None:
-            after_step()
-        for k, v in logs.items():
-            sums[k] = sums.get(k, 0.0) + v
-        n += 1
-    return {k: v / max(n, 1) for k, v in sums.items()}
 
 
 @torch.inference_mode()

@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from agedistill.data.augment import MEAN, STD
+from agedistill.models.inputs import MEAN, STD
 from agedistill.models.ordinal import age_std, expected_age
 from agedistill.serving.predict import AgeModel, load_age_model
 

@@ -29,7 +29,6 @@ from PIL import Image, ImageDraw, ImageFont
 from torch import nn
 
 from agedistill import __version__
-from agedistill.data.augment import normalize
 from agedistill.faces.align import (
     Detection,
     FaceDetector,
@@ -40,6 +39,7 @@ from agedistill.faces.align import (
     to_rgb,
 )
 from agedistill.models.files import ModelFileError, load_model
+from agedistill.models.inputs import normalize
 from agedistill.models.ordinal import age_std, expected_age, mixture_logits
 from agedistill.serving.inference import for_inference
 

@@ -8,11 +8,11 @@ from pathlib import Path
 from typing import Any
 
 from agedistill.config import raw_params
-from agedistill.evaluation.scoring import write_json
+from agedistill.pipeline.outputs import write_json
 from agedistill.pipeline.tracking import NullTracker, Tracker, mlflow_run
 from agedistill.training import distributed
 from agedistill.training.checkpoints import TrainState, fingerprint
-from agedistill.training.recipes import TrainingSetup
+from agedistill.training.loop import TrainingSetup
 
 
 @contextmanager

@@ -18,8 +18,8 @@ import torch
 from PIL import Image
 
 from agedistill.cli import main
-from agedistill.data.augment import normalize
 from agedistill.faces.align import FaceDetector, read_image
+from agedistill.models.inputs import normalize
 from agedistill.serving.export import INPUT_NAME, OUTPUT_NAMES, torch_outputs
 from agedistill.serving.predict import DETECT_DEFAULTS, AgeModel, load_age_model
 

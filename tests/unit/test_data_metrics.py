@@ -3,8 +3,9 @@ import pandas as pd
 import pytest
 import torch
 
-from agedistill.data.augment import augment, batches, color_jitter, normalize, similarity_jitter
+from agedistill.data.augment import augment, batches, color_jitter, similarity_jitter
 from agedistill.evaluation.metrics import cumulative_score, group_label, grouped_mae, mae
+from agedistill.models.inputs import normalize
 from agedistill.training.recipes import kendall_tau
 
 
@@ -133,7 +134,7 @@ def test_mix_pairs_blends_each_face_with_a_partner_by_one_weight():
 def test_resize_faces_matches_the_resize_of_load_time(sample_images):
     from PIL import Image
 
-    from agedistill.data.augment import resize_faces
+    from agedistill.models.inputs import resize_faces
 
     path = sorted(sample_images.glob("*.jpg"))[0]
     with Image.open(path) as im:

@@ -6,12 +6,13 @@ import pytest
 import torch
 from torch import nn
 
-from agedistill.data.augment import normalize
 from agedistill.models.files import load_model
+from agedistill.models.inputs import normalize
 from agedistill.models.nets import RankTeacher
 from agedistill.models.predictions import predict_ages, predict_logits
 from agedistill.serving.inference import for_inference
-from agedistill.training.recipes import Optim, train_classifier
+from agedistill.training.loop import Optim
+from agedistill.training.recipes import train_classifier
 from tests.chips import chip_table
 
 ARCH = {"widths": [8, 16, 24], "stem_stride": 1, "depthwise": False, "dropout": 0.1,
@@ -73,7 +74,7 @@ def test_flip_averages_each_face_with_its_mirror_image(trained):
 
 
 def test_probe_flip_reads_the_mirror_image_features(sample_images):
-    from agedistill.data.augment import FaceTable
+    from agedistill.data.tables import FaceTable
     from agedistill.evaluation.scoring import linear_probe
 
     faces = chip_table(sample_images, step=10, n=64)
@@ -92,14 +93,14 @@ def test_probe_flip_reads_the_mirror_image_features(sample_images):
 
 
 def test_probe_resizes_faces_to_the_teachers_input_size(sample_images):
-    from agedistill.data.augment import FaceTable
+    from agedistill.data.tables import FaceTable
     from agedistill.evaluation.scoring import linear_probe
 
     big = chip_table(sample_images, step=10, n=64, size=32)
     torch.manual_seed(0)
     rt = RankTeacher([8, 16], k=3, feature_dim=4, stem_stride=2)
     # the probe on 32-px faces resized for a 16-px teacher reads what the teacher reads
-    from agedistill.data.augment import resize_faces
+    from agedistill.models.inputs import resize_faces
 
     small = resize_faces(big.images.float(), 16).round().clamp(0, 255).to(torch.uint8)
     resized, _ = linear_probe(rt, big, big, size=16)

@@ -10,9 +10,10 @@ import torch
 from agedistill.models.files import build_model, load_model
 from agedistill.models.predictions import age_mae
 from agedistill.training import precision
+from agedistill.training.loop import Optim
 from agedistill.training.losses import age_loss, hint_loss, kd_loss, mixed_age_loss
 from agedistill.training.precision import autocast, check_precision, to_memory_format
-from agedistill.training.recipes import Optim, train_classifier, train_student
+from agedistill.training.recipes import train_classifier, train_student
 from tests.chips import chip_table
 from tests.unit.test_train import ARCH
 

@@ -5,10 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from agedistill.data.augment import FaceTable
+from agedistill.data.tables import FaceTable
 from agedistill.models.files import load_model
 from agedistill.training.checkpoints import TrainState, fingerprint
-from agedistill.training.recipes import Optim, TrainingSetup, epoch_random, train_classifier
+from agedistill.training.loop import Optim, TrainingSetup, epoch_random
+from agedistill.training.recipes import train_classifier
 from tests.chips import chip_table
 
 ARCH = {"widths": [8, 16], "stem_stride": 2, "depthwise": False, "dropout": 0.2, "input_size": 32}

@@ -5,9 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from agedistill.data.augment import FaceTable
+from agedistill.data.tables import FaceTable
 from agedistill.models.files import build_model, load_model
-from agedistill.training.recipes import Optim, train_classifier, train_rank_teacher, train_student
+from agedistill.training.loop import Optim
+from agedistill.training.recipes import train_classifier, train_rank_teacher, train_student
 from tests.chips import chip_table
 
 ARCH = {
@@ -109,7 +110,7 @@ def test_hint_check_reads_each_network_on_its_own_device():
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_distillation_with_hints_trains_on_a_gpu(faces, tmp_path):
     from agedistill.training.distributed import Context
-    from agedistill.training.recipes import TrainingSetup
+    from agedistill.training.loop import TrainingSetup
 
     config = {"arch": "convnet", **ARCH, "num_classes": 101, "min_age": 0}
     rt = build_model({"arch": "rank_teacher", **ARCH, "input_size": 16, "widths": [8, 16],
