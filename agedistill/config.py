@@ -15,12 +15,14 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from agedistill.faces.align import DETECT_PAD
 from agedistill.models.nets import stage_sides
-from agedistill.training.precision import PRECISIONS
 
 PosInt = Annotated[int, Field(gt=0)]
 NonNegFloat = Annotated[float, Field(ge=0)]
 PosFloat = Annotated[float, Field(gt=0)]
 Fraction = Annotated[float, Field(gt=0, lt=1)]
+
+# train.precision: float32, or bfloat16 autocast (agedistill.training.precision)
+PRECISIONS = ("fp32", "bf16")
 
 
 class ParamsError(ValueError):

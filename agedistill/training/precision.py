@@ -16,7 +16,7 @@ from contextlib import AbstractContextManager
 import torch
 from torch import nn
 
-PRECISIONS = ("fp32", "bf16")
+from agedistill.config import PRECISIONS
 
 
 def native_bf16(device: torch.device) -> bool:
