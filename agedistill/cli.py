@@ -87,7 +87,10 @@ def _predict(args: argparse.Namespace) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
-    return run_predict(args.paths, args.model, args.out, args.annotate, progress, detect, args.flip)
+    return run_predict(
+        args.paths, args.model, args.out, annotate_dir=args.annotate, progress=progress,
+        detect=detect, flip=args.flip,
+    )  # fmt: skip
 
 
 def _export(args: argparse.Namespace) -> int:

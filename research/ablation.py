@@ -137,13 +137,13 @@ def _train_and_score(job: tuple[Workspace, str, int, Path, int]) -> dict[str, An
     from agedistill.models.files import load_model
     from agedistill.pipeline.tracking import mlflow_run
     from agedistill.training.checkpoints import TrainState, file_digest, fingerprint
-    from agedistill.training.loop import Optim, TrainingSetup
-    from agedistill.training.recipes import train_student
+    from agedistill.training.loop import TrainingSetup
+    from agedistill.training.recipes import Teachers, train_student
 
     params = load_params(ws.params)
     arch, d = params.student, params.distill
     weights = VARIANTS[variant]
-    opt = Optim(**{**d.train.model_dump(), "seed": seed, "threads": threads})
+    opt = d.train.model_copy(update={"seed": seed, "threads": threads})
     train = load_table(ws.split / "train.csv", ws.crops, arch.input_size)
     val = load_table(ws.split / "val.csv", ws.crops, arch.input_size)
     test = load_table(ws.split / "test.csv", ws.crops, arch.input_size)
@@ -159,16 +159,13 @@ def _train_and_score(job: tuple[Workspace, str, int, Path, int]) -> dict[str, An
                       file_digest(ws.class_teacher), file_digest(ws.rank_teacher))  # fmt: skip
     state = TrainState(out / "checkpoints" / name, key)  # a killed run resumes its last epoch
     with mlflow_run("ablation", stage_params, raw_params(ws.params), state.mlflow_run_id()) as run:
+        teachers = Teachers(class_teacher, rank_teacher, params.rank_teacher.hint_stage,
+                            rank_config["input_size"])  # fmt: skip
         fit = train_student(
-            train, val, arch.model_dump(), opt, params.ages.min_age, params.ages.num_classes,
-            class_teacher, rank_teacher, d.temperature, d.gt_weight, weights["kd_weight"],
-            weights["hint_weight"], d.hint_stage, params.rank_teacher.hint_stage,
-            TrainingSetup(model_file, state=state, log=run.log_metrics, mlflow_run_id=run.run_id,
-                has_logged=run.has_metric),
-            crop=params.align.crop_settings(),
-            mixup=d.mixup,
-            **params.age_loss.model_dump(),
-            rank_input_size=rank_config["input_size"],
+            train, val, arch, d.model_copy(update={"train": opt, **weights}), params.ages, teachers,
+            out=TrainingSetup(model_file, state=state, log=run.log_metrics,
+                              mlflow_run_id=run.run_id, has_logged=run.has_metric),
+            loss=params.age_loss, crop=params.align.crop_settings(),
         )  # fmt: skip
         result = {"variant": variant, "seed": seed, "fit": fit, "teachers": ws.digests(),
                   "test": test_score(model_file, test, params.evaluate.cs_max)}  # fmt: skip

@@ -30,10 +30,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from agedistill.config import load_params
+from agedistill.config import TrainParams, load_params
 from agedistill.data.tables import FaceTable, load_table
 from agedistill.pipeline.outputs import write_json
-from agedistill.training.loop import Optim
 from agedistill.training.recipes import train_classifier
 from research.ablation import Workspace, test_score
 
@@ -67,7 +66,7 @@ def run_grid(args: argparse.Namespace) -> None:
     """Train and score every (fraction, seed) run that has no result yet."""
     ws = Workspace.of(args.workspace)
     params = load_params(ws.params)
-    arch, size = params.student.model_dump(), params.student.input_size
+    arch, size = params.student, params.student.input_size
     train, val, test = (load_table(ws.split / f"{p}.csv", ws.crops, size)
                         for p in ("train", "val", "test"))  # fmt: skip
     runs = args.out / "runs"
@@ -86,8 +85,8 @@ def run_grid(args: argparse.Namespace) -> None:
             print(f"{name}: {len(part)} training faces, {tp['epochs']} epochs", flush=True)
             start = time.perf_counter()
             fit = train_classifier(
-                part, val, arch, Optim(**tp), params.ages.min_age, params.ages.num_classes, model,
-                crop=params.align.crop_settings(), **params.age_loss.model_dump(),
+                part, val, arch, TrainParams(**tp), params.ages, out=model,
+                loss=params.age_loss, crop=params.align.crop_settings(),
             )  # fmt: skip
             scored = test_score(model, test, params.evaluate.cs_max)
             result = {

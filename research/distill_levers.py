@@ -43,14 +43,15 @@ import yaml
 from PIL import Image
 from torch import nn
 
+from agedistill.config import AgeLossParams, AgesParams, DistillParams, ModelParams, TrainParams
 from agedistill.data.tables import FaceTable, load_table
 from agedistill.evaluation.scoring import score
 from agedistill.models.files import load_model
 from agedistill.models.ordinal import mixture_logits
 from agedistill.models.predictions import predict_ages_and_flipped
 from agedistill.training.distributed import Context
-from agedistill.training.loop import Optim, TrainingSetup
-from agedistill.training.recipes import train_classifier, train_student
+from agedistill.training.loop import TrainingSetup
+from agedistill.training.recipes import Teachers, train_classifier, train_student
 
 VARIANTS = ("base", "born_again", "ensemble", "ep120", "ep120jit", "born_again_ep120", "t4")
 JITTER = {"rotate": 10.0, "scale": 0.1, "color": 0.2}
@@ -96,7 +97,8 @@ class Levers:
         self.models, self.out, self.device = models, out, device
         self.fits: dict[str, dict[str, float]] = {}  # each training's result (best epoch, ...)
         self.min_age = self.params["ages"]["min_age"]
-        self.classes = self.params["ages"]["max_age"] - self.min_age + 1
+        self.ages = AgesParams(**self.params["ages"])
+        self.loss = AgeLossParams(**self.params.get("age_loss", {}))
         align = self.params["align"]
         self.crop = {k: align[k] for k in ("margin", "template", "detect_pad")}
         self.rank_input_size = load_model(models / "rank_teacher.pt")[1]["input_size"]
@@ -104,8 +106,8 @@ class Levers:
     def teacher(self, name: str) -> nn.Module:
         return load_model(self.models / f"{name}.pt")[0]
 
-    def _opt(self, section: dict[str, Any], **change: Any) -> Optim:
-        return Optim(**{**section, "threads": torch.get_num_threads(), **change})
+    def _opt(self, section: dict[str, Any], **change: Any) -> TrainParams:
+        return TrainParams(**{**section, "threads": torch.get_num_threads(), **change})
 
     def _run(self, tag: str) -> TrainingSetup:
         return TrainingSetup(self.out / f"{tag}.pt", ctx=Context(device=self.device))
@@ -113,20 +115,25 @@ class Levers:
     def distill(self, tag: str, class_teacher: nn.Module, temperature: float | None = None,
                 kd_weight: float | None = None, **change: Any) -> nn.Module:  # fmt: skip
         d = self.params["distill"]
+        distill = DistillParams(**{
+            **d, "train": self._opt(d["train"], **change),
+            "temperature": temperature or d["temperature"],
+            "kd_weight": kd_weight or d["kd_weight"],
+        })  # fmt: skip
+        rank_hint_stage = self.params["rank_teacher"]["hint_stage"]
+        teachers = Teachers(class_teacher, self.teacher("rank_teacher"), rank_hint_stage,
+                            self.rank_input_size)  # fmt: skip
         self.fits[tag] = train_student(
-            self.train, self.val, self.arch, self._opt(d["train"], **change), self.min_age,
-            self.classes, class_teacher, self.teacher("rank_teacher"),
-            temperature or d["temperature"], d["gt_weight"], kd_weight or d["kd_weight"],
-            d["hint_weight"], d["hint_stage"], self.params["rank_teacher"]["hint_stage"],
-            self._run(tag), crop=self.crop, mixup=d["mixup"], **self.params["age_loss"],
-            rank_input_size=self.rank_input_size,
+            self.train, self.val, ModelParams(**self.arch), distill, self.ages, teachers,
+            out=self._run(tag), loss=self.loss, crop=self.crop,
         )  # fmt: skip
         return load_model(self.out / f"{tag}.pt")[0]
 
     def classifier(self, tag: str, seed: int) -> nn.Module:
         self.fits[tag] = train_classifier(
-            self.train, self.val, self.arch, self._opt(self.params["class_teacher"], seed=seed),
-            self.min_age, self.classes, self._run(tag), crop=self.crop, **self.params["age_loss"],
+            self.train, self.val, ModelParams(**self.arch),
+            self._opt(self.params["class_teacher"], seed=seed), self.ages, out=self._run(tag),
+            loss=self.loss, crop=self.crop,
         )  # fmt: skip
         return load_model(self.out / f"{tag}.pt")[0]
 

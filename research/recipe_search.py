@@ -32,11 +32,10 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from agedistill.config import load_params
+from agedistill.config import AgeLossParams, ModelParams, TrainParams, load_params
 from agedistill.data.tables import FaceTable
 from agedistill.faces.align import align_face
 from agedistill.pipeline.outputs import write_json
-from agedistill.training.loop import Optim
 from agedistill.training.recipes import train_classifier
 from research.ablation import test_score
 
@@ -177,10 +176,11 @@ def run_variant(job: tuple[str, dict, argparse.Namespace]) -> dict:
     suffix = "" if args.seed is None else f"-s{args.seed}"
     out = args.cache / "models" / (name.replace(" ", "_") + suffix + ".pt")
     start = time.perf_counter()
+    loss = AgeLossParams(label_sigma=over.get("label_sigma", 0.0),
+                         mae_weight=over.get("mae_weight", 0.0))  # fmt: skip
     fit = train_classifier(
-        train, val, arch, Optim(**tp), params.ages.min_age, params.ages.num_classes, out,
-        label_sigma=over.get("label_sigma", 0.0), mae_weight=over.get("mae_weight", 0.0),
-    )  # fmt: skip
+        train, val, ModelParams(**arch), TrainParams(**tp), params.ages, out=out, loss=loss
+    )
     result = {
         "variant": name,
         **over,

@@ -41,12 +41,13 @@ import torch
 import yaml
 from PIL import Image
 
+from agedistill.config import AgeLossParams, AgesParams, DistillParams, ModelParams, TrainParams
 from agedistill.data.tables import FaceTable, load_table
 from agedistill.models.files import load_model
 from agedistill.models.nets import RankTeacher
 from agedistill.training.distributed import Context
-from agedistill.training.loop import Optim, TrainingSetup
-from agedistill.training.recipes import train_classifier, train_student
+from agedistill.training.loop import TrainingSetup
+from agedistill.training.recipes import Teachers, train_classifier, train_student
 from research.ablation import test_score
 
 ARCHS = {"4st": [32, 64, 128, 192], "5st": [16, 32, 64, 128, 192]}
@@ -97,28 +98,31 @@ def run_variant(workspace: Path, name: str, work: Path, device: torch.device, re
     )
     arch = {**params["student"], "widths": spec["widths"], "stem_stride": spec["stem_stride"],
             "input_size": side}  # fmt: skip
-    min_age = params["ages"]["min_age"]
-    classes = params["ages"]["max_age"] - min_age + 1
     shift = round(4 * side / 64)
     threads = torch.get_num_threads()
     ctx = Context(device=device)
-    teach = Optim(**{**params["class_teacher"], "seed": spec["seed"], "max_shift": shift,
-                     "threads": threads})  # fmt: skip
+    teach = TrainParams(**{**params["class_teacher"], "seed": spec["seed"], "max_shift": shift,
+                           "threads": threads})  # fmt: skip
+    ages, loss, model = (
+        AgesParams(**params["ages"]),
+        AgeLossParams(**params["age_loss"]),
+        ModelParams(**arch),
+    )
     run = TrainingSetup(work / f"{name}-teacher.pt", ctx=ctx)
-    fit = train_classifier(train, val, arch, teach, min_age, classes, run, **params["age_loss"])
+    fit = train_classifier(train, val, model, teach, ages, out=run, loss=loss)
     report(f"{name}-teacher" if spec["distill"] else name, run.out, fit, (val, test))
     if not spec["distill"]:
         return
     d = params["distill"]
     rt = params["rank_teacher"]
     unused = RankTeacher(rt["model"]["widths"], rt["k"], rt["feature_dim"])  # hints are off
-    student_opt = Optim(**{**d["train"], "seed": spec["seed"], "max_shift": shift,
-                           "threads": threads})  # fmt: skip
+    student_opt = TrainParams(**{**d["train"], "seed": spec["seed"], "max_shift": shift,
+                                 "threads": threads})  # fmt: skip
+    distill = DistillParams(**{**d, "train": student_opt, "hint_weight": 0.0})
     teacher = load_model(run.out)[0]
     fit = train_student(
-        train, val, arch, student_opt, min_age, classes, teacher, unused, d["temperature"],
-        d["gt_weight"], d["kd_weight"], 0.0, d["hint_stage"], rt["hint_stage"],
-        TrainingSetup(work / f"{name}-student.pt", ctx=ctx), mixup=d["mixup"], **params["age_loss"],
+        train, val, model, distill, ages, Teachers(teacher, unused, rt["hint_stage"]),
+        out=TrainingSetup(work / f"{name}-student.pt", ctx=ctx), loss=loss,
     )  # fmt: skip
     report(f"{name}-student", work / f"{name}-student.pt", fit, (val, test))
 

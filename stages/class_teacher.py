@@ -10,7 +10,6 @@ from agedistill.config import load_params
 from agedistill.data.tables import load_table
 from agedistill.pipeline.stage import stage_main
 from agedistill.training.harness import publish, training_stage
-from agedistill.training.loop import Optim
 from agedistill.training.recipes import train_classifier
 
 
@@ -38,9 +37,8 @@ def main() -> None:
         params.distributed.backend,
     ) as (run, tracker):  # fmt: skip
         metrics = train_classifier(
-            train, val, arch.model_dump(), Optim(**tp.model_dump()), params.ages.min_age,
-            params.ages.num_classes, run, crop=params.align.crop_settings(),
-            **params.age_loss.model_dump(),
+            train, val, arch, tp, params.ages, out=run, loss=params.age_loss,
+            crop=params.align.crop_settings(),
         )  # fmt: skip
         publish(run, tracker, metrics, args.metrics)
 

@@ -9,8 +9,7 @@ from agedistill.models.files import load_model
 from agedistill.pipeline.stage import stage_main
 from agedistill.training.checkpoints import file_digest
 from agedistill.training.harness import publish, training_stage
-from agedistill.training.loop import Optim
-from agedistill.training.recipes import train_student
+from agedistill.training.recipes import Teachers, train_student
 
 
 def main() -> None:
@@ -41,12 +40,12 @@ def main() -> None:
     with training_stage(
         "distill", stage_params, args.model, args.checkpoints, data, params.distributed.backend
     ) as (run, tracker):
+        teachers = Teachers(
+            class_teacher, rank_teacher, params.rank_teacher.hint_stage, rank_config["input_size"]
+        )
         metrics = train_student(
-            train, val, arch.model_dump(), Optim(**d.train.model_dump()), params.ages.min_age,
-            params.ages.num_classes, class_teacher, rank_teacher, d.temperature, d.gt_weight,
-            d.kd_weight, d.hint_weight, d.hint_stage, params.rank_teacher.hint_stage, run,
-            crop=params.align.crop_settings(), mixup=d.mixup, **params.age_loss.model_dump(),
-            rank_input_size=rank_config["input_size"],
+            train, val, arch, d, params.ages, teachers, out=run, loss=params.age_loss,
+            crop=params.align.crop_settings(),
         )  # fmt: skip
         publish(run, tracker, metrics, args.metrics)
 

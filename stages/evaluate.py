@@ -32,10 +32,7 @@ def main() -> None:
         "rank_teacher": args.rank_teacher,
     }
     with mlflow_run("evaluate", e.model_dump(), raw_params()) as run:
-        results, preds = evaluate_models(
-            paths, train, test, ages.min_age, ages.max_age, e.cs_max, e.latency_batch,
-            e.latency_repeats,
-        )  # fmt: skip
+        results, preds = evaluate_models(paths, train, test, ages, e)
         write_json(results, args.metrics)
         pngs = write_plots(results, preds, args.plots)
         for name, r in results.items():

@@ -7,7 +7,6 @@ from agedistill.config import load_params
 from agedistill.data.tables import load_table
 from agedistill.pipeline.stage import stage_main
 from agedistill.training.harness import publish, training_stage
-from agedistill.training.loop import Optim
 from agedistill.training.recipes import train_rank_teacher
 
 
@@ -29,10 +28,7 @@ def main() -> None:
         "rank_teacher", p.model_dump(), args.model, args.checkpoints, data,
         params.distributed.backend,
     ) as (run, tracker):  # fmt: skip
-        metrics = train_rank_teacher(
-            train, val, p.model.model_dump(), Optim(**p.train.model_dump()), p.k, p.min_gap,
-            p.sampling, p.sequences_per_epoch, p.val_sequences, p.feature_dim, run,
-        )  # fmt: skip
+        metrics = train_rank_teacher(train, val, p, out=run)
         publish(run, tracker, metrics, args.metrics)
 
 

@@ -18,6 +18,7 @@ def augment(
     max_shift: int,
     flip: bool,
     generator: torch.Generator,
+    *,
     rotate: float = 0.0,
     scale: float = 0.0,
     color: float = 0.0,

@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from agedistill.config import AgesParams, EvaluateParams
 from agedistill.data.tables import FaceTable
 from agedistill.evaluation.metrics import (
     cpu_latency,
@@ -101,19 +102,25 @@ def evaluate_models(
     model_paths: dict[str, str | Path],
     train: FaceTable,
     test: FaceTable,
-    min_age: int,
-    max_age: int,
-    cs_max: int = 10,
-    latency_batch: int = 64,
-    latency_repeats: int = 20,
+    ages: AgesParams,
+    params: EvaluateParams,
 ) -> tuple[dict[str, Any], pd.DataFrame]:
     """Metrics per model and a table of per-face predictions (one column per model).
+
+    ``ages`` bounds the ranking teacher's probe; ``params`` sets the cumulative score's range and
+    the latency measurement.
 
     The metrics are those of each model as it is; ``mae_flip`` and ``mae_21_60_flip`` are its MAE
     with test-time flip augmentation, at twice the cost: for the classifiers each face is also fed
     mirrored and the two age distributions averaged (``agedistill predict --flip``); the ranking
     teacher's probe reads each face's features averaged with its mirror image's.
     """
+    min_age, max_age = ages.min_age, ages.max_age
+    cs_max, latency_batch, latency_repeats = (
+        params.cs_max,
+        params.latency_batch,
+        params.latency_repeats,
+    )
     results: dict[str, Any] = {}
     preds = pd.DataFrame({"crop": test.rows["crop"], "true_age": test.ages.numpy()})
     for name, path in model_paths.items():

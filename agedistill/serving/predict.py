@@ -508,6 +508,7 @@ def run_predict(
     paths: Sequence[str | Path],
     model_path: str | Path | None = None,
     out: str | Path | None = None,
+    *,
     annotate_dir: str | Path | None = None,
     progress: bool | None = None,
     detect: dict[str, Any] | None = None,

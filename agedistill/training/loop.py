@@ -16,6 +16,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from agedistill.config import TrainParams
 from agedistill.data.augment import augment, batches
 from agedistill.models.files import save_model
 from agedistill.training.averaging import WeightAverage
@@ -39,6 +40,7 @@ def train_one_epoch(
     batches: Iterable[Any],
     optimizer: torch.optim.Optimizer,
     scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
+    *,
     after_backward: Callable[[], None] | None = None,
     after_step: Callable[[], None] | None = None,
 ) -> dict[str, float]:
@@ -78,30 +80,14 @@ EpochLogger = Callable[[dict[str, float], int], None]
 StepCheck = Callable[[str, int], bool]
 
 
-@dataclass(frozen=True)
-class Optim:
-    """Optimisation settings (a plain copy of ``TrainParams``)."""
-
-    epochs: int
-    batch_size: int
-    lr: float
-    weight_decay: float
-    seed: int
-    max_shift: int
-    flip: bool
-    threads: int = 2
-    rotate: float = 0.0
-    scale: float = 0.0
-    color: float = 0.0
-    ema_epochs: float = 0.0
-    precision: str = "fp32"
-    channels_last: bool = False
-
-    def augment(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        """This run's augmentation of a uint8 batch (:func:`~agedistill.data.augment`)."""
-        return augment(
-            images, self.max_shift, self.flip, generator, self.rotate, self.scale, self.color
-        )
+def augment_batch(
+    opt: TrainParams, images: torch.Tensor, generator: torch.Generator
+) -> torch.Tensor:
+    """``opt``'s augmentation of a uint8 batch (:func:`~agedistill.data.augment.augment`)."""
+    return augment(
+        images, opt.max_shift, opt.flip, generator, rotate=opt.rotate, scale=opt.scale,
+        color=opt.color,
+    )  # fmt: skip
 
 
 def seed_everything(seed: int, threads: int = 0) -> None:
@@ -145,7 +131,7 @@ def epoch_random(seed: int, epoch: int, rank: int = 0) -> EpochRandom:
 MIN_ONE_CYCLE_STEPS = 5
 
 
-def _optimizer(params, opt: Optim, steps_per_epoch: int):
+def _optimizer(params, opt: TrainParams, steps_per_epoch: int):
     optimizer = torch.optim.AdamW(params, lr=opt.lr, weight_decay=opt.weight_decay)
     total = max(1, opt.epochs * steps_per_epoch)
     if total < MIN_ONE_CYCLE_STEPS:
@@ -172,7 +158,9 @@ def as_setup(out: str | Path | TrainingSetup, log: EpochLogger | None) -> Traini
     return out if isinstance(out, TrainingSetup) else TrainingSetup(Path(out), log=log)
 
 
-def _global_batches(n: int, opt: Optim, rand: EpochRandom, ctx: Context) -> Iterator[torch.Tensor]:
+def _global_batches(
+    n: int, opt: TrainParams, rand: EpochRandom, ctx: Context
+) -> Iterator[torch.Tensor]:
     # the same order on every rank; a batch too small to give every rank a sample is skipped
     for idx in batches(n, opt.batch_size, True, rand.order):
         if len(idx) >= ctx.world:
@@ -183,13 +171,14 @@ def fit(
     modules: list[nn.Module],
     loss_fn: Callable[[torch.Tensor, EpochRandom], tuple[torch.Tensor, dict[str, float]]],
     n_train: int,
-    opt: Optim,
+    opt: TrainParams,
+    run: TrainingSetup,
+    *,
     validate: Callable[[torch.Tensor], dict[str, float]],
     n_val: int,
     select: str,
     lower_is_better: bool,
     best_model: tuple[nn.Module, dict[str, Any]],
-    run: TrainingSetup,
     desc: str,
     epoch_start: Callable[[EpochRandom], None] | None = None,
 ) -> dict[str, float]:

@@ -6,6 +6,7 @@ scripts only parse params and paths.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,14 @@ import numpy as np
 import torch
 from torch import nn
 
+from agedistill.config import (
+    AgeLossParams,
+    AgesParams,
+    DistillParams,
+    ModelParams,
+    RankTeacherParams,
+    TrainParams,
+)
 from agedistill.data.augment import mix_pairs
 from agedistill.data.tables import FaceTable
 from agedistill.faces.align import CROP_DEFAULTS
@@ -24,9 +33,9 @@ from agedistill.models.predictions import age_mae
 from agedistill.training.loop import (
     EpochLogger,
     EpochRandom,
-    Optim,
     TrainingSetup,
     as_setup,
+    augment_batch,
     fit,
     seed_everything,
 )
@@ -34,17 +43,14 @@ from agedistill.training.losses import age_loss, hint_loss, kd_loss, mixed_age_l
 from agedistill.training.precision import to_memory_format
 
 
-def _arch_config(model_params: dict[str, Any]) -> dict[str, Any]:
+def _arch_config(model: ModelParams) -> dict[str, Any]:
     """The ``ModelParams`` keys a model file records, as plain types."""
     keys = ("stem_stride", "depthwise", "dropout", "input_size")
-    return {"widths": list(model_params["widths"]), **{k: model_params[k] for k in keys}}
+    return {"widths": list(model.widths), **{k: getattr(model, k) for k in keys}}
 
 
 def convnet_config(
-    model_params: dict[str, Any],
-    num_classes: int,
-    min_age: int,
-    crop: dict[str, Any] | None = None,
+    model: ModelParams, ages: AgesParams, crop: dict[str, Any] | None = None
 ) -> dict[str, Any]:
     """Model config (for the model file) of a student-shaped network.
 
@@ -53,9 +59,9 @@ def convnet_config(
     """
     return {
         "arch": "convnet",
-        **_arch_config(model_params),
-        "num_classes": num_classes,
-        "min_age": min_age,
+        **_arch_config(model),
+        "num_classes": ages.num_classes,
+        "min_age": ages.min_age,
         **{f"align_{k}": v for k, v in {**CROP_DEFAULTS, **(crop or {})}.items()},
     }
 
@@ -63,40 +69,42 @@ def convnet_config(
 def train_classifier(
     train: FaceTable,
     val: FaceTable,
-    model_params: dict[str, Any],
-    opt: Optim,
-    min_age: int,
-    num_classes: int,
+    model: ModelParams,
+    opt: TrainParams,
+    ages: AgesParams,
+    *,
     out: str | Path | TrainingSetup,
-    log: EpochLogger | None = None,
+    loss: AgeLossParams | None = None,
     crop: dict[str, Any] | None = None,
-    label_sigma: float = 0.0,
-    mae_weight: float = 0.0,
+    log: EpochLogger | None = None,
 ) -> dict[str, float]:
     """Train a student-shaped network on the ground truth; save the best (val MAE) to ``out``.
 
-    The loss is :func:`~agedistill.losses.age_loss` (``label_sigma``, ``mae_weight``).
-    ``out`` is a model path, or a :class:`TrainingSetup` (data-parallel context, checkpoints,
-    logger).
+    The loss is :func:`~agedistill.training.losses.age_loss` with ``loss``'s settings. ``out``
+    is a model path, or a :class:`TrainingSetup` (data-parallel context, checkpoints, logger).
+    ``crop`` (``AlignParams.crop_settings()``) is recorded in the model file for ``predict``.
     """
     run = as_setup(out, log)
+    loss = loss or AgeLossParams()  # plain cross-entropy
     seed_everything(opt.seed, opt.threads)
-    config = convnet_config(model_params, num_classes, min_age, crop)
-    model = build_model(config)
+    config = convnet_config(model, ages, crop)
+    net = build_model(config)
+    min_age = ages.min_age
     labels = train.labels(min_age)
     dev = run.ctx.device
 
     def loss_fn(idx, rand):
-        x = normalize(opt.augment(train.images[idx], rand.aug)).to(dev)
-        loss = age_loss(model(x), labels[idx].to(dev), label_sigma, mae_weight)
-        return loss, {"loss": loss.item()}
+        x = normalize(augment_batch(opt, train.images[idx], rand.aug)).to(dev)
+        value = age_loss(net(x), labels[idx].to(dev), loss.label_sigma, loss.mae_weight)
+        return value, {"loss": value.item()}
 
     result = fit(
-        [model], loss_fn, len(train), opt,
-        lambda vi: {"val_mae": age_mae(model, val.images[vi], val.ages[vi], min_age)}, len(val),
-        "val_mae", True, (model, config), run, "class_teacher",
+        [net], loss_fn, len(train), opt, run,
+        validate=lambda vi: {"val_mae": age_mae(net, val.images[vi], val.ages[vi], min_age)},
+        n_val=len(val), select="val_mae", lower_is_better=True, best_model=(net, config),
+        desc="class_teacher",
     )  # fmt: skip
-    return {**result, "params": count_parameters(model)}
+    return {**result, "params": count_parameters(net)}
 
 
 @torch.no_grad()
@@ -164,32 +172,30 @@ def order_metrics(
 def train_rank_teacher(
     train: FaceTable,
     val: FaceTable,
-    model_params: dict[str, Any],
-    opt: Optim,
-    k: int,
-    min_gap: int,
-    sampling: str,
-    sequences_per_epoch: int,
-    val_sequences: int,
-    feature_dim: int,
+    params: RankTeacherParams,
+    *,
     out: str | Path | TrainingSetup,
     log: EpochLogger | None = None,
 ) -> dict[str, float]:
     """Train the ranking teacher to recover the age order of K shuffled faces."""
     run = as_setup(out, log)
+    opt, k, min_gap, sampling = params.train, params.k, params.min_gap, params.sampling
+    sequences_per_epoch = params.sequences_per_epoch
     seed_everything(opt.seed, opt.threads)
     config = {
         "arch": "rank_teacher",
-        **_arch_config(model_params),
+        **_arch_config(params.model),
         "k": k,
-        "feature_dim": feature_dim,
+        "feature_dim": params.feature_dim,
     }
     model = build_model(config)
     dev = run.ctx.device
     sampler = SequenceSampler(train.ages.numpy(), k, min_gap, sampling)
     val_sampler = SequenceSampler(val.ages.numpy(), k, min_gap, sampling)
     val_seqs, val_target = shuffle_sequences(
-        torch.from_numpy(val_sampler.sample(val_sequences, np.random.default_rng(opt.seed + 1))),
+        torch.from_numpy(
+            val_sampler.sample(params.val_sequences, np.random.default_rng(opt.seed + 1))
+        ),
         torch.Generator().manual_seed(opt.seed + 1),
     )
     epoch_seqs: dict[str, torch.Tensor] = {}
@@ -199,7 +205,7 @@ def train_rank_teacher(
 
     def loss_fn(idx, rand):
         seqs, target = shuffle_sequences(epoch_seqs["seqs"][idx], rand.aug)  # (B, K), (B,)
-        faces = opt.augment(train.images[seqs.flatten()], rand.aug)
+        faces = augment_batch(opt, train.images[seqs.flatten()], rand.aug)
         x = normalize(faces).view(*seqs.shape, *faces.shape[1:]).to(dev)  # (B, K, 3, H, W)
         logits = model(x)
         target = target.to(dev)
@@ -208,49 +214,58 @@ def train_rank_teacher(
         return loss, {"loss": loss.item(), "order_acc": acc}
 
     result = fit(
-        [model], loss_fn, sequences_per_epoch, opt,
-        lambda vi: order_metrics(model, val.images, val_seqs[vi], val_target[vi]), len(val_seqs),
-        "val_kendall_tau", False, (model, config), run, "rank_teacher", epoch_start=new_sequences,
+        [model], loss_fn, sequences_per_epoch, opt, run,
+        validate=lambda vi: order_metrics(model, val.images, val_seqs[vi], val_target[vi]),
+        n_val=len(val_seqs), select="val_kendall_tau", lower_is_better=False,
+        best_model=(model, config), desc="rank_teacher", epoch_start=new_sequences,
     )  # fmt: skip
     return {**result, "params": count_parameters(model)}
+
+
+@dataclass(frozen=True)
+class Teachers:
+    """The two frozen teachers :func:`train_student` distils, and how it reads the ranking one."""
+
+    classifier: nn.Module  # the class teacher: soft targets
+    ranker: nn.Module  # the ranking teacher: hinted feature maps
+    hint_stage: int  # the ranker's stage the student's hint matches (rank_teacher.hint_stage)
+    input_size: int | None = None  # the ranker's input side, when it differs from the student's
 
 
 def train_student(
     train: FaceTable,
     val: FaceTable,
-    model_params: dict[str, Any],
-    opt: Optim,
-    min_age: int,
-    num_classes: int,
-    class_teacher: nn.Module,
-    rank_teacher: nn.Module,
-    temperature: float,
-    gt_weight: float,
-    kd_weight: float,
-    hint_weight: float,
-    student_hint_stage: int,
-    teacher_hint_stage: int,
+    model: ModelParams,
+    params: DistillParams,
+    ages: AgesParams,
+    teachers: Teachers,
+    *,
     out: str | Path | TrainingSetup,
-    log: EpochLogger | None = None,
+    loss: AgeLossParams | None = None,
     crop: dict[str, Any] | None = None,
-    label_sigma: float = 0.0,
-    mae_weight: float = 0.0,
-    mixup: float = 0.0,
-    rank_input_size: int | None = None,
+    log: EpochLogger | None = None,
 ) -> dict[str, float]:
     """Distil: ground truth + soft targets of the class teacher + hints of the rank teacher.
 
-    ``rank_input_size``: the ranking teacher's input side when it differs from the student's
-    (the model file's ``input_size``); it then reads each batch resized to that side
-    (:func:`~agedistill.data.resize_faces`), and its hinted map must have the student's side.
+    ``teachers.input_size``: the ranking teacher's input side when it differs from the student's
+    (its model file's ``input_size``); it then reads each batch resized to that side
+    (:func:`~agedistill.models.inputs.resize_faces`), and its hinted map must have the student's
+    side.
 
-    The ground-truth term is :func:`~agedistill.losses.age_loss`, as for the class teacher.
-    ``mixup`` > 0 trains on blends of face pairs (:func:`~agedistill.data.mix_pairs`): the
-    teachers read the same blend, and the ground-truth term is blended with the same weight.
+    The ground-truth term is :func:`~agedistill.training.losses.age_loss`, as for the class
+    teacher. ``params.mixup`` > 0 trains on blends of face pairs
+    (:func:`~agedistill.data.augment.mix_pairs`): the teachers read the same blend, and the
+    ground-truth term is blended with the same weight.
     """
+    opt, temperature, mixup = params.train, params.temperature, params.mixup
+    gt_weight, kd_weight, hint_weight = params.gt_weight, params.kd_weight, params.hint_weight
+    student_hint_stage, teacher_hint_stage = params.hint_stage, teachers.hint_stage
+    class_teacher, rank_teacher = teachers.classifier, teachers.ranker
+    loss = loss or AgeLossParams()  # plain cross-entropy
+    label_sigma, mae_weight, min_age = loss.label_sigma, loss.mae_weight, ages.min_age
     run = as_setup(out, log)
     seed_everything(opt.seed, opt.threads)
-    config = convnet_config(model_params, num_classes, min_age, crop)
+    config = convnet_config(model, ages, crop)
     student = build_model(config)
     if student_hint_stage >= len(student.widths):
         raise ValueError(
@@ -267,14 +282,14 @@ def train_student(
         t.eval().requires_grad_(False).to(dev)
     to_memory_format([class_teacher, rank_teacher], opt.channels_last)
     s_size = config["input_size"]
-    t_size = rank_input_size or s_size
+    t_size = teachers.input_size or s_size
     if hint_weight > 0:
         _check_hint_maps(student, rank_teacher, s_size, t_size, student_hint_stage,
                          teacher_hint_stage)  # fmt: skip
     labels = train.labels(min_age)
 
     def loss_fn(idx, rand):
-        x = normalize(opt.augment(train.images[idx], rand.aug)).to(dev)
+        x = normalize(augment_batch(opt, train.images[idx], rand.aug)).to(dev)
         y = labels[idx].to(dev)
         if mixup > 0:
             x, partner, lam = mix_pairs(x, mixup, rand.np, rand.aug)
@@ -304,8 +319,9 @@ def train_student(
     # the adapter only learns when hints are on (an unused module would get no gradient)
     modules = [student, adapter] if hint_weight > 0 else [student]
     result = fit(
-        modules, loss_fn, len(train), opt,
-        lambda vi: {"val_mae": age_mae(student, val.images[vi], val.ages[vi], min_age)}, len(val),
-        "val_mae", True, (student, config), run, "distill",
+        modules, loss_fn, len(train), opt, run,
+        validate=lambda vi: {"val_mae": age_mae(student, val.images[vi], val.ages[vi], min_age)},
+        n_val=len(val), select="val_mae", lower_is_better=True, best_model=(student, config),
+        desc="distill",
     )  # fmt: skip
     return {**result, "params": count_parameters(student)}

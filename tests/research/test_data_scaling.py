@@ -59,10 +59,11 @@ ARCH = {"widths": [8, 16], "stem_stride": 2, "depthwise": False, "dropout": 0.0,
 def test_same_weights_looks_at_tensors_not_file_bytes(tmp_path):
     import torch
 
+    from agedistill.config import AgesParams, ModelParams
     from agedistill.models.files import build_model, save_model
     from agedistill.training.recipes import convnet_config
 
-    config = convnet_config(ARCH, num_classes=5, min_age=0)
+    config = convnet_config(ModelParams(**ARCH), AgesParams(min_age=0, max_age=4))
     model = build_model(config)
     save_model(tmp_path / "a.pt", model, config)
     save_model(tmp_path / "b.pt", model, config)  # another archive name inside the file

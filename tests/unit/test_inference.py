@@ -11,9 +11,9 @@ from agedistill.models.inputs import normalize
 from agedistill.models.nets import RankTeacher
 from agedistill.models.predictions import predict_ages, predict_logits
 from agedistill.serving.inference import for_inference
-from agedistill.training.loop import Optim
 from agedistill.training.recipes import train_classifier
 from tests.chips import chip_table
+from tests.params import AGES, model_params, train_params
 
 ARCH = {"widths": [8, 16, 24], "stem_stride": 1, "depthwise": False, "dropout": 0.1,
         "input_size": 32}  # fmt: skip
@@ -24,8 +24,8 @@ def trained(sample_images, tmp_path_factory):
     """A tiny net trained two epochs on real chips (BatchNorm statistics far from 0 and 1)."""
     faces = chip_table(sample_images, step=10, n=64)
     path = tmp_path_factory.mktemp("inference") / "net.pt"
-    opt = Optim(2, 16, 3e-3, 0.0, seed=0, max_shift=2, flip=True, threads=1)
-    train_classifier(faces, faces, ARCH, opt, 0, 101, path)
+    opt = train_params(2, batch_size=16)
+    train_classifier(faces, faces, model_params(ARCH), opt, AGES, out=path)
     return load_model(path)[0], normalize(faces.images)
 
 

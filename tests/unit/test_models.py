@@ -3,6 +3,7 @@ import pickle
 import pytest
 import torch
 
+from agedistill.config import AgesParams, ModelParams
 from agedistill.models.files import ModelFileError, build_model, load_model, save_model
 from agedistill.models.nets import ConvNet, HintAdapter, RankTeacher, count_parameters
 from agedistill.training.recipes import convnet_config
@@ -42,8 +43,8 @@ def test_depthwise_network_is_smaller():
 @pytest.fixture
 def saved(tmp_path):
     config = convnet_config(
-        {"widths": [8, 16], "stem_stride": 2, "depthwise": False, "dropout": 0.0, "input_size": 32},
-        num_classes=11, min_age=0,
+        ModelParams(widths=[8, 16], stem_stride=2, depthwise=False, dropout=0.0, input_size=32),
+        AgesParams(min_age=0, max_age=10),
     )  # fmt: skip
     model = build_model(config)
     path = tmp_path / "m.pt"
@@ -88,13 +89,14 @@ def test_model_file_errors_are_one_line_and_name_the_file(saved, tmp_path):
 
 
 def test_model_config_records_how_faces_were_aligned():
-    arch = {"widths": [8], "stem_stride": 2, "depthwise": False, "dropout": 0.0, "input_size": 32}
+    arch = ModelParams(widths=[8], stem_stride=2, depthwise=False, dropout=0.0, input_size=32)
+    ages = AgesParams(min_age=0, max_age=10)
     crop = {"margin": 0.1, "template": "utkface", "detect_pad": 0.3}
-    config = convnet_config(arch, num_classes=11, min_age=0, crop=crop)
+    config = convnet_config(arch, ages, crop=crop)
     assert config["align_margin"] == 0.1 and config["align_template"] == "utkface"
     assert config["align_detect_pad"] == 0.3
     # defaults: what models were trained with before these keys existed
-    old = convnet_config(arch, num_classes=11, min_age=0)
+    old = convnet_config(arch, ages)
     assert (old["align_margin"], old["align_template"]) == (0.0, "arcface")
 
 

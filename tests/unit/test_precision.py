@@ -10,11 +10,11 @@ import torch
 from agedistill.models.files import build_model, load_model
 from agedistill.models.predictions import age_mae
 from agedistill.training import precision
-from agedistill.training.loop import Optim
 from agedistill.training.losses import age_loss, hint_loss, kd_loss, mixed_age_loss
 from agedistill.training.precision import autocast, check_precision, to_memory_format
-from agedistill.training.recipes import train_classifier, train_student
+from agedistill.training.recipes import Teachers, train_classifier, train_student
 from tests.chips import chip_table
+from tests.params import AGES, distill_params, model_params, train_params
 from tests.unit.test_train import ARCH
 
 CPU = torch.device("cpu")
@@ -25,9 +25,8 @@ def faces(sample_images):
     return chip_table(sample_images, step=8, n=96)
 
 
-def fast_opt(epochs: int) -> Optim:
-    return Optim(epochs, 32, 3e-3, 0.0, seed=0, max_shift=2, flip=True, threads=1,
-                 precision="bf16", channels_last=True)  # fmt: skip
+def fast_opt(epochs: int):
+    return train_params(epochs, precision="bf16", channels_last=True)
 
 
 def test_unknown_precision_is_refused():
@@ -91,8 +90,9 @@ def test_bf16_channels_last_training_learns_and_saves_a_plain_model(faces, tmp_p
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # a CI CPU may emulate bf16
         result = train_classifier(
-            faces, faces, ARCH, fast_opt(6), 0, 101, out, log=lambda m, e: history.append(m)
-        )
+            faces, faces, model_params(ARCH), fast_opt(6), AGES, out=out,
+            log=lambda m, e: history.append(m),
+        )  # fmt: skip
     losses = [h["train_loss"] for h in history]
     assert all(torch.isfinite(torch.tensor(losses)))
     assert losses[-1] < losses[0] - 0.3
@@ -115,9 +115,8 @@ def test_bf16_distillation_with_every_term(faces, tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         train_student(
-            faces, faces, ARCH, fast_opt(2), 0, 101, ct, rt, temperature=2.0, gt_weight=1.0,
-            kd_weight=1.0, hint_weight=1.0, student_hint_stage=1, teacher_hint_stage=1,
-            out=tmp_path / "s.pt", log=lambda m, e: logs.append(m), mixup=0.2,
+            faces, faces, model_params(ARCH), distill_params(fast_opt(2), mixup=0.2), AGES,
+            Teachers(ct, rt, 1), out=tmp_path / "s.pt", log=lambda m, e: logs.append(m),
         )  # fmt: skip
     for key in ("train_gt_loss", "train_kd_loss", "train_hint_loss"):
         assert all(torch.isfinite(torch.tensor(m[key])) for m in logs)

@@ -5,18 +5,21 @@ from __future__ import annotations
 import pytest
 import torch
 
+from agedistill.config import TrainParams
 from agedistill.data.tables import FaceTable
 from agedistill.models.files import load_model
 from agedistill.training.checkpoints import TrainState, fingerprint
-from agedistill.training.loop import Optim, TrainingSetup, epoch_random
+from agedistill.training.loop import TrainingSetup, epoch_random
 from agedistill.training.recipes import train_classifier
 from tests.chips import chip_table
+from tests.params import AGES, model_params, train_params
 
 ARCH = {"widths": [8, 16], "stem_stride": 2, "depthwise": False, "dropout": 0.2, "input_size": 32}
-OPT = Optim(4, 16, 3e-3, 0.0, seed=3, max_shift=2, flip=True, threads=1)
+MODEL = model_params(ARCH)
+OPT = train_params(4, batch_size=16, seed=3)
 # the moving average and the jitter add state and random draws that a resume must restore
 JITTER = {"rotate": 10.0, "scale": 0.1, "color": 0.2}
-OPT_AVERAGED = Optim(**{**OPT.__dict__, "ema_epochs": 1.0, **JITTER})
+OPT_AVERAGED = OPT.model_copy(update={"ema_epochs": 1.0, **JITTER})
 
 
 @pytest.fixture(scope="module")
@@ -28,8 +31,8 @@ def _weights(path) -> dict[str, torch.Tensor]:
     return load_model(path)[0].state_dict()
 
 
-def _train(faces, run: TrainingSetup, opt: Optim = OPT) -> dict[str, float]:
-    m = train_classifier(faces, faces, ARCH, opt, 0, 101, run)
+def _train(faces, run: TrainingSetup, opt: TrainParams = OPT) -> dict[str, float]:
+    m = train_classifier(faces, faces, MODEL, opt, AGES, out=run)
     return {k: v for k, v in m.items() if k != "train_wall_s"}
 
 
@@ -39,8 +42,8 @@ def test_same_seed_gives_bit_identical_metrics_and_weights(faces, tmp_path):
     assert a == b  # exact float equality, not approx
     wa, wb = _weights(tmp_path / "a.pt"), _weights(tmp_path / "b.pt")
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
-    c = train_classifier(faces, faces, ARCH, Optim(**{**OPT.__dict__, "seed": 4}), 0, 101,
-                         tmp_path / "c.pt")  # fmt: skip
+    c = train_classifier(faces, faces, MODEL, OPT.model_copy(update={"seed": 4}), AGES,
+                         out=tmp_path / "c.pt")  # fmt: skip
     assert c["val_mae"] != a["val_mae"]  # the seed matters
 
 
@@ -94,7 +97,7 @@ def test_kill_around_the_epoch_log_leaves_each_step_logged_once(faces, tmp_path,
             raise Killed
         log(metrics, epoch)
 
-    state = TrainState(tmp_path / "ckpt", fingerprint("test", OPT.__dict__, faces.images))
+    state = TrainState(tmp_path / "ckpt", fingerprint("test", OPT.model_dump(), faces.images))
     with pytest.raises(Killed):
         _train(faces, TrainingSetup(tmp_path / "out.pt", state=state, log=die_at_epoch_2,
                           has_logged=has_logged))  # fmt: skip

@@ -5,11 +5,17 @@ from __future__ import annotations
 import pytest
 import torch
 
+from agedistill.config import RankTeacherParams
 from agedistill.data.tables import FaceTable
 from agedistill.models.files import build_model, load_model
-from agedistill.training.loop import Optim
-from agedistill.training.recipes import train_classifier, train_rank_teacher, train_student
+from agedistill.training.recipes import (
+    Teachers,
+    train_classifier,
+    train_rank_teacher,
+    train_student,
+)
 from tests.chips import chip_table
+from tests.params import AGES, distill_params, model_params, train_params
 
 ARCH = {
     "widths": [8, 16, 24],
@@ -25,15 +31,18 @@ def faces(sample_images) -> FaceTable:
     return chip_table(sample_images, step=8, n=96)
 
 
-def opt(epochs: int) -> Optim:
-    return Optim(epochs, 32, 3e-3, 0.0, seed=0, max_shift=2, flip=True, threads=1)
+MODEL = model_params(ARCH)
+
+
+def opt(epochs: int):
+    return train_params(epochs)
 
 
 def test_classifier_loss_goes_down_and_best_epoch_is_saved(faces, tmp_path):
     history = []
     out = tmp_path / "ct.pt"
     m = train_classifier(
-        faces, faces, ARCH, opt(6), 0, 101, out, log=lambda m, e: history.append(m)
+        faces, faces, MODEL, opt(6), AGES, out=out, log=lambda m, e: history.append(m)
     )
     losses = [h["train_loss"] for h in history]
     assert losses[-1] < losses[0] - 0.3
@@ -55,8 +64,7 @@ def test_distillation_terms_switch_off_and_teachers_stay_frozen(faces, tmp_path)
     before = {k: v.clone() for k, v in ct.state_dict().items()}
     logs = []
     train_student(
-        faces, faces, ARCH, opt(1), 0, 101, ct, rt, temperature=2.0, gt_weight=1.0,
-        kd_weight=0.0, hint_weight=1.0, student_hint_stage=1, teacher_hint_stage=1,
+        faces, faces, MODEL, distill_params(opt(1), kd_weight=0.0), AGES, Teachers(ct, rt, 1),
         out=tmp_path / "s.pt", log=lambda m, e: logs.append(m),
     )  # fmt: skip
     assert "train_kd_loss" not in logs[0] and "train_hint_loss" in logs[0]
@@ -64,8 +72,8 @@ def test_distillation_terms_switch_off_and_teachers_stay_frozen(faces, tmp_path)
     assert all(torch.equal(before[k], v) for k, v in ct.state_dict().items())
     logs.clear()
     train_student(
-        faces, faces, ARCH, opt(1), 0, 101, ct, rt, 2.0, 1.0, 1.0, 0.0, 1, 1,
-        tmp_path / "s2.pt", log=lambda m, e: logs.append(m),
+        faces, faces, MODEL, distill_params(opt(1), hint_weight=0.0), AGES, Teachers(ct, rt, 1),
+        out=tmp_path / "s2.pt", log=lambda m, e: logs.append(m),
     )  # fmt: skip
     assert "train_kd_loss" in logs[0] and "train_hint_loss" not in logs[0]
 
@@ -81,15 +89,15 @@ def test_ranking_teacher_reads_faces_at_its_own_input_size(faces, tmp_path, monk
     monkeypatch.setattr(rt, "feature_maps", lambda x: seen.append(x.shape) or feature_maps(x))
     logs = []
     train_student(
-        faces, faces, ARCH, opt(2), 0, 101, ct, rt, 2.0, 1.0, 1.0, 1.0, 1, 0,
-        tmp_path / "s.pt", log=lambda m, e: logs.append(m), rank_input_size=16,
+        faces, faces, MODEL, distill_params(opt(2)), AGES, Teachers(ct, rt, 0, input_size=16),
+        out=tmp_path / "s.pt", log=lambda m, e: logs.append(m),
     )  # fmt: skip
     assert seen and all(s[-2:] == (16, 16) for s in seen)
     assert logs[-1]["train_hint_loss"] < logs[0]["train_hint_loss"]
     with pytest.raises(ValueError, match=r"stage 0 map is \(16, 16\) at 32 px.*\(8, 8\) at 16 px"):
         train_student(
-            faces, faces, ARCH, opt(1), 0, 101, ct, rt, 2.0, 1.0, 1.0, 1.0, 0, 0,
-            tmp_path / "s2.pt", rank_input_size=16,
+            faces, faces, MODEL, distill_params(opt(1), hint_stage=0), AGES,
+            Teachers(ct, rt, 0, input_size=16), out=tmp_path / "s2.pt",
         )  # fmt: skip
 
 
@@ -120,19 +128,20 @@ def test_distillation_with_hints_trains_on_a_gpu(faces, tmp_path):
               ctx=Context(device=torch.device("cuda")))  # fmt: skip
     on_gpu = FaceTable(faces.images.cuda(), faces.ages, faces.rows)
     train_student(
-        on_gpu, on_gpu, ARCH, opt(2), 0, 101, build_model(config), rt, 2.0, 1.0, 1.0, 1.0, 1, 0,
-        run, rank_input_size=16, mixup=0.2,
+        on_gpu, on_gpu, MODEL, distill_params(opt(2), mixup=0.2), AGES,
+        Teachers(build_model(config), rt, 0, input_size=16), out=run,
     )  # fmt: skip
     assert len(logs) == 2 and logs[-1]["train_hint_loss"] > 0
 
 
 def test_rank_teacher_learns_order_above_chance(faces, tmp_path):
     history = []
-    train_rank_teacher(
-        faces, faces, {**ARCH, "widths": [8, 16, 32]}, opt(6), k=3, min_gap=10,
+    params = RankTeacherParams(
+        model=model_params({**ARCH, "widths": [8, 16, 32]}), train=opt(6), k=3, min_gap=10,
         sampling="uniform_age", sequences_per_epoch=192, val_sequences=96, feature_dim=8,
-        out=tmp_path / "rt.pt", log=lambda m, e: history.append(m),
     )  # fmt: skip
+    train_rank_teacher(faces, faces, params, out=tmp_path / "rt.pt",
+                       log=lambda m, e: history.append(m))  # fmt: skip
     assert history[-1]["train_loss"] < history[0]["train_loss"]
     assert max(h["val_kendall_tau"] for h in history) > 0.1  # chance is 0
 
@@ -173,8 +182,8 @@ def test_mixup_feeds_the_teacher_the_blend_the_student_reads(faces, tmp_path, mo
     )
     history = []
     train_student(
-        faces, faces, ARCH, opt(4), 0, 101, ct, rt, 2.0, 1.0, 1.0, 1.0, 1, 1,
-        tmp_path / "s.pt", log=lambda m, e: history.append(m), mixup=0.4,
+        faces, faces, MODEL, distill_params(opt(4), mixup=0.4), AGES, Teachers(ct, rt, 1),
+        out=tmp_path / "s.pt", log=lambda m, e: history.append(m),
     )  # fmt: skip
     assert len(blends) == len(ct.inputs) == len(rt_inputs) == 4 * 3  # 96 faces / 32, 4 epochs
     assert all(torch.equal(b, t) for b, t in zip(blends, ct.inputs, strict=True))
@@ -194,8 +203,8 @@ def test_mixup_off_draws_no_blend(faces, tmp_path, monkeypatch):
         {"arch": "rank_teacher", **ARCH, "widths": [8, 16, 32], "k": 3, "feature_dim": 8}
     )
     train_student(
-        faces, faces, ARCH, opt(1), 0, 101, build_model(config), rt, 2.0, 1.0, 1.0, 1.0, 1, 1,
-        tmp_path / "s.pt",
+        faces, faces, MODEL, distill_params(opt(1)), AGES, Teachers(build_model(config), rt, 1),
+        out=tmp_path / "s.pt",
     )  # fmt: skip
 
 
@@ -204,7 +213,7 @@ def test_runs_of_a_few_optimiser_steps_train(faces, tmp_path, epochs):
     # one 32-face batch per epoch: 1 to 5 steps in all (OneCycleLR alone divides by zero at 4)
     few = FaceTable(faces.images[:32], faces.ages[:32], faces.rows.iloc[:32])
     history = []
-    m = train_classifier(few, few, ARCH, opt(epochs), 0, 101, tmp_path / "ct.pt",
+    m = train_classifier(few, few, MODEL, opt(epochs), AGES, out=tmp_path / "ct.pt",
                          log=lambda m, e: history.append(m))  # fmt: skip
     assert len(history) == epochs and 0 < m["val_mae"] < 101
     assert all(h["train_loss"] == h["train_loss"] for h in history)  # no NaN
