@@ -1,4 +1,4 @@
-"""Strict, typed view of ``params.yaml``.
+"""Strict, typed view of ``params.yaml``; its defaults are ``params.yaml``'s values.
 
 Every stage validates its section when it starts, so a wrong type, a value out of range or an
 unknown key is a one-line error naming the key (``distill.temperature: ...``), not a traceback deep
@@ -67,9 +67,9 @@ class AlignParams(_Strict):
     sources: list[SourceParams] = Field(min_length=1)
     size: PosInt = 64
     margin: Annotated[float, Field(ge=-0.25, le=1.0)] = 0.0
-    template: Literal["arcface", "utkface"] = "arcface"  # crop framing (agedistill.align.TEMPLATES)
+    template: Literal["arcface", "utkface"] = "utkface"  # crop framing (faces.align.TEMPLATES)
     min_prob: Fraction = 0.95
-    min_face_size: PosInt = 20
+    min_face_size: PosInt = 40
     select: Literal["largest", "central"] = "largest"
     detect_max_side: PosInt = 640
     # black border around images for MTCNN (x longer side); see FaceDetector
@@ -96,9 +96,9 @@ class SplitParams(_Strict):
 
 
 class TrainParams(_Strict):
-    """Optimisation knobs shared by the three training stages."""
+    """Optimisation knobs shared by the three training stages (``class_teacher``'s defaults)."""
 
-    epochs: PosInt = 10
+    epochs: PosInt = 8
     batch_size: PosInt = 64
     lr: PosFloat = 3e-3
     weight_decay: NonNegFloat = 5e-4
@@ -114,6 +114,13 @@ class TrainParams(_Strict):
     channels_last: bool = False  # conv weights (and so activations) laid out NHWC
 
 
+class RankTrainParams(TrainParams):
+    """``rank_teacher.train``: the same knobs, a shorter schedule over batches of sequences."""
+
+    epochs: PosInt = 4
+    batch_size: PosInt = 32  # sequences per batch (each K faces)
+
+
 class ModelParams(_Strict):
     """A plain conv-conv-pool network; the student and the class teacher share it."""
 
@@ -126,12 +133,12 @@ class ModelParams(_Strict):
 
 class RankTeacherParams(_Strict):
     model: ModelParams
-    train: TrainParams
+    train: RankTrainParams
     k: Annotated[int, Field(ge=2, le=5)] = 3
     min_gap: Annotated[int, Field(ge=1)] = 5
     sampling: Literal["uniform_age", "uniform_image"] = "uniform_age"
-    sequences_per_epoch: PosInt = 2000
-    val_sequences: PosInt = 500
+    sequences_per_epoch: PosInt = 1000
+    val_sequences: PosInt = 300
     feature_dim: PosInt = 128
     hint_stage: Annotated[int, Field(ge=0)] = 2
 
@@ -149,7 +156,7 @@ class AgeLossParams(_Strict):
 
 class DistillParams(_Strict):
     train: TrainParams
-    temperature: PosFloat = 4.0
+    temperature: PosFloat = 2.0
     gt_weight: NonNegFloat = 1.0
     kd_weight: NonNegFloat = 1.0
     hint_weight: NonNegFloat = 1.0

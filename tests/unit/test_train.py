@@ -137,8 +137,9 @@ def test_distillation_with_hints_trains_on_a_gpu(faces, tmp_path):
 def test_rank_teacher_learns_order_above_chance(faces, tmp_path):
     history = []
     params = RankTeacherParams(
-        model=model_params({**ARCH, "widths": [8, 16, 32]}), train=opt(6), k=3, min_gap=10,
-        sampling="uniform_age", sequences_per_epoch=192, val_sequences=96, feature_dim=8,
+        model=model_params({**ARCH, "widths": [8, 16, 32]}), train=opt(6).model_dump(), k=3,
+        min_gap=10, sampling="uniform_age", sequences_per_epoch=192, val_sequences=96,
+        feature_dim=8,
     )  # fmt: skip
     train_rank_teacher(faces, faces, params, out=tmp_path / "rt.pt",
                        log=lambda m, e: history.append(m))  # fmt: skip
