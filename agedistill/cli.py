@@ -101,6 +101,20 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
+# what `pip install .` leaves out (the [pipeline] extra) but these commands import
+PIPELINE_PACKAGES = {
+    "exp": ("pydantic", "yaml", "dvc"),
+    "report": ("pydantic", "yaml", "pandas", "matplotlib"),
+}
+
+
+def _missing_pipeline_packages(command: str) -> list[str]:
+    """The pipeline packages ``command`` needs that are not installed."""
+    from importlib.util import find_spec
+
+    return [m for m in PIPELINE_PACKAGES.get(command, ()) if find_spec(m) is None]
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``agedistill`` command; returns the exit code.
 
@@ -108,6 +122,11 @@ def main(argv: list[str] | None = None) -> int:
     unusable ``--model`` file (one line on stderr naming the file and the problem).
     """
     args = _parser().parse_args(argv)
+    missing = _missing_pipeline_packages(args.command)
+    if missing:
+        print(f"agedistill {args.command}: error: needs {', '.join(missing)}; install the pipeline "
+              "extra: pip install 'agedistill[pipeline]'", file=sys.stderr)  # fmt: skip
+        return 2
     if args.command == "exp":
         from agedistill.config import ParamsError
         from agedistill.pipeline.profiles import run_profile

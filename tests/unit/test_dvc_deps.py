@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import ast
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -133,15 +131,3 @@ def test_nothing_the_pipeline_or_predict_runs_imports_research() -> None:
     assert not [p for p in closure if "research" in p.relative_to(ROOT).parts]
     # the research scripts do reach into the package (so the check is not vacuous)
     assert any("research" in p.parts for p in import_closure(["research.run_ablation"]))
-
-
-def test_serving_imports_no_pipeline_libraries() -> None:
-    """``pip install .`` (no [pipeline] extra) must be enough to import predict and export."""
-    code = (
-        "import sys, agedistill.cli, agedistill.serving.predict, agedistill.serving.export;"
-        "print(' '.join(m for m in ('pandas', 'mlflow', 'dvc', 'matplotlib') if m in sys.modules))"
-    )
-    out = subprocess.run(
-        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
-    )
-    assert out.stdout.strip() == ""
