@@ -30,7 +30,7 @@ def _parser() -> argparse.ArgumentParser:
     pred.add_argument(
         "--flip", action="store_true", help="also read each face mirrored and average (slower)"
     )
-    # detection defaults live in agedistill.predict.DETECT_DEFAULTS (None = use them)
+    # detection defaults live in agedistill.serving.predict.DETECT_DEFAULTS (None = use them)
     pred.add_argument("--min-prob", type=float, help="detection probability floor (0.95)")
     pred.add_argument("--min-face-size", type=int, help="MTCNN's smallest face in px (20)")
     pred.add_argument("--detect-max-side", type=int, help="detect on a copy this large (640)")

@@ -5,7 +5,7 @@
 For each candidate: parameters, multiply-accumulates per face (torch's FLOP counter / 2), file
 size of its state dict, and CPU throughput at batch 64 (median of repeated timed forwards) — all
 measured in the same process, so the ratios against the reference CNN are comparable. Candidates
-that ``benchmarks/recipe_search.py`` trained also get that run's validation MAE (``--recipes``):
+that ``research/recipe_search.py`` trained also get that run's validation MAE (``--recipes``):
 the same split, seed and 10-epoch schedule for every one.
 """
 

@@ -7,7 +7,7 @@ ranking teacher on a batch of 3-face sequences) and each of the four settings of
 ``train.precision`` x ``train.channels_last``: the median wall time of one optimiser step
 (forward, float32 loss, backward, AdamW) at batch 64, over ``--steps`` timed steps after two
 warm-up steps, all in one process so the ratios compare like with like. It also records whether
-this CPU runs bfloat16 natively (:func:`agedistill.precision.native_bf16`): without AMX or
+this CPU runs bfloat16 natively (:func:`agedistill.training.precision.native_bf16`): without AMX or
 AVX-512 BF16 the bf16 rows are emulated and slower, which is why ``params.yaml`` keeps fp32.
 """
 

@@ -155,7 +155,7 @@ def end_to_end(
         n_faces += len(faces)
         for name, (forward, config) in models.items():
             t1 = time.perf_counter()
-            if faces:  # the same steps as agedistill.predict.ages_for_detection
+            if faces:  # the same steps as agedistill.serving.predict.ages_for_detection
                 crop = model_crop(config)
                 crops = [
                     np.asarray(align_face(image, f.landmarks, config["input_size"],
@@ -272,7 +272,7 @@ def main() -> None:
     forwards = {name: (age_forward(m, c), c) for name, (m, c) in loaded.items()}
     result: dict[str, Any] = {"environment": environment(args.threads), "batch": args.batch}
     models = {name: fwd for name, (fwd, _) in forwards.items()}
-    # as `predict` and `evaluate` run it: BatchNorm folded, channels-last (agedistill.inference)
+    # as `predict` and `evaluate` run it: BatchNorm folded, channels-last (serving/inference.py)
     models["student (inference)"] = age_forward(for_inference(loaded["student"][0]),
                                                 loaded["student"][1])  # fmt: skip
     result["models"] = speeds(models, inputs, args.batch_repeats, args.single_calls)

@@ -1,8 +1,8 @@
 """Peak memory of each training stage over a full-scale workspace (e.g. the whole UTKFace folder).
 
 Runs ``rank_teacher``, ``class_teacher`` and ``distill`` as DVC would (``python -m
-agedistill.launch stages.X``), one epoch each (memory does not grow with epochs: the data tables,
-the models and one batch's activations are all allocated in the first), in a scratch copy of
+agedistill.training.launch stages.X``), one epoch each (memory does not grow with epochs: the data
+tables, the models and one batch's activations are all allocated in the first), in a scratch copy of
 ``--workspace`` whose outputs go elsewhere, and samples the whole process tree (torchrun ranks
 included) with ``memory.PeakMemory``.
 

@@ -6,9 +6,9 @@ validation and test parts unchanged, and scores each model once on the test part
 an asymptote, ``MAE(n) = a + b * n**-c``, fitted to the runs says how far more faces of the same
 kind would carry this network, and about how many it would need for a given MAE.
 
-    python benchmarks/data_scaling.py run --workspace <pipeline dir> --fractions 0.125 0.25 0.5 1 \\
+    python -m research.data_scaling run --workspace <pipeline dir> --fractions 0.125 0.25 0.5 1 \\
         --seeds 0 1 --threads 2 --out metrics/data_scaling
-    python benchmarks/data_scaling.py table --out metrics/data_scaling --target 5.25
+    python -m research.data_scaling table --out metrics/data_scaling --target 5.25
 
 Every fraction trains for the recipe's epochs (``class_teacher.epochs``), so smaller parts get
 fewer optimizer steps; ``--match-steps`` gives them the whole part's steps instead, to check that

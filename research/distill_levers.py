@@ -21,8 +21,8 @@ CUDA GPU ``run`` trains the variants side by side in minutes; on 2 CPU cores tra
 with ``one`` (1 to 3 hours each).
 
     # optional: re-encode the crops as JPEG (quality 92) to move a full run in under 30 MB
-    python benchmarks/distill_levers.py pack --workspace <full run> --to /tmp/levers
-    python benchmarks/distill_levers.py run --workspace /tmp/levers --models <full run>/models \\
+    python -m research.distill_levers pack --workspace <full run> --to /tmp/levers
+    python -m research.distill_levers run --workspace /tmp/levers --models <full run>/models \\
         --variants base born_again ensemble ep120 ep120jit born_again_ep120 t4 --out levers.jsonl
 """
 
@@ -196,7 +196,8 @@ def main() -> None:
     if len(set(args.variants)) != len(args.variants):
         ap.error("--variants lists a variant twice")
     if args.cmd == "run":  # one process per variant, side by side
-        base = [sys.executable, __file__, "one", "--workspace", str(args.workspace),
+        base = [sys.executable, "-m", "research.distill_levers", "one",
+                "--workspace", str(args.workspace),
                 "--models", str(args.models), "--threads", str(args.threads),
                 "--out", str(args.out)]  # fmt: skip
         procs = [subprocess.Popen([*base, "--variants", v]) for v in args.variants]

@@ -6,7 +6,7 @@ optionally, the brief's reference CNN (trained by ``recipe_search.py``, read on 
 was trained on). Each face is read once as it is and once mirrored; "flip" averages the two class
 distributions (``agedistill predict --flip``).
 
-    python benchmarks/flip_tta.py --workspace <full run> --ablation <full run>/ablation \\
+    python -m research.flip_tta --workspace <full run> --ablation <full run>/ablation \\
         --reference /work/rs_cache/models/reference.pt --cache /work/rs_cache \\
         --out metrics/flip_tta.json
 """
@@ -51,7 +51,7 @@ def _grouped(runs: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--workspace", type=Path, required=True, help="a finished full pipeline")
-    ap.add_argument("--ablation", type=Path, help="scripts/ablation.py --out folder (models/)")
+    ap.add_argument("--ablation", type=Path, help="research/run_ablation.py --out folder (models/)")
     ap.add_argument("--reference", type=Path, help="the reference CNN from recipe_search.py")
     ap.add_argument("--cache", type=Path, default=Path("/tmp/recipe_search"),
                     help="recipe_search.py's crop cache (the reference's raw chips)")  # fmt: skip

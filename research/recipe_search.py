@@ -5,13 +5,13 @@ same seed and schedule, one thread each, ``--jobs`` at a time; variants are rank
 MAE (the test part stays untouched for the final table). Crops are re-made from the split's
 landmarks for every margin, so all variants see the same faces.
 
-    python benchmarks/recipe_search.py --split /tmp/full/data/split --epochs 12 --jobs 2 \\
+    python -m research.recipe_search --split /tmp/full/data/split --epochs 12 --jobs 2 \\
         --out metrics/recipe_search.json
 
 ``--test`` also scores each saved model once on the test part: for the brief's reference CNN,
 trained on the same split for a like-for-like comparison with the pipeline's test figures:
 
-    python benchmarks/recipe_search.py --split /tmp/full/data/split --variants reference \\
+    python -m research.recipe_search --split /tmp/full/data/split --variants reference \\
         --epochs 30 --jobs 1 --threads 2 --test --out metrics/reference_cnn.json
 
 ``--seed N`` trains with another seed than ``class_teacher.seed`` (model files get a ``-sN``

@@ -19,8 +19,8 @@ side by side, one process each (a CUDA GPU when there is one); ``one`` trains on
 model is scored on validation and test, with and without flip TTA, appended to ``--out`` as JSON
 lines.
 
-    python benchmarks/resolution_probe.py pack --workspace <full run> --to /tmp/res --side 128
-    python benchmarks/resolution_probe.py run --workspace /tmp/res \\
+    python -m research.resolution_probe pack --workspace <full run> --to /tmp/res --side 128
+    python -m research.resolution_probe run --workspace /tmp/res \\
         --variants r64-4st-s0 r96-5st-s0 r128-5st-s0 ref-s0 ref-s1 --out res.jsonl
 """
 
@@ -160,7 +160,8 @@ def main() -> None:
     if len(set(args.variants)) != len(args.variants):
         ap.error("--variants lists a variant twice")
     if args.cmd == "run":  # one process per variant, side by side
-        base = [sys.executable, __file__, "one", "--workspace", str(args.workspace),
+        base = [sys.executable, "-m", "research.resolution_probe", "one",
+                "--workspace", str(args.workspace),
                 "--threads", str(args.threads), "--out", str(args.out)]  # fmt: skip
         if args.models:
             base += ["--models", str(args.models)]

@@ -1,12 +1,12 @@
 """Distillation ablation at full scale: every signal on/off, over seeds, on one pipeline's teachers.
 
     agedistill exp profiles/full.yaml -n full       # the pipeline, in the workspace
-    python scripts/ablation.py run --jobs 2         # soft / hint / both (and none) x seeds 0 1 2
-    python scripts/ablation.py table                # metrics/ablation.json, .md and .png
+    python -m research.run_ablation run --jobs 2    # soft / hint / both (and none) x seeds 0 1 2
+    python -m research.run_ablation table           # metrics/ablation.json, .md and .png
 
 A probe of one distillation knob on the same teachers (its own --out and --metrics):
 
-    python scripts/ablation.py run --variants both --set distill.mixup=0.2 \\
+    python -m research.run_ablation run --variants both --set distill.mixup=0.2 \\
         --out ablation-mixup --metrics metrics/probe-mixup
 
 Runs resume: a finished (variant, seed) is skipped, so rerunning after a kill continues the grid.

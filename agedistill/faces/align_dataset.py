@@ -142,7 +142,7 @@ def align_dataset(
         Crops are written here as ``<index>.png`` (index = manifest row).
     size, margin, template : int, float, str
         Crop side in pixels, context around the template and the template's name (see
-        :func:`agedistill.align.template`).
+        :func:`agedistill.faces.align.template`).
     min_prob, min_face_size, detect_max_side, detect_pad, batch_size
         Detection settings (see :class:`FaceDetector`); ``min_face_size`` is in original pixels
         and faces smaller than it are rejected as ``face too small``.

@@ -72,8 +72,8 @@ class RankTeacher(nn.Module):
     """A larger conv net embedding each face; a head classifies the permutation of K faces.
 
     Input (B, K, 3, H, W) in shuffled order; output (B, K!) logits over
-    :func:`agedistill.ordinal.permutations`. Each face is embedded independently (shared weights),
-    the K embeddings are concatenated in input order and an MLP names the permutation.
+    :func:`agedistill.models.ordinal.permutations`. Each face is embedded independently (shared
+    weights), the K embeddings are concatenated in input order and an MLP names the permutation.
     """
 
     def __init__(

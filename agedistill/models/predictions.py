@@ -33,7 +33,8 @@ def predict_logits(
     """Logits for uint8 faces (N, 3, H, W), in eval mode, batch by batch.
 
     ``flip`` (test-time augmentation): each face is also fed mirrored left-right, and the result is
-    the log of the two class distributions' average (:func:`agedistill.ordinal.mixture_logits`).
+    the log of the two class distributions' average
+    (:func:`agedistill.models.ordinal.mixture_logits`).
     """
     plain, mirrored = _logits(model, images, batch_size, flip)
     return mixture_logits(plain, mirrored) if mirrored is not None and len(plain) else plain

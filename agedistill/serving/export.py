@@ -1,8 +1,8 @@
 """Export an age model to ONNX or TorchScript for phones and other runtimes.
 
 The exported graph takes the aligned face tensor the PyTorch model itself takes, ``faces``
-(B, 3, S, S) float32, i.e. :func:`agedistill.data.normalize` of an RGB crop from
-:func:`agedistill.align.align_face`, with a dynamic batch size B. It returns three outputs:
+(B, 3, S, S) float32, i.e. :func:`agedistill.models.inputs.normalize` of an RGB crop from
+:func:`agedistill.faces.align.align_face`, with a dynamic batch size B. It returns three outputs:
 ``logits`` (B, num_classes), ``age`` (B,) (expectation of the age distribution) and ``age_std``
 (B,), so an app needs no softmax code of its own. The preprocessing constants travel as ONNX
 metadata / a TorchScript extra file (``agedistill.json``).
@@ -51,7 +51,7 @@ def export_metadata(model: AgeModel) -> dict[str, str]:
         "input": f"{INPUT_NAME}: (B, 3, {model.input_size}, {model.input_size}) float32 RGB",
         "normalize": f"(pixel / 255 - {MEAN}) / {STD}",
         "align": f"5-point similarity alignment to the {model.align_template!r} template "
-        f"(agedistill.align.TEMPLATES), size {model.input_size}, margin {model.align_margin}",
+        f"(agedistill.faces.align.TEMPLATES), size {model.input_size}, margin {model.align_margin}",
         "min_age": str(model.min_age),
         "outputs": ", ".join(OUTPUT_NAMES),
     }
@@ -111,7 +111,7 @@ def export_model(fmt: str, out: str | Path, model_path: str | Path | None = None
 
     Raises
     ------
-    agedistill.checkpoint.ModelFileError
+    agedistill.models.files.ModelFileError
         For a missing, corrupt or unsuitable model file.
     ValueError
         For an unknown format.

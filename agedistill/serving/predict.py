@@ -1,9 +1,10 @@
 """Ages for every face in any photo: detection, alignment and the student, as in training.
 
-Faces go through :class:`~agedistill.align.FaceDetector` and :func:`~agedistill.align.align_face`,
-the functions the ``align`` stage uses, so a photo at prediction time meets exactly the geometry
-the model was trained on. The age is the expectation of the model's age distribution and
-``age_std`` its standard deviation (a spread, not a calibrated error bar).
+Faces go through :class:`~agedistill.faces.align.FaceDetector` and
+:func:`~agedistill.faces.align.align_face`, the functions the ``align`` stage uses, so a photo at
+prediction time meets exactly the geometry the model was trained on. The age is the expectation
+of the model's age distribution and ``age_std`` its standard deviation (a spread, not a
+calibrated error bar).
 
 The CSV written by :func:`write_csv` is a stable interface: header :data:`COLUMNS`, one row per
 face (``face`` = 0, 1, ... by detection probability) and one row with empty face fields and a
@@ -129,7 +130,7 @@ class AgeModel:
 
     @cached_property
     def fast_net(self) -> nn.Module:
-        """``net`` with BatchNorm folded and channels-last weights (:mod:`agedistill.inference`)."""
+        """``net`` with BatchNorm folded and channels-last weights (``serving/inference.py``)."""
         return for_inference(self.net)
 
     @torch.inference_mode()
@@ -137,7 +138,7 @@ class AgeModel:
         """Expected age and its standard deviation, each (N,), for uint8 crops (N, 3, S, S).
 
         With ``flip`` they are those of the mixture of the face's and its mirror image's age
-        distributions (:func:`agedistill.ordinal.mixture_logits`).
+        distributions (:func:`agedistill.models.ordinal.mixture_logits`).
         """
         x = normalize(crops)
         logits = self.fast_net(x)
@@ -187,7 +188,7 @@ def load_age_model(path: str | Path | None = None, flip: bool = False) -> AgeMod
     Parameters
     ----------
     path : str or Path, optional
-        A model file written by :func:`agedistill.checkpoint.save_model`.
+        A model file written by :func:`agedistill.models.files.save_model`.
     flip : bool
         Test-time flip augmentation (:attr:`AgeModel.flip`): lower error, half the faces/s.
 
@@ -243,7 +244,8 @@ def as_rgb_image(image: Image.Image | np.ndarray) -> Image.Image:
 def work_copy(image: Image.Image, max_side: int) -> tuple[Image.Image, float]:
     """``image`` downscaled so its longer side is at most ``max_side``, and the scale applied.
 
-    The same reduction :func:`agedistill.align.load_image` applies to files, for in-memory images.
+    The same reduction :func:`agedistill.faces.align.load_image` applies to files, for in-memory
+    images.
     """
     if max(image.size) <= max_side:
         return image, 1.0

@@ -1,9 +1,9 @@
-"""``python -m agedistill.launch MODULE [ARGS...]``: run a training stage on ``distributed.nproc``
-processes.
+"""``python -m agedistill.training.launch MODULE [ARGS...]``: run a training stage on
+``distributed.nproc`` processes.
 
 With ``nproc: 1`` the stage runs in this process. Otherwise it is started by ``torchrun
 --standalone`` (PyTorch's own launcher: one machine, a free rendezvous port), which sets the rank
-variables that :func:`agedistill.distributed.setup` reads.
+variables that :func:`agedistill.training.distributed.setup` reads.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ def main(argv: list[str] | None = None) -> int:
     """Run ``argv[0]`` (a module) with the rest as its arguments; return the exit status."""
     argv = sys.argv[1:] if argv is None else argv
     if not argv:
-        print("usage: python -m agedistill.launch MODULE [ARGS...]", file=sys.stderr)
+        print("usage: python -m agedistill.training.launch MODULE [ARGS...]", file=sys.stderr)
         return 2
     module, args = argv[0], argv[1:]
     try:

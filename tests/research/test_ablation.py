@@ -106,7 +106,7 @@ def test_killing_a_grid_takes_its_training_workers_with_it(tmp_path):
     script = tmp_path / "grid.py"
     script.write_text(
         "import multiprocessing as mp, os, time\n"
-        "from agedistill.ablation import exit_on_sigterm\n"
+        "from research.ablation import exit_on_sigterm\n"
         "def pid(_):\n"
         "    time.sleep(0.05)\n"
         "    return os.getpid()\n"
@@ -115,7 +115,10 @@ def test_killing_a_grid_takes_its_training_workers_with_it(tmp_path):
         "        print(*pool.map(pid, range(8), chunksize=1), flush=True)\n"
         "        pool.map(time.sleep, [60, 60])\n"
     )  # fmt: skip
-    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    root = str(Path(__file__).resolve().parents[2])  # research/ is not installed: on the path
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([root, os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True,
+                            env=env)  # fmt: skip
     workers = {int(p) for p in proc.stdout.readline().split()}
     assert len(workers) >= 1
     time.sleep(0.5)  # the workers are asleep in their 60-s task

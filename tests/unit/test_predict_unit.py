@@ -1,4 +1,4 @@
-"""Fast tests of ``agedistill.predict`` and the ``predict`` command without MTCNN.
+"""Fast tests of ``agedistill.serving.predict`` and the ``predict`` command without MTCNN.
 
 A stub detector returns fixed landmarks, so alignment and the shipped student run for real while
 the tests stay fast; model-file errors are checked through the command line.
