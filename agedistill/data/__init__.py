@@ -1,1 +1,1 @@
-"""Faces as training data: tables, augmentation, splits. May import: models, faces.sources."""
+"""Faces as training data: tables, augmentation, splits. Imports nothing else in agedistill."""

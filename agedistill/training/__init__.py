@@ -1,1 +1,1 @@
-"""Training: recipes, loop, losses, resume, data-parallel. May import: all but serving, cli."""
+"""Training recipes, loop, losses, resume. May import config, models, data, faces, pipeline."""
