@@ -4,7 +4,7 @@ Crops and tables go to ``--work`` (outside the repository); the figures to ``--o
 that of the whole process tree (the stage's worker processes included): see ``memory.py``.
 
     python benchmarks/align_full.py --images ../shared/data/utkface/images \\
-        --work /tmp/align_full --out metrics/align_full.json
+        --work /tmp/align_full --out results/benchmarks/align_full.json
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ def main() -> None:
     ap.add_argument("--reader", default="utkface")
     ap.add_argument("--work", type=Path, default=Path("/tmp/align_full"))
     ap.add_argument("--params", default="params.yaml")
-    ap.add_argument("--out", type=Path, default=Path("metrics/align_full.json"))
+    ap.add_argument("--out", type=Path, default=Path("results/benchmarks/align_full.json"))
     args = ap.parse_args()
     p = load_params(args.params).align
     start = time.perf_counter()

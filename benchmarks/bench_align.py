@@ -12,7 +12,7 @@ also timed with one torch thread (``naive_1thread_*``). Peak RSS is this process
 everything it ran.
 
     python benchmarks/bench_align.py --images ../shared/data/utkface/images \\
-        --out metrics/bench_align.json
+        --out results/benchmarks/bench_align.json
 """
 
 from __future__ import annotations
@@ -86,7 +86,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--params", default="params.yaml")
-    ap.add_argument("--out", type=Path, default=Path("metrics/bench_align.json"))
+    ap.add_argument("--out", type=Path, default=Path("results/benchmarks/bench_align.json"))
     args = ap.parse_args()
     p = load_params(args.params).align
     files = sample_files(args.images, args.n, args.seed)

@@ -1,6 +1,6 @@
 """Cost of candidate student architectures, side by side in one run, next to their accuracy.
 
-    python benchmarks/bench_arch.py [--out metrics/bench_arch.json]
+    python benchmarks/bench_arch.py [--out results/benchmarks/bench_arch.json]
 
 For each candidate: parameters, multiply-accumulates per face (torch's FLOP counter / 2), file
 size of its state dict, and CPU throughput at batch 64 (median of repeated timed forwards) — all
@@ -50,9 +50,10 @@ def macs(model: torch.nn.Module, size: int) -> int:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--out", default="metrics/bench_arch.json")
+    ap.add_argument("--out", default="results/benchmarks/bench_arch.json")
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--recipes", default="metrics/recipe_search.json", help="validation MAEs")
+    ap.add_argument("--recipes", default="results/research/recipe_search.json",
+                    help="validation MAEs")  # fmt: skip
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     recipes = json.loads(Path(args.recipes).read_text()) if Path(args.recipes).exists() else {}

@@ -1,6 +1,7 @@
 """``agedistill predict`` on a machine whose cores are busy: torch threads 1 against the default.
 
-    python benchmarks/bench_busy_cores.py [--images 12] [--out metrics/bench_busy_cores.json]
+    python benchmarks/bench_busy_cores.py [--images 12] \\
+        [--out results/benchmarks/bench_busy_cores.json]
 
 Predicts ages for ``--images`` held-out UTKFace chips (``tests/data/utkface_heldout.csv``) one
 file at a time, as ``agedistill predict`` does, with torch's default thread count (one per core)
@@ -66,7 +67,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--images", type=int, default=12)
     ap.add_argument("--utkface", type=Path, default=REPO.parent / "shared/data/utkface/images")
-    ap.add_argument("--out", type=Path, default=REPO / "metrics/bench_busy_cores.json")
+    ap.add_argument("--out", type=Path, default=REPO / "results/benchmarks/bench_busy_cores.json")
     args = ap.parse_args()
     with open(HELDOUT, newline="") as f:
         names = [row["file"] for row in csv.DictReader(f)]

@@ -1,6 +1,7 @@
 """Training speed of float32 against bfloat16 autocast, NCHW against channels-last, side by side.
 
-    python benchmarks/bench_precision.py [--out metrics/bench_precision.json] [--threads 2]
+    python benchmarks/bench_precision.py [--out results/benchmarks/bench_precision.json] \\
+        [--threads 2]
 
 For each network the training stages run (the 64-px student, the 128-px five-stage student, the
 ranking teacher on a batch of 3-face sequences) and each of the four settings of
@@ -63,7 +64,7 @@ def step_seconds(
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--out", default="metrics/bench_precision.json")
+    ap.add_argument("--out", default="results/benchmarks/bench_precision.json")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--steps", type=int, default=10)
     args = ap.parse_args()

@@ -18,7 +18,7 @@ matrix product): its figures are those of its backbone embedding the faces.
 Usage::
 
     python benchmarks/bench_speed.py [--models models] [--photos ../shared/data/photos]
-        [--crops data/aligned/crops] [--out metrics/bench_speed.json] [--threads 2]
+        [--crops data/aligned/crops] [--out results/benchmarks/bench_speed.json] [--threads 2]
 """
 
 from __future__ import annotations
@@ -252,7 +252,7 @@ def main() -> None:
     ap.add_argument("--models", default=str(REPO / "models"), help="folder of the three .pt files")
     ap.add_argument("--photos", default=str(REPO.parent / "shared" / "data" / "photos"))
     ap.add_argument("--crops", default=str(REPO / "data" / "aligned" / "crops"))
-    ap.add_argument("--out", default=str(REPO / "metrics" / "bench_speed.json"))
+    ap.add_argument("--out", default=str(REPO / "results" / "benchmarks" / "bench_speed.json"))
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--batch-repeats", type=int, default=30)

@@ -6,7 +6,8 @@ tables, the models and one batch's activations are all allocated in the first), 
 ``--workspace`` whose outputs go elsewhere, and samples the whole process tree (torchrun ranks
 included) with ``memory.PeakMemory``.
 
-    python benchmarks/train_memory.py --workspace /path/to/full-run --out metrics/train_memory.json
+    python benchmarks/train_memory.py --workspace /path/to/full-run \\
+        --out results/benchmarks/train_memory.json
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ def main() -> None:
     ap.add_argument("--workspace", type=Path, required=True, help="a finished full-scale pipeline")
     ap.add_argument("--nproc", type=int, default=1, help="data-parallel processes per stage")
     ap.add_argument("--stages", nargs="+", default=list(STAGES), choices=list(STAGES))
-    ap.add_argument("--out", type=Path, default=Path("metrics/train_memory.json"))
+    ap.add_argument("--out", type=Path, default=Path("results/benchmarks/train_memory.json"))
     args = ap.parse_args()
     ws = args.workspace.resolve()
     params = yaml.safe_load((ws / "params.yaml").read_text())

@@ -7,8 +7,8 @@ an asymptote, ``MAE(n) = a + b * n**-c``, fitted to the runs says how far more f
 kind would carry this network, and about how many it would need for a given MAE.
 
     python -m research.data_scaling run --workspace <pipeline dir> --fractions 0.125 0.25 0.5 1 \\
-        --seeds 0 1 --threads 2 --out metrics/data_scaling
-    python -m research.data_scaling table --out metrics/data_scaling --target 5.25
+        --seeds 0 1 --threads 2 --out results/research/data_scaling
+    python -m research.data_scaling table --out results/research/data_scaling --target 5.25
 
 Every fraction trains for the recipe's epochs (``class_teacher.epochs``), so smaller parts get
 fewer optimizer steps; ``--match-steps`` gives them the whole part's steps instead, to check that
@@ -335,7 +335,7 @@ def main() -> None:
     r.add_argument("--match-steps", action="store_true",
                    help="fraction f trains epochs/f epochs (the whole part's steps)")  # fmt: skip
     r.add_argument("--models", type=Path, default=Path("/tmp/data_scaling/models"))
-    r.add_argument("--out", type=Path, default=Path("metrics/data_scaling"))
+    r.add_argument("--out", type=Path, default=Path("results/research/data_scaling"))
     d = sub.add_parser("distill", help="soft-target students of the fractions' class teachers")
     d.add_argument("--workspace", type=Path, required=True, help="a finished pipeline's folder")
     d.add_argument("--fractions", type=float, nargs="+", default=[0.25, 0.5])
@@ -345,9 +345,9 @@ def main() -> None:
     d.add_argument("--work", type=Path, default=Path("/tmp/data_scaling/distill"),
                    help="the students' workspaces, models and checkpoints")  # fmt: skip
     d.add_argument("--ablation", type=Path, help="a finished ablation's folder to take runs from")
-    d.add_argument("--out", type=Path, default=Path("metrics/data_scaling"))
+    d.add_argument("--out", type=Path, default=Path("results/research/data_scaling"))
     t = sub.add_parser("table", help="fit and tabulate the finished runs")
-    t.add_argument("--out", type=Path, default=Path("metrics/data_scaling"))
+    t.add_argument("--out", type=Path, default=Path("results/research/data_scaling"))
     t.add_argument("--target", type=float, nargs="+", default=[5.25],
                    help="test MAEs to find the faces for")  # fmt: skip
     args = ap.parse_args()

@@ -8,7 +8,7 @@ distributions (``agedistill predict --flip``).
 
     python -m research.flip_tta --workspace <full run> --ablation <full run>/ablation \\
         --reference /work/rs_cache/models/reference.pt --cache /work/rs_cache \\
-        --out metrics/flip_tta.json
+        --out results/research/flip_tta.json
 """
 
 from __future__ import annotations
@@ -56,7 +56,7 @@ def main() -> None:
     ap.add_argument("--cache", type=Path, default=Path("/tmp/recipe_search"),
                     help="recipe_search.py's crop cache (the reference's raw chips)")  # fmt: skip
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--out", type=Path, default=Path("metrics/flip_tta.json"))
+    ap.add_argument("--out", type=Path, default=Path("results/research/flip_tta.json"))
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     w = args.workspace

@@ -6,13 +6,13 @@ MAE (the test part stays untouched for the final table). Crops are re-made from 
 landmarks for every margin, so all variants see the same faces.
 
     python -m research.recipe_search --split /tmp/full/data/split --epochs 12 --jobs 2 \\
-        --out metrics/recipe_search.json
+        --out results/research/recipe_search.json
 
 ``--test`` also scores each saved model once on the test part: for the brief's reference CNN,
 trained on the same split for a like-for-like comparison with the pipeline's test figures:
 
     python -m research.recipe_search --split /tmp/full/data/split --variants reference \\
-        --epochs 30 --jobs 1 --threads 2 --test --out metrics/reference_cnn.json
+        --epochs 30 --jobs 1 --threads 2 --test --out results/research/reference_cnn.json
 
 ``--seed N`` trains with another seed than ``class_teacher.seed`` (model files get a ``-sN``
 suffix), to measure a variant's spread over seeds.
@@ -212,7 +212,7 @@ def main() -> None:
     ap.add_argument("--test", action="store_true", help="also score each model on the test part")
     ap.add_argument("--params", default="params.yaml")
     ap.add_argument("--cache", type=Path, default=Path("/tmp/recipe_search"))
-    ap.add_argument("--out", type=Path, default=Path("metrics/recipe_search.json"))
+    ap.add_argument("--out", type=Path, default=Path("results/research/recipe_search.json"))
     args = ap.parse_args()
     unknown = set(args.variants) - set(VARIANTS)
     if unknown:

@@ -2,12 +2,12 @@
 
     agedistill exp profiles/full.yaml -n full       # the pipeline, in the workspace
     python -m research.run_ablation run --jobs 2    # soft / hint / both (and none) x seeds 0 1 2
-    python -m research.run_ablation table           # metrics/ablation.json, .md and .png
+    python -m research.run_ablation table           # results/research/ablation/ablation.*
 
 A probe of one distillation knob on the same teachers (its own --out and --metrics):
 
     python -m research.run_ablation run --variants both --set distill.mixup=0.2 \\
-        --out ablation-mixup --metrics metrics/probe-mixup
+        --out ablation-mixup --metrics results/research/probe-mixup
 
 Runs resume: a finished (variant, seed) is skipped, so rerunning after a kill continues the grid.
 """
@@ -40,7 +40,7 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--jobs", type=int, default=1, help="runs trained at once")
     ap.add_argument("--threads", type=int, default=0, help="torch threads per run (0: cores/jobs)")
-    ap.add_argument("--metrics", type=Path, default=Path("metrics/ablation"))
+    ap.add_argument("--metrics", type=Path, default=Path("results/research/ablation"))
     ap.add_argument("--set", action="append", default=[], metavar="distill.KEY=VALUE",
                     help="change a distill param for these runs (repeatable)")  # fmt: skip
     args = ap.parse_args()

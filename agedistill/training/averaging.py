@@ -2,7 +2,7 @@
 
 Late in training, validation MAE still swings by about 0.1 year from one epoch to the next; the
 average of the last epochs' weights is steadier (on the full UTKFace split at 30 epochs it was
-not better: 5.43 against 5.38 validation MAE, README "Training levers"). It is torch's
+not better: 5.43 against 5.38 validation MAE, docs/experiments/recipe_search.md). It is torch's
 :class:`~torch.optim.swa_utils.AveragedModel` with an exponential average over a horizon given in
 optimiser steps, warmed up so that short runs (the bundled sample's 90 steps) do not stay close to
 their random initialisation. BatchNorm statistics are averaged like the weights.

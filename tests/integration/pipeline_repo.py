@@ -63,7 +63,7 @@ def make_repo(src: Path, dst: Path, overrides: dict | None = None) -> Path:
         check=True,
     ).stdout.split("\n")  # fmt: skip
     for rel in filter(None, files):
-        if not (src / rel).is_file() or rel.startswith(("metrics/", "dvc.lock")):
+        if not (src / rel).is_file() or rel.startswith(("metrics/", "results/", "dvc.lock")):
             continue
         (dst / rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(src / rel, dst / rel)
