@@ -6,6 +6,7 @@ from pathlib import Path
 from agedistill.config import load_params, raw_params
 from agedistill.data import load_table
 from agedistill.evaluation import evaluate_models, summary_table, write_json, write_plots
+from agedistill.headline import headline
 from agedistill.stage import run_stage
 from agedistill.tracking import stage_run
 
@@ -39,6 +40,7 @@ def main() -> None:
         pngs = write_plots(results, preds, args.plots)
         for name, r in results.items():
             run.log_metrics({f"{name}_{k}": v for k, v in r.items()})
+        run.log_pipeline_metrics(headline(results))  # the parent run: this execution's row
         for png in pngs.values():
             run.log_artifact(png, "plots")
         run.log_artifact(args.metrics)

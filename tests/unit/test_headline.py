@@ -1,0 +1,28 @@
+import json
+from pathlib import Path
+
+import pytest
+
+from agedistill.headline import headline
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_headline_of_the_committed_sample_results():
+    results = json.loads((ROOT / "metrics/evaluate.json").read_text())
+    h = headline(results)
+    assert h["student_mae"] == results["student"]["mae"]
+    assert h["class_teacher_mae"] == results["class_teacher"]["mae"]
+    assert h["rank_teacher_mae"] == results["rank_teacher"]["mae"]
+    assert h["gain_over_class_teacher"] == pytest.approx(
+        results["class_teacher"]["mae"] - results["student"]["mae"]
+    )
+    assert h["student_cs5"] == results["student"]["cs5"]
+    assert h["student_mae_21_60"] == results["student"]["mae_21_60"]
+    assert h["student_params"] == results["student"]["params"]
+    assert h["student_faces_per_s"] == results["student"]["faces_per_s"]
+
+
+def test_headline_leaves_out_what_results_lack():
+    h = headline({"student": {"mae": 6.0, "cs5": True}})
+    assert h == {"student_mae": 6.0}  # no teacher: no gain; a bool is not a metric
