@@ -35,6 +35,8 @@ from typing import Any
 from agedistill.machine import describe
 
 EXPERIMENT = "agedistill"
+# the MLflow UI opens a "model training" experiment on its runs table (not the GenAI overview)
+EXPERIMENT_TAGS = {"mlflow.experimentKind": "custom_model_development"}
 
 
 def main_repo_root(start: str | Path | None = None) -> Path:
@@ -310,7 +312,9 @@ def stage_run(
         if mlflow.get_experiment_by_name(EXPERIMENT) is None:
             # a server store may still see a concurrent creator: that is fine
             with suppress(mlflow.exceptions.MlflowException):
-                mlflow.create_experiment(EXPERIMENT, artifact_location=artifact_root())
+                mlflow.create_experiment(
+                    EXPERIMENT, artifact_location=artifact_root(), tags=EXPERIMENT_TAGS
+                )
         experiment = mlflow.set_experiment(EXPERIMENT)
         parent_id = find_or_create_parent(client, experiment.experiment_id, tags, all_params)
     client.update_run(parent_id, status="RUNNING")

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 from tests.integration.pipeline_repo import env
@@ -42,9 +45,11 @@ def mlflow_server(repo: Path, timeout_s: float = 120) -> Iterator[str]:
         "--port", str(port), "--backend-store-uri", f"sqlite:///{repo / 'mlflow.db'}",
         "--workers", "1",
     ]  # fmt: skip
+    # its own process group: the server forks workers and job consumers, all stopped with it
+    log = tempfile.TemporaryFile()  # noqa: SIM115  a file, not a pipe: nobody reads it meanwhile
     proc = subprocess.Popen(
-        cmd, cwd=repo, env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT
-    )
+        cmd, cwd=repo, env=env(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )  # fmt: skip
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.time() + timeout_s
@@ -54,8 +59,9 @@ def mlflow_server(repo: Path, timeout_s: float = 120) -> Iterator[str]:
                     break
             except OSError:
                 if proc.poll() is not None:
+                    log.seek(0)
                     raise RuntimeError(
-                        f"mlflow server exited: {proc.stdout.read().decode()[-2000:]}"
+                        f"mlflow server exited: {log.read().decode(errors='replace')[-2000:]}"
                     ) from None
                 if time.time() > deadline:
                     raise RuntimeError(
@@ -64,12 +70,15 @@ def mlflow_server(repo: Path, timeout_s: float = 120) -> Iterator[str]:
                 time.sleep(1)
         yield base
     finally:
-        proc.terminate()
+        with suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
         try:
             proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
-            proc.kill()
+            with suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+        log.close()
 
 
 def runs(base: str) -> list[dict]:
