@@ -97,6 +97,8 @@ def main() -> None:
     ap.add_argument("--cache", type=Path, help="a DVC cache folder shared between tries")
     ap.add_argument("--keep", type=Path, help="build the copy here and keep it (default: temp)")
     ap.add_argument("--out", type=Path, default=Path("results/benchmarks/sample_seeds.json"))
+    ap.add_argument("--save-first", type=Path, metavar="DIR",
+                    help="copy the first run's dvc.lock and metrics/ here")  # fmt: skip
     args = ap.parse_args()
     src = Path(__file__).resolve().parents[1]
     work = args.keep or Path(tempfile.mkdtemp(prefix="sample_seeds-"))
@@ -113,6 +115,10 @@ def main() -> None:
         else:
             wall = _run(["dvc", "exp", "run", *sets, *seed_sets], repo)
         runs.append({"seed": seed, "wall_s": round(wall, 1), "first": i == 0, **scores(repo)})
+        if i == 0 and args.save_first:
+            args.save_first.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(repo / "dvc.lock", args.save_first / "dvc.lock")
+            shutil.copytree(repo / "metrics", args.save_first / "metrics", dirs_exist_ok=True)
         print(json.dumps(runs[-1]), flush=True)
     result = {
         "what": "default dvc repro on the bundled sample, per seed (all training stages seeded)",
