@@ -69,10 +69,13 @@ def _report(path: str) -> int:
     from pathlib import Path
 
     from agedistill.evaluation import summary_table
+    from agedistill.headline import gain_line
 
     try:
         results = json.loads(Path(path).read_text())
         print(summary_table(results))
+        if line := gain_line(results):
+            print(line)
     except (OSError, ValueError, KeyError, TypeError) as e:
         print(f"agedistill report: error: {path}: {e}", file=sys.stderr)
         return 2

@@ -50,3 +50,16 @@ def headline(results: dict[str, Any]) -> dict[str, float]:
         g = gain(results["student"]["mae"], results["class_teacher"]["mae"])
         out["gain_over_class_teacher"] = round(g, DECIMALS)
     return out
+
+
+def gain_line(results: dict[str, Any]) -> str | None:
+    """One sentence on the student against its class teacher, or None without both.
+
+    >>> gain_line({"student": {"mae": 11.6}, "class_teacher": {"mae": 11.9}})
+    "distillation: the student's test MAE is 0.30 years below its class teacher's"
+    """
+    if "mae" not in results.get("student", {}) or "mae" not in results.get("class_teacher", {}):
+        return None
+    g = gain(results["student"]["mae"], results["class_teacher"]["mae"])
+    side = "below" if g > 0 else "above"
+    return f"distillation: the student's test MAE is {abs(g):.2f} years {side} its class teacher's"

@@ -28,3 +28,14 @@ def test_headline_of_the_committed_sample_results():
 def test_headline_leaves_out_what_results_lack():
     h = headline({"student": {"mae": 6.0, "cs5": True}})
     assert h == {"student_mae": 6.0}  # no teacher: no gain; a bool is not a metric
+
+
+def test_report_says_how_the_student_did_against_its_class_teacher(capsys):
+    from agedistill.cli import main
+
+    results = json.loads((ROOT / "metrics/evaluate.json").read_text())
+    assert main(["report", str(ROOT / "metrics/evaluate.json")]) == 0
+    out = capsys.readouterr().out
+    g = results["class_teacher"]["mae"] - results["student"]["mae"]
+    side = "below" if g > 0 else "above"
+    assert f"the student's test MAE is {abs(g):.2f} years {side} its class teacher's" in out
