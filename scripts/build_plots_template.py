@@ -69,12 +69,14 @@ def library_script(node_modules: Path, name: str) -> str:
     for placeholder in ("{plot_divs}", "{scripts}", "{refresh_tag}"):
         if placeholder in code:  # DVC fills these by str.replace over the whole page
             raise ValueError(f"{name}.min.js contains DVC's placeholder {placeholder}")
-    return f'    <script type="text/javascript">/* {name} {version(node_modules, name)} */\n{code}\n    </script>'
+    head = f'    <script type="text/javascript">/* {name} {version(node_modules, name)} */'
+    return f"{head}\n{code}\n    </script>"
 
 
 def license_file(package: Path) -> Path | None:
     """A package's LICENSE/LICENCE file, if it ships one."""
-    found = sorted(p for p in package.iterdir() if p.name.lower().startswith(("license", "licence")))
+    names = ("license", "licence")
+    found = sorted(p for p in package.iterdir() if p.name.lower().startswith(names))
     return found[0] if found else None
 
 
