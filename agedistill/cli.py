@@ -4,6 +4,7 @@
 * ``agedistill predict PATH... [--model FILE] [--out preds.csv|preds.json] [--annotate DIR]``:
   ages for every face in photos (files or folders, recursive); default model: the shipped student.
 * ``agedistill export --format onnx|torchscript --out FILE [--model FILE]``.
+* ``agedistill report [METRICS] | --exps``: the MAE table of one run, or one row per experiment.
 """
 
 from __future__ import annotations
@@ -43,6 +44,11 @@ def _parser() -> argparse.ArgumentParser:
 
     rep = sub.add_parser("report", help="print the MAE table of an evaluate metrics file")
     rep.add_argument("metrics", nargs="?", default="metrics/evaluate.json")
+    rep.add_argument(
+        "--exps",
+        action="store_true",
+        help="one row per DVC experiment: changed params, student and class-teacher MAE, gain",
+    )
 
     exp_ = sub.add_parser("export", help="export a model to ONNX or TorchScript")
     exp_.add_argument("--format", required=True, choices=["onnx", "torchscript"])
@@ -63,12 +69,26 @@ def _report(path: str) -> int:
     from pathlib import Path
 
     from agedistill.evaluation.scoring import summary_table
+    from agedistill.pipeline.headline import gain_line
 
     try:
         results = json.loads(Path(path).read_text())
         print(summary_table(results))
+        if line := gain_line(results):
+            print(line)
     except (OSError, ValueError, KeyError, TypeError) as e:
         print(f"agedistill report: error: {path}: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _report_exps() -> int:
+    from agedistill.pipeline.experiments import ExpShowError, exp_show, format_rows, rows
+
+    try:
+        print(format_rows(rows(exp_show())))
+    except ExpShowError as e:
+        print(f"agedistill report --exps: error: {e}", file=sys.stderr)
         return 2
     return 0
 
@@ -137,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"agedistill exp: error: {e}", file=sys.stderr)
             return 2
     if args.command == "report":
-        return _report(args.metrics)
+        return _report_exps() if args.exps else _report(args.metrics)
     from agedistill.models.files import ModelFileError
 
     try:

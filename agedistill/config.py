@@ -98,7 +98,7 @@ class SplitParams(_Strict):
 class TrainParams(_Strict):
     """Optimisation knobs shared by the three training stages (``class_teacher``'s defaults)."""
 
-    epochs: PosInt = 8
+    epochs: PosInt = 20
     batch_size: PosInt = 64
     lr: PosFloat = 3e-3
     weight_decay: NonNegFloat = 5e-4
@@ -161,7 +161,7 @@ class DistillParams(_Strict):
     kd_weight: NonNegFloat = 1.0
     hint_weight: NonNegFloat = 1.0
     hint_stage: Annotated[int, Field(ge=0)] = 2
-    mixup: NonNegFloat = 0.0  # Beta(a, a) blend of face pairs, fed to student and teachers; 0 = off
+    mixup: NonNegFloat = 0.2  # Beta(a, a) blend of face pairs, fed to student and teachers; 0 = off
 
 
 class EvaluateParams(_Strict):

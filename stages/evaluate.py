@@ -6,6 +6,7 @@ from pathlib import Path
 from agedistill.config import load_params, raw_params
 from agedistill.data.tables import load_table
 from agedistill.evaluation.scoring import evaluate_models, summary_table, write_plots
+from agedistill.pipeline.headline import headline
 from agedistill.pipeline.outputs import write_json
 from agedistill.pipeline.stage import stage_main
 from agedistill.pipeline.tracking import mlflow_run
@@ -37,6 +38,7 @@ def main() -> None:
         pngs = write_plots(results, preds, args.plots)
         for name, r in results.items():
             run.log_metrics({f"{name}_{k}": v for k, v in r.items()})
+        run.log_pipeline_metrics(headline(results))  # the parent run: this execution's row
         for png in pngs.values():
             run.log_artifact(png, "plots")
         run.log_artifact(args.metrics)

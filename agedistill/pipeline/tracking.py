@@ -9,8 +9,15 @@ written into a copy that DVC deletes. ``MLFLOW_TRACKING_URI`` overrides the stor
 
 Runs of one pipeline execution share the tag ``agedistill.pipeline`` (the DVC experiment name, or
 the git commit plus params hash for a plain ``dvc repro``), and every run carries ``stage``,
-``git_commit``, ``dvc_exp`` and ``params_hash`` tags, so the MLflow UI can filter and compare two
-experiments side by side.
+``git_commit``, ``dvc_exp`` and ``params_hash`` tags.
+
+Each pipeline execution also has one *parent* run (tag ``agedistill.role = pipeline``), named
+after it and holding the whole ``params.yaml`` flattened (``distill.temperature``) and, once
+``evaluate`` has run, the headline metrics (:mod:`agedistill.pipeline.headline`). Every stage run
+is its child (``mlflow.parentRunId``), so the MLflow runs table shows one row per experiment and its
+compare page lines experiments up param by param. A stage starts by finding its parent (same
+pipeline name and params hash) or creating it, so a stage rerun alone, with DVC skipping the
+others, lands under the parent of the params it ran with.
 """
 
 from __future__ import annotations
@@ -28,6 +35,8 @@ from typing import Any
 from agedistill.pipeline.machine import describe
 
 EXPERIMENT = "agedistill"
+# the MLflow UI opens a "model training" experiment on its runs table (not the GenAI overview)
+EXPERIMENT_TAGS = {"mlflow.experimentKind": "custom_model_development"}
 
 
 def main_repo_root(start: str | Path | None = None) -> Path:
@@ -142,6 +151,39 @@ def run_tags(stage: str, all_params: dict[str, Any]) -> dict[str, str]:
     }
 
 
+ROLE_TAG = "agedistill.role"
+PARAM_BATCH = 100  # MLflow takes at most 100 params per log_batch request
+
+
+def parent_query(tags: dict[str, str]) -> str:
+    """The MLflow search filter that finds the parent run of the execution ``tags`` describe."""
+    pipeline = tags["agedistill.pipeline"].replace("'", "")
+    return (
+        f"tags.`{ROLE_TAG}` = 'pipeline' and tags.`agedistill.pipeline` = '{pipeline}' "
+        f"and tags.params_hash = '{tags['params_hash']}'"
+    )
+
+
+def find_or_create_parent(
+    client: Any, experiment_id: str, tags: dict[str, str], all_params: dict[str, Any]
+) -> str:
+    """The run id of the pipeline execution's parent run, created with every param if new."""
+    from mlflow.entities import Param
+
+    found = client.search_runs(
+        [experiment_id], parent_query(tags), max_results=1, order_by=["attributes.start_time ASC"]
+    )
+    if found:
+        return found[0].info.run_id
+    parent_tags = {k: v for k, v in tags.items() if k != "agedistill.stage"}
+    parent_tags[ROLE_TAG] = "pipeline"
+    run = client.create_run(experiment_id, tags=parent_tags, run_name=tags["agedistill.pipeline"])
+    params = [Param(k, str(v)) for k, v in flatten(all_params).items()]
+    for i in range(0, len(params), PARAM_BATCH):
+        client.log_batch(run.info.run_id, params=params[i : i + PARAM_BATCH])
+    return run.info.run_id
+
+
 def metric_key(name: str) -> str:
     """The MLflow key a metric is logged under (no spaces; ``60+`` becomes ``60plus``)."""
     return name.replace(" ", "_").replace("+", "plus")
@@ -150,9 +192,24 @@ def metric_key(name: str) -> str:
 class Tracker:
     """A thin handle over the active MLflow run."""
 
-    def __init__(self, mlflow_module: Any) -> None:
+    def __init__(self, mlflow_module: Any, parent_id: str | None = None) -> None:
         self._mlflow = mlflow_module
         self.run_id = mlflow_module.active_run().info.run_id
+        self.parent_id = parent_id
+
+    def log_pipeline_metrics(self, metrics: dict[str, float]) -> None:
+        """Log metrics on the pipeline execution's parent run (the row the runs table shows)."""
+        if self.parent_id is None:
+            return
+        import time
+
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        batch = [Metric(metric_key(k), float(v), now, 0) for k, v in metrics.items()]
+        self._mlflow.tracking.MlflowClient(self._mlflow.get_tracking_uri()).log_batch(
+            self.parent_id, metrics=batch
+        )
 
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
         """Log numeric metrics (non-numbers are skipped)."""
@@ -249,22 +306,35 @@ def mlflow_run(
 
     uri = tracking_uri()
     mlflow.set_tracking_uri(uri)
+    tags = run_tags(stage, all_params)
+    client = mlflow.tracking.MlflowClient(uri)
     with store_lock(uri):
         if mlflow.get_experiment_by_name(EXPERIMENT) is None:
             # a server store may still see a concurrent creator: that is fine
             with suppress(mlflow.exceptions.MlflowException):
-                mlflow.create_experiment(EXPERIMENT, artifact_location=artifact_root())
-        mlflow.set_experiment(EXPERIMENT)
+                mlflow.create_experiment(
+                    EXPERIMENT, artifact_location=artifact_root(), tags=EXPERIMENT_TAGS
+                )
+        experiment = mlflow.set_experiment(EXPERIMENT)
+        parent_id = find_or_create_parent(client, experiment.experiment_id, tags, all_params)
+    client.update_run(parent_id, status="RUNNING")
+    tags["mlflow.parentRunId"] = parent_id
     if run_id is not None:
         try:
             mlflow.get_run(run_id)
         except mlflow.exceptions.MlflowException:
             run_id = None  # the store was reset since: start a new run
-    tags = run_tags(stage, all_params)
     if run_id is not None:
         active = mlflow.start_run(run_id=run_id)
     else:
         active = mlflow.start_run(run_name=f"{tags['dvc_exp']}/{stage}", tags=tags)
-    with active:
-        mlflow.log_params(flatten(stage_params))
-        yield Tracker(mlflow)
+    status = "FAILED"
+    try:
+        with active:
+            # a resumed run joins the parent of the params it now runs with
+            mlflow.set_tag("mlflow.parentRunId", parent_id)
+            mlflow.log_params(flatten(stage_params))
+            yield Tracker(mlflow, parent_id)
+        status = "FINISHED"
+    finally:
+        client.set_terminated(parent_id, status)

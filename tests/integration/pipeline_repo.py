@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -79,3 +80,22 @@ def make_repo(src: Path, dst: Path, overrides: dict | None = None) -> Path:
     ):
         run(cmd, dst)
     return dst
+
+
+# MLflow's model registration (evaluate.register_model) costs more than the tiny training itself
+FAST_EVALUATE = {"evaluate": {"register_model": False}}
+
+
+def two_experiments(src: Path, dst: Path) -> dict[str, dict]:
+    """As a new user would: ``dvc repro``, commit, ``dvc exp run -S distill.temperature=4``.
+
+    Returns each run's ``metrics/evaluate.json`` ({"baseline": ..., "temp4": ...}); ``dst`` ends
+    with the experiment's outputs in its workspace.
+    """
+    make_repo(src, dst, FAST_EVALUATE)
+    run(["dvc", "repro"], dst)
+    run(["git", "add", "-A"], dst)
+    run(["git", "commit", "-qm", "baseline results"], dst)
+    baseline = json.loads((dst / "metrics/evaluate.json").read_text())
+    run(["dvc", "exp", "run", "-n", "temp4", "-S", "distill.temperature=4"], dst)
+    return {"baseline": baseline, "temp4": json.loads((dst / "metrics/evaluate.json").read_text())}

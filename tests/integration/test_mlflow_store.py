@@ -2,37 +2,15 @@
 
 from __future__ import annotations
 
-import json
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
-from pathlib import Path
-
 import pytest
 
-from tests.integration.pipeline_repo import env, run
+from tests.integration.mlflow_server import call, is_parent, metrics, mlflow_server, params, tags
+from tests.integration.mlflow_server import runs as all_runs
+from tests.integration.pipeline_repo import run
 
 pytestmark = pytest.mark.integration
 
 TRAINING = {"rank_teacher", "class_teacher", "distill", "evaluate"}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def call(base: str, path: str, body: dict | None = None) -> dict:
-    data = json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request(
-        base + path, data=data, headers={"Content-Type": "application/json"},
-        method="POST" if body is not None else "GET",
-    )  # fmt: skip
-    with urllib.request.urlopen(req, timeout=30) as r:
-        return json.loads(r.read())
 
 
 @pytest.fixture(scope="module")
@@ -42,45 +20,13 @@ def server(pipeline):
     out = run(["dvc", "exp", "run", "--temp", "-n", "tempexp", "-S", "distill.temperature=3"], dst)
     assert "Running stage 'distill'" in out
     assert not list((dst / ".dvc" / "tmp").rglob("mlflow.db"))
-    port = free_port()
-    cmd = [
-        str(Path(sys.executable).parent / "mlflow"), "server", "--host", "127.0.0.1",
-        "--port", str(port), "--backend-store-uri", f"sqlite:///{dst / 'mlflow.db'}",
-        "--workers", "1",
-    ]  # fmt: skip
-    proc = subprocess.Popen(
-        cmd, cwd=dst, env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT
-    )
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        try:
-            with urllib.request.urlopen(base + "/health", timeout=2):
-                break
-        except OSError:
-            if proc.poll() is not None:
-                pytest.fail(f"mlflow server exited: {proc.stdout.read().decode()[-2000:]}")
-            time.sleep(1)
-    else:
-        proc.kill()
-        pytest.fail("mlflow server did not answer within 120 s")
-    yield base
-    proc.terminate()
-    proc.wait(timeout=30)
+    with mlflow_server(dst) as base:
+        yield base
 
 
 def runs(base: str) -> list[dict]:
-    exp = call(base, "/api/2.0/mlflow/experiments/get-by-name?experiment_name=agedistill")
-    found = call(
-        base,
-        "/api/2.0/mlflow/runs/search",
-        {"experiment_ids": [exp["experiment"]["experiment_id"]], "max_results": 1000},
-    )
-    return found.get("runs", [])
-
-
-def tags(r: dict) -> dict[str, str]:
-    return {t["key"]: t["value"] for t in r["data"].get("tags", [])}
+    """The stage runs (not the parents)."""
+    return [r for r in all_runs(base) if not is_parent(r)]
 
 
 def test_every_stage_logged_params_and_metrics(server):
@@ -91,11 +37,9 @@ def test_every_stage_logged_params_and_metrics(server):
             by_stage[t["agedistill.stage"]] = r
     assert set(by_stage) >= TRAINING
     distill = by_stage["distill"]
-    params = {p["key"]: p["value"] for p in distill["data"]["params"]}
-    assert float(params["temperature"]) == 2.0
-    metrics = {m["key"] for m in distill["data"]["metrics"]}
-    assert {"val_mae", "train_loss", "train_kd_loss", "train_hint_loss"} <= metrics
-    ev = {m["key"]: m["value"] for m in by_stage["evaluate"]["data"]["metrics"]}
+    assert float(params(distill)["temperature"]) == 2.0
+    assert {"val_mae", "train_loss", "train_kd_loss", "train_hint_loss"} <= set(metrics(distill))
+    ev = metrics(by_stage["evaluate"])
     assert 0 < ev["student_mae"] < 60 and 0 < ev["class_teacher_mae"] < 60
     history = call(
         server,
@@ -117,5 +61,10 @@ def test_temp_experiment_runs_land_in_the_main_store(server):
     temp = [r for r in runs(server) if tags(r).get("dvc_exp") == "tempexp"]
     assert {tags(r)["agedistill.stage"] for r in temp} == {"distill", "evaluate"}
     distill = next(r for r in temp if tags(r)["agedistill.stage"] == "distill")
-    params = {p["key"]: p["value"] for p in distill["data"]["params"]}
-    assert float(params["temperature"]) == 3.0
+    assert float(params(distill)["temperature"]) == 3.0
+    # ... under one parent named after the experiment, with the whole pipeline's params
+    parent_ids = {tags(r)["mlflow.parentRunId"] for r in temp}
+    (parent,) = [r for r in all_runs(server) if r["info"]["run_id"] in parent_ids]
+    assert is_parent(parent) and parent["info"]["run_name"] == "tempexp"
+    assert float(params(parent)["distill.temperature"]) == 3.0
+    assert 0 < metrics(parent)["student_mae"] < 60

@@ -54,3 +54,62 @@ def test_has_metric_reads_the_steps_a_run_holds(tmp_path, monkeypatch):
         assert not run.has_metric("val_mae", 2)
         assert not run.has_metric("best_val_mae", 3)
         assert not run.has_metric("train_loss", 1)
+
+
+def _children(client, parent_id):
+    exp = client.get_experiment_by_name("agedistill")
+    return client.search_runs([exp.experiment_id], f"tags.`mlflow.parentRunId` = '{parent_id}'")
+
+
+def test_stages_of_one_execution_are_children_of_one_parent(tmp_path, monkeypatch):
+    import mlflow
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.setenv("DVC_ROOT", str(tmp_path))
+    monkeypatch.setenv("DVC_EXP_NAME", "exp-a")
+    params = {"distill": {"temperature": 2.0, "train": {"epochs": 3}}, "align": {"size": 64}}
+    with mlflow_run("class_teacher", {"epochs": 3}, params) as run:
+        first_parent = run.parent_id
+    with mlflow_run("evaluate", {"cs_max": 10}, params) as run:
+        assert run.parent_id == first_parent
+        run.log_pipeline_metrics({"student_mae": 5.2, "gain_over_class_teacher": 0.4})
+    client = mlflow.tracking.MlflowClient(uri)
+    parent = client.get_run(first_parent)
+    assert parent.info.run_name == "exp-a"
+    assert parent.info.status == "FINISHED"
+    assert parent.data.tags["agedistill.role"] == "pipeline"
+    assert parent.data.params == {
+        "distill.temperature": "2.0", "distill.train.epochs": "3", "align.size": "64"
+    }  # fmt: skip
+    assert parent.data.metrics == {"student_mae": 5.2, "gain_over_class_teacher": 0.4}
+    children = _children(client, first_parent)
+    assert sorted(r.data.tags["agedistill.stage"] for r in children) == [
+        "class_teacher",
+        "evaluate",
+    ]
+    assert all("student_mae" not in r.data.metrics for r in children)
+
+    # another experiment (other name, other params): its own parent
+    monkeypatch.setenv("DVC_EXP_NAME", "exp-b")
+    other = {**params, "distill": {"temperature": 4.0, "train": {"epochs": 3}}}
+    with mlflow_run("distill", {"temperature": 4.0}, other) as run:
+        assert run.parent_id != first_parent
+    assert client.get_run(run.parent_id).data.params["distill.temperature"] == "4.0"
+    # a stage rerun alone under the first experiment's params joins the first parent again
+    monkeypatch.setenv("DVC_EXP_NAME", "exp-a")
+    with mlflow_run("evaluate", {"cs_max": 10}, params) as run:
+        assert run.parent_id == first_parent
+    assert len(_children(client, first_parent)) == 3
+
+
+def test_a_failed_stage_marks_its_parent_failed(tmp_path, monkeypatch):
+    import mlflow
+    import pytest
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.setenv("DVC_ROOT", str(tmp_path))
+    with pytest.raises(RuntimeError), mlflow_run("distill", {}, {"a": 1}) as run:
+        raise RuntimeError("killed")
+    assert mlflow.tracking.MlflowClient(uri).get_run(run.parent_id).info.status == "FAILED"
