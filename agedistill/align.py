@@ -253,6 +253,30 @@ class _FixedShapes(torch.nn.Module):
 # Black border (fraction of the longer side) added before detection: see FaceDetector ``pad``.
 DETECT_PAD = 0.25
 
+
+@dataclass(frozen=True)
+class DetectSettings:
+    """How faces are searched for: the one set of defaults of the ``align`` stage and ``predict``.
+
+    ``min_face_size`` is 40: the ``align`` stage keeps only faces at least that large, so every
+    model was trained on faces of 40 px or more, and searching smaller costs MTCNN's P-Net about
+    four times the work per halving of the size (its pyramid starts at ``12 / min_face_size``).
+    On the shared real photos (group shots down to 37-px faces) 20 finds no face that 40 misses
+    (41 of 43 labelled faces either way; docs/predict.md).
+
+    Fields are those of :class:`FaceDetector` (``pad`` is its ``pad``; ``predict`` takes it from
+    the model file, which records the border its training faces were found with).
+    """
+
+    min_prob: float = 0.95
+    min_face_size: int = 40
+    detect_max_side: int = 640
+    pad: float = DETECT_PAD
+    batch_size: int = 32
+
+
+DETECT = DetectSettings()
+
 # How the faces of a model were found and cropped when its file does not say (files written
 # before ``align.template`` and ``align.detect_pad`` existed).
 CROP_DEFAULTS: dict[str, Any] = {"margin": 0.0, "template": "arcface", "detect_pad": DETECT_PAD}
@@ -265,6 +289,8 @@ def model_crop(config: dict[str, Any]) -> dict[str, Any]:
 
 class FaceDetector:
     """MTCNN with probability filtering, crash-proof batching and downscaled detection.
+
+    Defaults: :data:`DETECT` (the ``align`` stage's and ``predict``'s).
 
     Parameters
     ----------
@@ -291,11 +317,11 @@ class FaceDetector:
 
     def __init__(
         self,
-        min_prob: float = 0.95,
-        min_face_size: int = 20,
-        detect_max_side: int = 640,
-        batch_size: int = 32,
-        pad: float = DETECT_PAD,
+        min_prob: float = DETECT.min_prob,
+        min_face_size: int = DETECT.min_face_size,
+        detect_max_side: int = DETECT.detect_max_side,
+        batch_size: int = DETECT.batch_size,
+        pad: float = DETECT.pad,
         device: str = "cpu",
     ) -> None:
         from facenet_pytorch import MTCNN  # weights ship inside the wheel: no download

@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from agedistill.align import (
-    DETECT_PAD,
+    DETECT,
     Detection,
     Face,
     FaceDetector,
@@ -120,12 +120,12 @@ def align_dataset(
     size: int = 64,
     margin: float = 0.0,
     template: str = "arcface",
-    min_prob: float = 0.95,
-    min_face_size: int = 20,
+    min_prob: float = DETECT.min_prob,
+    min_face_size: int = DETECT.min_face_size,
     select: str = "largest",
-    detect_max_side: int = 640,
-    detect_pad: float = DETECT_PAD,
-    batch_size: int = 32,
+    detect_max_side: int = DETECT.detect_max_side,
+    detect_pad: float = DETECT.pad,
+    batch_size: int = DETECT.batch_size,
     workers: int = 2,
     threads: int = 1,
     limit: int = 0,

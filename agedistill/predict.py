@@ -30,6 +30,7 @@ from torch import nn
 
 from agedistill import __version__
 from agedistill.align import (
+    DETECT,
     Detection,
     FaceDetector,
     ImageReadError,
@@ -46,9 +47,12 @@ from agedistill.ordinal import age_std, expected_age, mixture_logits
 COLUMNS = ["path", "face", "x", "y", "w", "h", "det_prob", "age", "age_std", "error"]
 FACE_FIELDS = COLUMNS[1:9]
 
-# Detection settings of ``predict`` (the ``align`` stage's defaults; see FaceDetector).
-# ``detect_max_side`` bounds detection cost on large photos.
-DETECT_DEFAULTS: dict[str, Any] = {"min_prob": 0.95, "min_face_size": 20, "detect_max_side": 640}
+# Detection settings of ``predict``: the ``align`` stage's (agedistill.align.DETECT, one place
+# for both); the border ``pad`` comes from the model file. ``detect_max_side`` bounds detection
+# cost on large photos.
+DETECT_DEFAULTS: dict[str, Any] = {
+    k: getattr(DETECT, k) for k in ("min_prob", "min_face_size", "detect_max_side")
+}
 
 # Config keys ``predict`` needs; the ``align_*`` keys default to ``align.CROP_DEFAULTS``.
 _REQUIRED_KEYS = ("input_size", "min_age", "num_classes")
@@ -187,7 +191,8 @@ def load_age_model(path: str | Path | None = None, flip: bool = False) -> AgeMod
     Parameters
     ----------
     path : str or Path, optional
-        A model file written by :func:`agedistill.checkpoint.save_model`.
+        A model file written by :func:`agedistill.checkpoint.save_model`, or a ``.onnx`` file
+        written by ``agedistill export`` (:mod:`agedistill.onnx_model`).
     flip : bool
         Test-time flip augmentation (:attr:`AgeModel.flip`): lower error, half the faces/s.
 
@@ -202,6 +207,10 @@ def load_age_model(path: str | Path | None = None, flip: bool = False) -> AgeMod
         another architecture, or another major version.
     """
     path = Path(path) if path is not None else default_model_path()
+    if path.suffix.lower() == ".onnx":  # an exported model, run through ONNX Runtime
+        from agedistill.onnx_model import load_onnx_model
+
+        return load_onnx_model(path, flip)
     if path.is_file() and not zipfile.is_zipfile(path):
         # torch.save has written zip archives since PyTorch 1.6: anything else is not ours
         raise ModelFileError(
@@ -275,9 +284,25 @@ def ages_for_detection(
     """
     if not detection.faces:
         return []
+    batch = torch.from_numpy(face_crops(image, detection, model)).permute(0, 3, 1, 2)
+    ages, stds = model.ages(batch.contiguous())  # (N, 3, S, S) uint8 in
+    return face_predictions(detection, ages.tolist(), stds.tolist(), scale)
+
+
+def face_crops(image: Image.Image, detection: Detection, model: AgeModel) -> np.ndarray:
+    """The model's input crops (N, S, S, 3) uint8 of the detected faces, in detection order.
+
+    Raises ``ValueError`` or ``numpy.linalg.LinAlgError`` for degenerate landmarks.
+    """
     crops = [np.asarray(model.align(image, f.landmarks)) for f in detection.faces]
-    batch = torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2).contiguous()  # (N, 3, S, S)
-    ages, stds = model.ages(batch)
+    size = model.input_size
+    return np.stack(crops) if crops else np.zeros((0, size, size, 3), np.uint8)
+
+
+def face_predictions(
+    detection: Detection, ages: Sequence[float], stds: Sequence[float], scale: float
+) -> list[FacePrediction]:
+    """Each face of ``detection`` with its age, box and landmarks in original-image pixels."""
     originals = [f.scaled(1.0 / scale) for f in detection.faces]
     return [
         FacePrediction(i, *f.xywh(), f.prob, float(a), float(s), f.landmarks)
@@ -502,45 +527,3 @@ def write_json(rows: Iterable[dict[str, Any]], stream: TextIO) -> None:
     """Write rows as a JSON list of objects with the CSV's fields (``null`` for empty)."""
     json.dump([{k: row[k] for k in COLUMNS} for row in rows], stream, indent=1)
     stream.write("\n")
-
-
-def run_predict(
-    paths: Sequence[str | Path],
-    model_path: str | Path | None = None,
-    out: str | Path | None = None,
-    annotate_dir: str | Path | None = None,
-    progress: bool | None = None,
-    detect: dict[str, Any] | None = None,
-    flip: bool = False,
-) -> int:
-    """The ``predict`` command: write the table and return the exit code.
-
-    Returns 0 when at least one input could be read (faceless images count as read), 1 when
-    none could. Raises :class:`ModelFileError` for an unusable model file.
-    """
-    model = load_age_model(model_path, flip)  # before the detector: a bad --model fails fast
-    detector = FaceDetector(**{**DETECT_DEFAULTS, "pad": model.detect_pad, **(detect or {})})
-    rows: list[dict[str, Any]] = []
-    n_read = n_files = 0
-    for result in predict_files(
-        paths, model, detector, annotate_dir=annotate_dir, progress=progress
-    ):
-        n_files += 1
-        n_read += result.read
-        rows.extend(result_rows(result))
-    _write_rows(rows, out)
-    if n_read == 0:
-        what = f"none of {n_files} input file(s) could be read" if n_files else "no input files"
-        print(f"agedistill predict: {what}", file=sys.stderr)
-        return 1
-    return 0
-
-
-def _write_rows(rows: list[dict[str, Any]], out: str | Path | None) -> None:
-    writer = write_json if out is not None and Path(out).suffix.lower() == ".json" else write_csv
-    if out is None:
-        writer(rows, sys.stdout)
-        return
-    Path(out).parent.mkdir(parents=True, exist_ok=True)
-    with open(out, "w", newline="", encoding="utf-8") as f:
-        writer(rows, f)
