@@ -250,6 +250,21 @@ class _FixedShapes(torch.nn.Module):
         return tuple(o[:n] for o in out)
 
 
+class _PerImage(torch.nn.Module):
+    """Run a network on each image of a batch alone and stack the outputs (see ``pnet_per_image``
+    of :class:`FaceDetector`)."""
+
+    def __init__(self, net: torch.nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        if len(x) == 1:
+            return self.net(x)
+        outs = [self.net(x[i : i + 1]) for i in range(len(x))]
+        return tuple(torch.cat(parts) for parts in zip(*outs, strict=True))
+
+
 # Black border (fraction of the longer side) added before detection: see FaceDetector ``pad``.
 DETECT_PAD = 0.25
 
@@ -313,6 +328,13 @@ class FaceDetector:
         that fill the whole frame, babies' mostly, are only found that way).
     device : str
         Torch device.
+    pnet_per_image : bool
+        Run P-Net one image at a time inside a batch (R-Net and O-Net stay batched). oneDNN may
+        pick another convolution algorithm for another batch size, and P-Net's outputs then
+        differ in the last float bits (about 1e-6), enough to move a landmark by 1e-4 px and an
+        age by 0.01: with this set, each image's detection is bit for bit that of a one-image
+        call, at no measurable cost on CPU. ``predict`` sets it; the ``align`` stage does not, so
+        its crops stay those its models were trained on.
     """
 
     def __init__(
@@ -323,6 +345,7 @@ class FaceDetector:
         batch_size: int = DETECT.batch_size,
         pad: float = DETECT.pad,
         device: str = "cpu",
+        pnet_per_image: bool = False,
     ) -> None:
         from facenet_pytorch import MTCNN  # weights ship inside the wheel: no download
 
@@ -336,7 +359,8 @@ class FaceDetector:
         self.device = device
         mtcnn = MTCNN(keep_all=True, min_face_size=min_face_size, device=device).eval()
         self.thresholds, self.factor = mtcnn.thresholds, mtcnn.factor
-        self.nets = [mtcnn.pnet, _FixedShapes(mtcnn.rnet), _FixedShapes(mtcnn.onet)]
+        pnet = _PerImage(mtcnn.pnet) if pnet_per_image else mtcnn.pnet
+        self.nets = [pnet, _FixedShapes(mtcnn.rnet), _FixedShapes(mtcnn.onet)]
 
     def _prepare(self, im: Image.Image, pad: float) -> tuple[np.ndarray, float, int]:
         """The detection copy: downscaled, then padded; its scale and the border width."""

@@ -234,7 +234,14 @@ def _default_model() -> AgeModel:
 
 @lru_cache(maxsize=1)
 def _default_detector() -> FaceDetector:
-    return FaceDetector(**DETECT_DEFAULTS, pad=_default_model().detect_pad)
+    return predict_detector(_default_model())
+
+
+def predict_detector(model: AgeModel, detect: dict[str, Any] | None = None) -> FaceDetector:
+    """The detector ``predict`` uses with ``model``: :data:`DETECT_DEFAULTS` with ``detect``'s
+    overrides, the model's border, and batches whose results are those of one-image calls."""
+    settings = {**DETECT_DEFAULTS, "pad": model.detect_pad, **(detect or {})}
+    return FaceDetector(**settings, pnet_per_image=True)
 
 
 def as_rgb_image(image: Image.Image | np.ndarray) -> Image.Image:

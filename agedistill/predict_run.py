@@ -13,13 +13,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from agedistill.align import FaceDetector
 from agedistill.predict import (
-    DETECT_DEFAULTS,
     ImageResult,
     _AnnotationNamer,
     iter_input_files,
     load_age_model,
+    predict_detector,
     result_rows,
 )
 from agedistill.predict_batch import InputFile, default_workers, predict_batched
@@ -63,12 +62,16 @@ def plan_inputs(
     """The files of ``paths`` to predict: this shard's, less those in ``done``, in input order.
 
     Annotated-copy names are given to every listed file (in input order, before skipping), so a
-    resumed or sharded run names each copy as the full run would.
+    resumed run names each copy as the full run would. The output table itself is never an
+    input (it may lie in an input folder).
     """
     namer = _AnnotationNamer(Path(opts.annotate_dir)) if opts.annotate_dir is not None else None
+    own = Path(opts.out).resolve() if opts.out is not None else None
     counts = RunCounts()
     todo: list[InputFile] = []
     for path, base in iter_input_files(paths):
+        if own is not None and base is not None and path.resolve() == own:
+            continue
         if opts.shard is not None and not opts.shard.takes(shard_key(path, base)):
             continue
         counts.listed += 1
@@ -91,7 +94,7 @@ def run_predict(paths: list[str | Path], opts: PredictOptions) -> int:
     from tqdm import tqdm
 
     model = load_age_model(opts.model, opts.flip)  # before anything else: a bad --model fails fast
-    detector = FaceDetector(**{**DETECT_DEFAULTS, "pad": model.detect_pad, **opts.detect})
+    detector = predict_detector(model, opts.detect)
     table = open_table(opts.out, opts.resume)
     try:
         todo, counts = plan_inputs(paths, opts, table.done)
