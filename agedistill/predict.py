@@ -361,13 +361,14 @@ def iter_input_files(paths: Iterable[str | Path]) -> Iterator[tuple[Path, Path |
 
     Folders are walked recursively in sorted order; every file is tried whatever its suffix (the
     decoder decides, as in ``align``). Hidden files and folders are skipped. A path that does not
-    exist is yielded as is, so it gets an error row.
+    exist, and a broken link in a folder, is yielded as is, so it gets an error row.
     """
     for p in map(Path, paths):
         if p.is_dir():
             for f in sorted(p.rglob("*")):
                 rel = f.relative_to(p)
-                if f.is_file() and not any(part.startswith(".") for part in rel.parts):
+                listed = f.is_file() or (f.is_symlink() and not f.exists())
+                if listed and not any(part.startswith(".") for part in rel.parts):
                     yield f, p
         else:
             yield p, None
