@@ -188,7 +188,7 @@ def align_dataset(
     )  # fmt: skip
     rows: list[dict] = []
     with (
-        _torch_threads(threads),
+        torch_threads(threads),
         tqdm(total=len(todo), desc="align", unit="img", disable=not progress) as bar,
     ):
         for results in loader:
@@ -225,7 +225,7 @@ def align_with_params(
 
 
 @contextmanager
-def _torch_threads(n: int) -> Iterator[None]:
+def torch_threads(n: int) -> Iterator[None]:
     """Run the block with ``n`` torch intra-op threads (0: unchanged), then restore."""
     before = torch.get_num_threads()
     if n > 0:

@@ -53,7 +53,7 @@ def _parser() -> argparse.ArgumentParser:
     pred.add_argument(
         "--threads",
         type=_positive_int,
-        help="torch threads (default: one per core); 1 is far faster on cores other work holds",
+        help="torch threads of each process that predicts (default: 1, the fastest per core)",
     )
 
     rep = sub.add_parser("report", help="print the MAE table of an evaluate metrics file")
@@ -120,7 +120,8 @@ def _predict(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     opts = PredictOptions(
         model=args.model, out=args.out, annotate_dir=args.annotate, progress=progress,
-        detect=detect, flip=args.flip, workers=args.workers, resume=args.resume, shard=args.shard,
+        detect=detect, flip=args.flip, workers=args.workers, threads=args.threads or 1,
+        resume=args.resume, shard=args.shard,
     )  # fmt: skip
     return run_predict(args.paths, opts)
 

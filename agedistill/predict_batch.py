@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +25,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from agedistill.align import Detection
+from agedistill.align_dataset import torch_threads
 from agedistill.predict import (
     WORK_SIDE_FACTOR,
     AgeModel,
@@ -120,7 +122,7 @@ def _as_is(item: list[ImageResult]) -> list[ImageResult]:
 
 
 def predict_batched(
-    files: Sequence[InputFile], model: AgeModel, detector: Detector, workers: int
+    files: Sequence[InputFile], model: AgeModel, detector: Detector, workers: int, threads: int = 1
 ) -> Iterator[ImageResult]:
     """Results of every file, in input order, predicted in chunks by ``workers`` processes.
 
@@ -133,7 +135,12 @@ def predict_batched(
         Its ``batch_size`` is the chunk size.
     workers : int
         Worker processes (forked; they inherit the loaded model and detector); 0, or a single
-        chunk, runs in this process with its torch threads, with no start-up cost.
+        chunk, runs in this process, with no start-up cost.
+    threads : int
+        Torch threads of each process that predicts (this one included, for the time it does).
+        One is the fastest per core on CPU (see ``workers``); and since the thread count moves
+        oneDNN's float rounding, a fixed count makes a file's row independent of ``workers``
+        and of the other files in the run.
 
     Yields
     ------
@@ -145,11 +152,18 @@ def predict_batched(
     workers = min(workers, len(chunks))
     if workers <= 1:  # one worker process would only add its start-up to this process's work
         for chunk in chunks:
-            yield from predict_chunk(chunk, model, detector)
+            with torch_threads(threads):  # not across the yields: the caller's code runs there
+                results = predict_chunk(chunk, model, detector)
+            yield from results
         return
     loader = DataLoader(
         _Chunks(chunks, model, detector), batch_size=None, shuffle=False, num_workers=workers,
         collate_fn=_as_is, multiprocessing_context="fork", prefetch_factor=2,
+        worker_init_fn=partial(_set_threads, threads),
     )  # fmt: skip
     for results in loader:
         yield from results
+
+
+def _set_threads(threads: int, worker_id: int) -> None:
+    torch.set_num_threads(threads)

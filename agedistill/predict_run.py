@@ -32,7 +32,8 @@ class PredictOptions:
 
     ``detect`` overrides :data:`agedistill.predict.DETECT_DEFAULTS` (keys of
     :class:`~agedistill.align.FaceDetector`); ``progress`` ``None`` shows a bar when an input
-    is a folder; ``workers`` ``None`` is one per core.
+    is a folder; ``workers`` ``None`` is one per core; ``threads`` are the torch threads of
+    each predicting process (:func:`~agedistill.predict_batch.predict_batched`).
     """
 
     model: str | Path | None = None
@@ -42,6 +43,7 @@ class PredictOptions:
     detect: dict[str, Any] = field(default_factory=dict)
     flip: bool = False
     workers: int | None = None
+    threads: int = 1
     resume: bool = False
     shard: Shard | None = None
 
@@ -104,7 +106,7 @@ def run_predict(paths: list[str | Path], opts: PredictOptions) -> int:
         workers = default_workers() if opts.workers is None else opts.workers
         with tqdm(total=len(todo), desc="predict", unit="img", disable=not progress) as bar:
             result: ImageResult
-            for result in predict_batched(todo, model, detector, workers):
+            for result in predict_batched(todo, model, detector, workers, opts.threads):
                 table.writer.write(result_rows(result))
                 counts.predicted += 1
                 counts.read += result.read
