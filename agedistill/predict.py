@@ -8,6 +8,10 @@ the model was trained on. The age is the expectation of the model's age distribu
 The CSV written by :func:`write_csv` is a stable interface: header :data:`COLUMNS`, one row per
 face (``face`` = 0, 1, ... by detection probability) and one row with empty face fields and a
 non-empty ``error`` for every input that has no face or could not be read.
+
+This module is the one-image path (:func:`predict_image`, :func:`predict_files`); the ``predict``
+command runs files in batches (:mod:`agedistill.predict_batch`), streams its table
+(:mod:`agedistill.predict_stream`) and is put together in :mod:`agedistill.predict_run`.
 """
 
 from __future__ import annotations
