@@ -20,7 +20,7 @@ always gets the quieter minute; the headline figures are medians over repeats):
 
     flock /tmp/agedistill-bench.lock python benchmarks/bench_predict.py \\
         --images ../shared/data/utkface/images --photos ../shared/data/photos \\
-        --n 400 --old-n 30 --photo-step 3 --rss-sizes 1000 0 \\
+        --n 300 --old-n 24 --photo-step 3 --rss-sizes 500 0 \\
         --out results/benchmarks/bench_predict.json
 
 writes the JSON and a figure beside it (``.png``).
@@ -182,7 +182,8 @@ def figure(results: dict[str, Any], path: Path) -> None:
         runs = results[key]["runs"]
         names = list(runs)
         meds = [statistics.median(runs[k]) for k in names]
-        ax.bar(names, meds, color=["#4c72b0", "#55a868", "#c44e52"][: len(names)])
+        colours = {"align stage": "#4c72b0", "new predict": "#55a868", "old predict": "#c44e52"}
+        ax.bar(names, meds, color=[colours[k] for k in names])
         for i, k in enumerate(names):
             ax.plot([i] * len(runs[k]), runs[k], "k.", ms=5)
             ax.text(i, meds[i], f"{meds[i]:.1f}", ha="center", va="bottom")
