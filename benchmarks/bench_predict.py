@@ -179,6 +179,8 @@ def figure(results: dict[str, Any], path: Path) -> None:
 
     fig, axes = plt.subplots(1, 3, figsize=(14, 4.2))
     for ax, key, title in ((axes[0], "chips", "UTKFace chips"), (axes[1], "photos", "real photos")):
+        if key not in results:  # a run still going: the blocks so far
+            continue
         runs = results[key]["runs"]
         names = list(runs)
         meds = [statistics.median(runs[k]) for k in names]
@@ -189,7 +191,7 @@ def figure(results: dict[str, Any], path: Path) -> None:
             ax.text(i, meds[i], f"{meds[i]:.1f}", ha="center", va="bottom")
         ax.set_ylabel("images / s (median of repeats, dots: runs)")
         ax.set_title(f"{title} ({results[key]['files']} files)")
-    mem = results["memory"]["runs"]
+    mem = results.get("memory", {}).get("runs", [])
     xs = [m["files"] for m in mem]
     axes[2].plot(xs, [m["peak_rss_mb"] for m in mem], "o-", label="RSS, summed over processes")
     axes[2].plot(xs, [m["peak_pss_mb"] for m in mem], "s-", label="PSS (shared pages split)")
@@ -197,7 +199,7 @@ def figure(results: dict[str, Any], path: Path) -> None:
     axes[2].axhline(1536, color="grey", ls="--", label="1.5 GB")
     axes[2].set_xlabel("files predicted")
     axes[2].set_ylabel("peak memory of predict (MB)")
-    axes[2].set_ylim(0, max(1800, 1.1 * max(m["peak_rss_mb"] for m in mem)))
+    axes[2].set_ylim(0, max([1800] + [1.1 * m["peak_rss_mb"] for m in mem]))
     axes[2].legend(fontsize=8)
     axes[2].set_title("memory over the folder")
     load = results["environment"]
@@ -230,6 +232,20 @@ def main() -> None:
     old_chips = chips[: args.old_n]
     photos = [f for f, _ in iter_input_files([args.photos])][:: args.photo_step]
     results: dict[str, Any] = {}
+
+    def save() -> None:  # after every block, so a run cut short keeps what it measured
+        results["environment"] = {
+            "machine": cpu_name(), "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+            "load_avg_1min_start": round(load_start, 2),
+            "load_avg_1min_end": round(os.getloadavg()[0], 2),
+            "workers": args.workers, "repeats": args.repeats,
+            "align_params": {k: getattr(p, k) for k in ("min_face_size", "batch_size", "workers",
+                                                        "threads")},
+            "old_path_detect": OLD_DETECT,
+        }  # fmt: skip
+        write_json(results, args.out)
+        figure(results, args.out.with_suffix(".png"))
+
     with tempfile.TemporaryDirectory() as tmp_:
         tmp = Path(tmp_)
         folder = linked(chips, tmp / "chips")
@@ -262,6 +278,7 @@ def main() -> None:
             "new_over_old": round(statistics.median(ratio_old), 1),
             "new_over_old_runs": [round(r, 1) for r in ratio_old],
         }  # fmt: skip
+        save()
         photo_runs = {
             "new predict": lambda: rate(len(photos), lambda: new_predict(
                 photo_dir, fresh("pnew").with_suffix(".csv"), args.workers)),
@@ -276,24 +293,18 @@ def main() -> None:
             "new_over_old": round(statistics.median(pratio), 2),
             "new_over_old_runs": [round(r, 2) for r in pratio],
         }  # fmt: skip
+        save()
         everything = sorted(f for f in args.images.iterdir() if f.is_file())
         mem = []
         for size in args.rss_sizes:
             files = everything[:size] if size else everything
             mem.append(command_memory(files, args.workers, tmp))
             print("memory", mem[-1])
-        results["memory"] = {"runs": mem, "peak_rss_mb_max": max(m["peak_rss_mb"] for m in mem)}
-    results["environment"] = {
-        "machine": cpu_name(), "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-        "load_avg_1min_start": round(load_start, 2),
-        "load_avg_1min_end": round(os.getloadavg()[0], 2),
-        "workers": args.workers, "repeats": args.repeats,
-        "align_params": {k: getattr(p, k) for k in ("min_face_size", "batch_size", "workers",
-                                                    "threads")},
-        "old_path_detect": OLD_DETECT,
-    }  # fmt: skip
-    write_json(results, args.out)
-    figure(results, args.out.with_suffix(".png"))
+            results["memory"] = {
+                "runs": mem, "peak_rss_mb_max": max(m["peak_rss_mb"] for m in mem),
+                "peak_pss_mb_max": max(m["peak_pss_mb"] for m in mem),
+            }  # fmt: skip
+            save()
     print(results)
 
 
