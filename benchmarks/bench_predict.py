@@ -20,7 +20,7 @@ always gets the quieter minute; the headline figures are medians over repeats):
 
     flock /tmp/agedistill-bench.lock python benchmarks/bench_predict.py \\
         --images ../shared/data/utkface/images --photos ../shared/data/photos \\
-        --n 300 --old-n 24 --photo-step 3 --rss-sizes 500 0 \\
+        --n 200 --old-n 16 --photo-step 4 --rss-sizes 300 0 \\
         --out results/benchmarks/bench_predict.json
 
 writes the JSON and a figure beside it (``.png``).
