@@ -132,7 +132,8 @@ def predict_batched(
     model : AgeModel
         PyTorch or ONNX (:class:`agedistill.onnx_model.OnnxAgeModel`).
     detector : FaceDetector
-        Its ``batch_size`` is the chunk size.
+        Its ``batch_size`` is the chunk size (smaller when there are fewer files than
+        ``workers`` full chunks, so that every worker has some).
     workers : int
         Worker processes (forked; they inherit the loaded model and detector); 0, or a single
         chunk, runs in this process, with no start-up cost.
@@ -148,6 +149,8 @@ def predict_batched(
         One per file, in the order of ``files``.
     """
     size = max(1, int(getattr(detector, "batch_size", 32)))
+    if workers > 1:  # a few files (photos): smaller chunks, so that every worker gets some
+        size = max(1, min(size, -(-len(files) // workers)))
     chunks = [files[i : i + size] for i in range(0, len(files), size)]
     workers = min(workers, len(chunks))
     if workers <= 1:  # one worker process would only add its start-up to this process's work

@@ -222,6 +222,8 @@ def main() -> None:
     ap.add_argument("--photo-step", type=int, default=1, help="every k-th file of --photos")
     ap.add_argument("--rss-sizes", type=int, nargs="+", default=[1000, 4000, 0])
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--blocks", nargs="+", choices=["chips", "photos", "memory"],
+                    default=["chips", "photos", "memory"], help="what to measure")  # fmt: skip
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--params", default="params.yaml")
     ap.add_argument("--out", type=Path, default=Path("results/benchmarks/bench_predict.json"))
@@ -259,52 +261,61 @@ def main() -> None:
         def fresh(name: str) -> Path:
             return tmp / f"{name}_{next(counter)}"
 
-        chip_runs = {
-            "align stage": lambda: rate(len(chips), lambda: align_stage(
-                folder, fresh("crops"), p, len(chips))),
-            "new predict": lambda: rate(len(chips), lambda: new_predict(
-                folder, fresh("new").with_suffix(".csv"), args.workers)),
-            "old predict": lambda: rate(len(old_chips), lambda: old_predict(
-                old_chips, fresh("old").with_suffix(".csv"))),
-        }  # fmt: skip
-        runs = side_by_side(chip_runs, args.repeats, "chips")
-        ratio_align = [n / a for n, a in zip(runs["new predict"], runs["align stage"], strict=True)]
-        ratio_old = [n / o for n, o in zip(runs["new predict"], runs["old predict"], strict=True)]
-        results["chips"] = {
-            "files": len(chips), "old_path_files": len(old_chips), "runs": runs,
-            "img_s": {k: _median(v) for k, v in runs.items()},
-            "new_over_align": round(statistics.median(ratio_align), 2),
-            "new_over_align_runs": [round(r, 2) for r in ratio_align],
-            "new_over_old": round(statistics.median(ratio_old), 1),
-            "new_over_old_runs": [round(r, 1) for r in ratio_old],
-        }  # fmt: skip
-        save()
-        photo_runs = {
-            "new predict": lambda: rate(len(photos), lambda: new_predict(
-                photo_dir, fresh("pnew").with_suffix(".csv"), args.workers)),
-            "old predict": lambda: rate(len(photos), lambda: old_predict(
-                photos, fresh("pold").with_suffix(".csv"))),
-        }  # fmt: skip
-        pruns = side_by_side(photo_runs, args.repeats, "photos")
-        pratio = [n / o for n, o in zip(pruns["new predict"], pruns["old predict"], strict=True)]
-        results["photos"] = {
-            "files": len(photos), "runs": pruns,
-            "img_s": {k: _median(v) for k, v in pruns.items()},
-            "new_over_old": round(statistics.median(pratio), 2),
-            "new_over_old_runs": [round(r, 2) for r in pratio],
-        }  # fmt: skip
-        save()
-        everything = sorted(f for f in args.images.iterdir() if f.is_file())
-        mem = []
-        for size in args.rss_sizes:
-            files = everything[:size] if size else everything
-            mem.append(command_memory(files, args.workers, tmp))
-            print("memory", mem[-1])
-            results["memory"] = {
-                "runs": mem, "peak_rss_mb_max": max(m["peak_rss_mb"] for m in mem),
-                "peak_pss_mb_max": max(m["peak_pss_mb"] for m in mem),
+        if "chips" in args.blocks:
+            chip_runs = {
+                "align stage": lambda: rate(len(chips), lambda: align_stage(
+                    folder, fresh("crops"), p, len(chips))),
+                "new predict": lambda: rate(len(chips), lambda: new_predict(
+                    folder, fresh("new").with_suffix(".csv"), args.workers)),
+                "old predict": lambda: rate(len(old_chips), lambda: old_predict(
+                    old_chips, fresh("old").with_suffix(".csv"))),
+            }  # fmt: skip
+            runs = side_by_side(chip_runs, args.repeats, "chips")
+            ratio_align = [
+                n / a for n, a in zip(runs["new predict"], runs["align stage"], strict=True)
+            ]
+            ratio_old = [
+                n / o for n, o in zip(runs["new predict"], runs["old predict"], strict=True)
+            ]
+            results["chips"] = {
+                "files": len(chips), "old_path_files": len(old_chips), "runs": runs,
+                "img_s": {k: _median(v) for k, v in runs.items()},
+                "new_over_align": round(statistics.median(ratio_align), 2),
+                "new_over_align_runs": [round(r, 2) for r in ratio_align],
+                "new_over_old": round(statistics.median(ratio_old), 1),
+                "new_over_old_runs": [round(r, 1) for r in ratio_old],
             }  # fmt: skip
             save()
+        if "photos" in args.blocks:
+            photo_runs = {
+                "new predict": lambda: rate(len(photos), lambda: new_predict(
+                    photo_dir, fresh("pnew").with_suffix(".csv"), args.workers)),
+                "old predict": lambda: rate(len(photos), lambda: old_predict(
+                    photos, fresh("pold").with_suffix(".csv"))),
+            }  # fmt: skip
+            pruns = side_by_side(photo_runs, args.repeats, "photos")
+            pratio = [
+                n / o for n, o in zip(pruns["new predict"], pruns["old predict"], strict=True)
+            ]
+            results["photos"] = {
+                "files": len(photos), "runs": pruns,
+                "img_s": {k: _median(v) for k, v in pruns.items()},
+                "new_over_old": round(statistics.median(pratio), 2),
+                "new_over_old_runs": [round(r, 2) for r in pratio],
+            }  # fmt: skip
+            save()
+        if "memory" in args.blocks:
+            everything = sorted(f for f in args.images.iterdir() if f.is_file())
+            mem = []
+            for size in args.rss_sizes:
+                files = everything[:size] if size else everything
+                mem.append(command_memory(files, args.workers, tmp))
+                print("memory", mem[-1])
+                results["memory"] = {
+                    "runs": mem, "peak_rss_mb_max": max(m["peak_rss_mb"] for m in mem),
+                    "peak_pss_mb_max": max(m["peak_pss_mb"] for m in mem),
+                }  # fmt: skip
+                save()
     print(results)
 
 
