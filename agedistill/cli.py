@@ -1,8 +1,9 @@
 """Command line: ``agedistill exp | predict | export``.
 
 * ``agedistill exp PROFILE [DVC ARGS...]``: run the pipeline with a params profile.
-* ``agedistill predict PATH... [--model FILE] [--out preds.csv|preds.json] [--annotate DIR]``:
-  ages for every face in photos (files or folders, recursive); default model: the shipped student.
+* ``agedistill predict PATH... [--model FILE|FILE.onnx] [--out preds.csv|.json|.jsonl]
+  [--annotate DIR] [--workers N] [--resume] [--shard K/N]``: ages for every face in photos
+  (files or folders, recursive), rows streamed in input order; default model: the shipped student.
 * ``agedistill export --format onnx|torchscript --out FILE [--model FILE]``.
 * ``agedistill report [METRICS] | --exps``: the MAE table of one run, or one row per experiment.
 """
@@ -25,21 +26,35 @@ def _parser() -> argparse.ArgumentParser:
 
     pred = sub.add_parser("predict", help="ages for every face in photos (files or folders)")
     pred.add_argument("paths", nargs="+", metavar="PATH", help="image files or folders (recursive)")
-    pred.add_argument("--model", help="model file (default: the shipped student)")
-    pred.add_argument("--out", help="preds.csv or preds.json (default: CSV on stdout)")
+    pred.add_argument(
+        "--model", help="model file, or an exported .onnx (default: the shipped student)"
+    )
+    pred.add_argument("--out", help="preds.csv, preds.json or preds.jsonl (default: CSV on stdout)")
     pred.add_argument("--annotate", metavar="DIR", help="write images with boxes and ages here")
     pred.add_argument(
         "--flip", action="store_true", help="also read each face mirrored and average (slower)"
     )
-    # detection defaults live in agedistill.serving.predict.DETECT_DEFAULTS (None = use them)
+    # detection defaults: agedistill.faces.align.DETECT, shared with align (None = use them)
     pred.add_argument("--min-prob", type=float, help="detection probability floor (0.95)")
-    pred.add_argument("--min-face-size", type=int, help="MTCNN's smallest face in px (20)")
+    pred.add_argument("--min-face-size", type=int, help="MTCNN's smallest face in px (40)")
     pred.add_argument("--detect-max-side", type=int, help="detect on a copy this large (640)")
     pred.add_argument("--no-progress", action="store_true", help="no progress bar on folders")
     pred.add_argument(
+        "--workers",
+        type=_non_negative_int,
+        help="processes that decode, detect and age files in parallel (default: one per core; "
+        "0: all in this process)",
+    )
+    pred.add_argument(
+        "--resume", action="store_true", help="skip the files already in --out, append the rest"
+    )
+    pred.add_argument(
+        "--shard", metavar="K/N", type=_shard, help="only the K-th of N parts (by path hash)"
+    )
+    pred.add_argument(
         "--threads",
         type=_positive_int,
-        help="torch threads (default: one per core); 1 is far faster on cores other work holds",
+        help="torch threads of each process that predicts (default: 1, the fastest per core)",
     )
 
     rep = sub.add_parser("report", help="print the MAE table of an evaluate metrics file")
@@ -55,6 +70,22 @@ def _parser() -> argparse.ArgumentParser:
     exp_.add_argument("--out", required=True, help="file to write")
     exp_.add_argument("--model", help="model file (default: the shipped student)")
     return ap
+
+
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be at least 0, not {value}")
+    return value
+
+
+def _shard(text: str):
+    from agedistill.serving.sharding import parse_shard
+
+    try:
+        return parse_shard(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def _positive_int(text: str) -> int:
@@ -94,7 +125,7 @@ def _report_exps() -> int:
 
 
 def _predict(args: argparse.Namespace) -> int:
-    from agedistill.serving.predict import run_predict
+    from agedistill.serving.predict_run import PredictOptions, run_predict
 
     given = {
         "min_prob": args.min_prob,
@@ -107,10 +138,12 @@ def _predict(args: argparse.Namespace) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
-    return run_predict(
-        args.paths, args.model, args.out, annotate_dir=args.annotate, progress=progress,
-        detect=detect, flip=args.flip,
+    opts = PredictOptions(
+        model=args.model, out=args.out, annotate_dir=args.annotate, progress=progress,
+        detect=detect, flip=args.flip, workers=args.workers, threads=args.threads or 1,
+        resume=args.resume, shard=args.shard,
     )  # fmt: skip
+    return run_predict(args.paths, opts)
 
 
 def _export(args: argparse.Namespace) -> int:
@@ -159,10 +192,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "report":
         return _report_exps() if args.exps else _report(args.metrics)
     from agedistill.models.files import ModelFileError
+    from agedistill.serving.predict_stream import TableError
 
     try:
         return _predict(args) if args.command == "predict" else _export(args)
-    except ModelFileError as e:
+    except (ModelFileError, TableError) as e:
         # one line, without the terminal colour codes some torch messages carry
         message = re.sub(r"\x1b\[[0-9;]*m", "", " ".join(str(e).split()))
         print(f"agedistill {args.command}: error: {message}", file=sys.stderr)

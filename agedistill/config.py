@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from agedistill.faces.align import DETECT_PAD
+from agedistill.faces.align import DETECT
 from agedistill.models.nets import stage_sides
 
 PosInt = Annotated[int, Field(gt=0)]
@@ -68,13 +68,14 @@ class AlignParams(_Strict):
     size: PosInt = 64
     margin: Annotated[float, Field(ge=-0.25, le=1.0)] = 0.0
     template: Literal["arcface", "utkface"] = "utkface"  # crop framing (faces.align.TEMPLATES)
-    min_prob: Fraction = 0.95
-    min_face_size: PosInt = 40
+    # detection defaults: agedistill.faces.align.DETECT, shared with ``predict``
+    min_prob: Fraction = DETECT.min_prob
+    min_face_size: PosInt = DETECT.min_face_size
     select: Literal["largest", "central"] = "largest"
-    detect_max_side: PosInt = 640
+    detect_max_side: PosInt = DETECT.detect_max_side
     # black border around images for MTCNN (x longer side); see FaceDetector
-    detect_pad: Annotated[float, Field(ge=0, le=1)] = DETECT_PAD
-    batch_size: PosInt = 32
+    detect_pad: Annotated[float, Field(ge=0, le=1)] = DETECT.pad
+    batch_size: PosInt = DETECT.batch_size
     workers: Annotated[int, Field(ge=0)] = 2
     threads: Annotated[int, Field(ge=0)] = 1  # torch threads for detection; 0 = torch default
     limit: Annotated[int, Field(ge=0)] = 0  # 0 = every file

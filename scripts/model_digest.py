@@ -21,8 +21,8 @@ try:
     from agedistill.models.files import load_model
     from agedistill.serving.predict import load_age_model
 except ImportError:
-    from agedistill.checkpoint import load_model
-    from agedistill.predict import load_age_model
+    from agedistill.models.files import load_model
+    from agedistill.serving.predict import load_age_model
 print("code:", agedistill.__file__)
 for pt in sorted(Path(sys.argv[1]).glob("*.pt")):
     model, config = load_model(pt)

@@ -16,8 +16,11 @@ def train_params(epochs: int, batch_size: int = 32, **change: Any) -> TrainParam
 
 
 def distill_params(train: TrainParams, **change: Any) -> DistillParams:
-    """Every term on (soft targets at temperature 2, hints at student stage 1) unless changed."""
-    return DistillParams(train=train, **{"temperature": 2.0, "hint_stage": 1, **change})
+    """Every term on (soft targets at temperature 2, hints at student stage 1), mixup off, unless
+    changed."""
+    return DistillParams(
+        train=train, **{"temperature": 2.0, "hint_stage": 1, "mixup": 0.0, **change}
+    )
 
 
 def model_params(arch: dict[str, Any]) -> ModelParams:

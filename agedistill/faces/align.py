@@ -21,6 +21,8 @@ padded to a few fixed sizes, and their input crops are area-resampled from a sum
 from __future__ import annotations
 
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -250,8 +252,59 @@ class _FixedShapes(torch.nn.Module):
         return tuple(o[:n] for o in out)
 
 
+class _PerImage(torch.nn.Module):
+    """Run a network on each image of a batch alone and stack the outputs (see ``pnet_per_image``
+    of :class:`FaceDetector`)."""
+
+    def __init__(self, net: torch.nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        if len(x) == 1:
+            return self.net(x)
+        outs = [self.net(x[i : i + 1]) for i in range(len(x))]
+        return tuple(torch.cat(parts) for parts in zip(*outs, strict=True))
+
+
+@contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    """Run the block with ``n`` torch intra-op threads (0: unchanged), then restore."""
+    before = torch.get_num_threads()
+    if n > 0:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 # Black border (fraction of the longer side) added before detection: see FaceDetector ``pad``.
 DETECT_PAD = 0.25
+
+
+@dataclass(frozen=True)
+class DetectSettings:
+    """How faces are searched for: the one set of defaults of the ``align`` stage and ``predict``.
+
+    ``min_face_size`` is 40: the ``align`` stage keeps only faces at least that large, so every
+    model was trained on faces of 40 px or more, and searching smaller costs MTCNN's P-Net about
+    four times the work per halving of the size (its pyramid starts at ``12 / min_face_size``).
+    On the shared real photos (group shots down to 37-px faces) 20 finds no face that 40 misses
+    (41 of 43 labelled faces either way; docs/predict.md).
+
+    Fields are those of :class:`FaceDetector` (``pad`` is its ``pad``; ``predict`` takes it from
+    the model file, which records the border its training faces were found with).
+    """
+
+    min_prob: float = 0.95
+    min_face_size: int = 40
+    detect_max_side: int = 640
+    pad: float = DETECT_PAD
+    batch_size: int = 32
+
+
+DETECT = DetectSettings()
 
 # How the faces of a model were found and cropped when its file does not say (files written
 # before ``align.template`` and ``align.detect_pad`` existed).
@@ -265,6 +318,8 @@ def model_crop(config: dict[str, Any]) -> dict[str, Any]:
 
 class FaceDetector:
     """MTCNN with probability filtering, crash-proof batching and downscaled detection.
+
+    Defaults: :data:`DETECT` (the ``align`` stage's and ``predict``'s).
 
     Parameters
     ----------
@@ -287,16 +342,25 @@ class FaceDetector:
         that fill the whole frame, babies' mostly, are only found that way).
     device : str
         Torch device.
+    pnet_per_image : bool
+        Run P-Net one image at a time inside a batch (R-Net and O-Net stay batched). oneDNN may
+        pick another convolution algorithm for another batch size, and P-Net's outputs then
+        differ in the last float bits (about 1e-6), enough to move a landmark by 1e-4 px and an
+        age by 0.01: with this set, each image's detection is bit for bit that of a one-image
+        call, at no measurable cost on CPU. ``predict`` sets it; the ``align`` stage does not, so
+        its crops stay those its models were trained on.
     """
 
     def __init__(
         self,
-        min_prob: float = 0.95,
-        min_face_size: int = 20,
-        detect_max_side: int = 640,
-        batch_size: int = 32,
-        pad: float = DETECT_PAD,
+        min_prob: float = DETECT.min_prob,
+        min_face_size: int = DETECT.min_face_size,
+        detect_max_side: int = DETECT.detect_max_side,
+        batch_size: int = DETECT.batch_size,
+        pad: float = DETECT.pad,
+        *,
         device: str = "cpu",
+        pnet_per_image: bool = False,
     ) -> None:
         from facenet_pytorch import MTCNN  # weights ship inside the wheel: no download
 
@@ -310,7 +374,8 @@ class FaceDetector:
         self.device = device
         mtcnn = MTCNN(keep_all=True, min_face_size=min_face_size, device=device).eval()
         self.thresholds, self.factor = mtcnn.thresholds, mtcnn.factor
-        self.nets = [mtcnn.pnet, _FixedShapes(mtcnn.rnet), _FixedShapes(mtcnn.onet)]
+        pnet = _PerImage(mtcnn.pnet) if pnet_per_image else mtcnn.pnet
+        self.nets = [pnet, _FixedShapes(mtcnn.rnet), _FixedShapes(mtcnn.onet)]
 
     def _prepare(self, im: Image.Image, pad: float) -> tuple[np.ndarray, float, int]:
         """The detection copy: downscaled, then padded; its scale and the border width."""

@@ -5,21 +5,19 @@ from __future__ import annotations
 import hashlib
 from collections import Counter
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
-import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from agedistill.config import AlignParams
 from agedistill.faces.align import (
-    DETECT_PAD,
+    DETECT,
     Detection,
     Face,
     FaceDetector,
@@ -27,6 +25,7 @@ from agedistill.faces.align import (
     align_face,
     load_image,
     select_face,
+    torch_threads,
 )
 from agedistill.faces.sources import Record, make_reader
 
@@ -120,12 +119,12 @@ def align_dataset(
     size: int = 64,
     margin: float = 0.0,
     template: str = "arcface",
-    min_prob: float = 0.95,
-    min_face_size: int = 20,
+    min_prob: float = DETECT.min_prob,
+    min_face_size: int = DETECT.min_face_size,
     select: str = "largest",
-    detect_max_side: int = 640,
-    detect_pad: float = DETECT_PAD,
-    batch_size: int = 32,
+    detect_max_side: int = DETECT.detect_max_side,
+    detect_pad: float = DETECT.pad,
+    batch_size: int = DETECT.batch_size,
     workers: int = 2,
     threads: int = 1,
     limit: int = 0,
@@ -188,7 +187,7 @@ def align_dataset(
     )  # fmt: skip
     rows: list[dict] = []
     with (
-        _torch_threads(threads),
+        torch_threads(threads),
         tqdm(total=len(todo), desc="align", unit="img", disable=not progress) as bar,
     ):
         for results in loader:
@@ -222,18 +221,6 @@ def align_with_params(
         detect_pad=p.detect_pad, batch_size=p.batch_size, workers=p.workers, threads=p.threads,
         limit=p.limit, **kwargs,
     )  # fmt: skip
-
-
-@contextmanager
-def _torch_threads(n: int) -> Iterator[None]:
-    """Run the block with ``n`` torch intra-op threads (0: unchanged), then restore."""
-    before = torch.get_num_threads()
-    if n > 0:
-        torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def _relative(path: str, base: Path) -> str:

@@ -9,6 +9,11 @@ calibrated error bar).
 The CSV written by :func:`write_csv` is a stable interface: header :data:`COLUMNS`, one row per
 face (``face`` = 0, 1, ... by detection probability) and one row with empty face fields and a
 non-empty ``error`` for every input that has no face or could not be read.
+
+This module is the one-image path (:func:`predict_image`, :func:`predict_files`); the ``predict``
+command runs files in batches (:mod:`agedistill.serving.predict_batch`), streams its table
+(:mod:`agedistill.serving.predict_stream`) and is put together in
+:mod:`agedistill.serving.predict_run`.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from torch import nn
 
 from agedistill import __version__
 from agedistill.faces.align import (
+    DETECT,
     Detection,
     FaceDetector,
     ImageReadError,
@@ -47,9 +53,12 @@ from agedistill.serving.inference import for_inference
 COLUMNS = ["path", "face", "x", "y", "w", "h", "det_prob", "age", "age_std", "error"]
 FACE_FIELDS = COLUMNS[1:9]
 
-# Detection settings of ``predict`` (the ``align`` stage's defaults; see FaceDetector).
-# ``detect_max_side`` bounds detection cost on large photos.
-DETECT_DEFAULTS: dict[str, Any] = {"min_prob": 0.95, "min_face_size": 20, "detect_max_side": 640}
+# Detection settings of ``predict``: the ``align`` stage's (agedistill.faces.align.DETECT, one place
+# for both); the border ``pad`` comes from the model file. ``detect_max_side`` bounds detection
+# cost on large photos.
+DETECT_DEFAULTS: dict[str, Any] = {
+    k: getattr(DETECT, k) for k in ("min_prob", "min_face_size", "detect_max_side")
+}
 
 # Config keys ``predict`` needs; the ``align_*`` keys default to ``align.CROP_DEFAULTS``.
 _REQUIRED_KEYS = ("input_size", "min_age", "num_classes")
@@ -188,7 +197,8 @@ def load_age_model(path: str | Path | None = None, flip: bool = False) -> AgeMod
     Parameters
     ----------
     path : str or Path, optional
-        A model file written by :func:`agedistill.models.files.save_model`.
+        A model file written by :func:`agedistill.models.files.save_model`, or a ``.onnx`` file
+        written by ``agedistill export`` (:mod:`agedistill.serving.onnx_model`).
     flip : bool
         Test-time flip augmentation (:attr:`AgeModel.flip`): lower error, half the faces/s.
 
@@ -203,6 +213,10 @@ def load_age_model(path: str | Path | None = None, flip: bool = False) -> AgeMod
         another architecture, or another major version.
     """
     path = Path(path) if path is not None else default_model_path()
+    if path.suffix.lower() == ".onnx":  # an exported model, run through ONNX Runtime
+        from agedistill.serving.onnx_model import load_onnx_model
+
+        return load_onnx_model(path, flip)
     if path.is_file() and not zipfile.is_zipfile(path):
         # torch.save has written zip archives since PyTorch 1.6: anything else is not ours
         raise ModelFileError(
@@ -226,7 +240,14 @@ def _default_model() -> AgeModel:
 
 @lru_cache(maxsize=1)
 def _default_detector() -> FaceDetector:
-    return FaceDetector(**DETECT_DEFAULTS, pad=_default_model().detect_pad)
+    return predict_detector(_default_model())
+
+
+def predict_detector(model: AgeModel, detect: dict[str, Any] | None = None) -> FaceDetector:
+    """The detector ``predict`` uses with ``model``: :data:`DETECT_DEFAULTS` with ``detect``'s
+    overrides, the model's border, and batches whose results are those of one-image calls."""
+    settings = {**DETECT_DEFAULTS, "pad": model.detect_pad, **(detect or {})}
+    return FaceDetector(**settings, pnet_per_image=True)
 
 
 def as_rgb_image(image: Image.Image | np.ndarray) -> Image.Image:
@@ -277,9 +298,25 @@ def ages_for_detection(
     """
     if not detection.faces:
         return []
+    batch = torch.from_numpy(face_crops(image, detection, model)).permute(0, 3, 1, 2)
+    ages, stds = model.ages(batch.contiguous())  # (N, 3, S, S) uint8 in
+    return face_predictions(detection, ages.tolist(), stds.tolist(), scale)
+
+
+def face_crops(image: Image.Image, detection: Detection, model: AgeModel) -> np.ndarray:
+    """The model's input crops (N, S, S, 3) uint8 of the detected faces, in detection order.
+
+    Raises ``ValueError`` or ``numpy.linalg.LinAlgError`` for degenerate landmarks.
+    """
     crops = [np.asarray(model.align(image, f.landmarks)) for f in detection.faces]
-    batch = torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2).contiguous()  # (N, 3, S, S)
-    ages, stds = model.ages(batch)
+    size = model.input_size
+    return np.stack(crops) if crops else np.zeros((0, size, size, 3), np.uint8)
+
+
+def face_predictions(
+    detection: Detection, ages: Sequence[float], stds: Sequence[float], scale: float
+) -> list[FacePrediction]:
+    """Each face of ``detection`` with its age, box and landmarks in original-image pixels."""
     originals = [f.scaled(1.0 / scale) for f in detection.faces]
     return [
         FacePrediction(i, *f.xywh(), f.prob, float(a), float(s), f.landmarks)
@@ -331,13 +368,14 @@ def iter_input_files(paths: Iterable[str | Path]) -> Iterator[tuple[Path, Path |
 
     Folders are walked recursively in sorted order; every file is tried whatever its suffix (the
     decoder decides, as in ``align``). Hidden files and folders are skipped. A path that does not
-    exist is yielded as is, so it gets an error row.
+    exist, and a broken link in a folder, is yielded as is, so it gets an error row.
     """
     for p in map(Path, paths):
         if p.is_dir():
             for f in sorted(p.rglob("*")):
                 rel = f.relative_to(p)
-                if f.is_file() and not any(part.startswith(".") for part in rel.parts):
+                listed = f.is_file() or (f.is_symlink() and not f.exists())
+                if listed and not any(part.startswith(".") for part in rel.parts):
                     yield f, p
         else:
             yield p, None
@@ -504,46 +542,3 @@ def write_json(rows: Iterable[dict[str, Any]], stream: TextIO) -> None:
     """Write rows as a JSON list of objects with the CSV's fields (``null`` for empty)."""
     json.dump([{k: row[k] for k in COLUMNS} for row in rows], stream, indent=1)
     stream.write("\n")
-
-
-def run_predict(
-    paths: Sequence[str | Path],
-    model_path: str | Path | None = None,
-    out: str | Path | None = None,
-    *,
-    annotate_dir: str | Path | None = None,
-    progress: bool | None = None,
-    detect: dict[str, Any] | None = None,
-    flip: bool = False,
-) -> int:
-    """The ``predict`` command: write the table and return the exit code.
-
-    Returns 0 when at least one input could be read (faceless images count as read), 1 when
-    none could. Raises :class:`ModelFileError` for an unusable model file.
-    """
-    model = load_age_model(model_path, flip)  # before the detector: a bad --model fails fast
-    detector = FaceDetector(**{**DETECT_DEFAULTS, "pad": model.detect_pad, **(detect or {})})
-    rows: list[dict[str, Any]] = []
-    n_read = n_files = 0
-    for result in predict_files(
-        paths, model, detector, annotate_dir=annotate_dir, progress=progress
-    ):
-        n_files += 1
-        n_read += result.read
-        rows.extend(result_rows(result))
-    _write_rows(rows, out)
-    if n_read == 0:
-        what = f"none of {n_files} input file(s) could be read" if n_files else "no input files"
-        print(f"agedistill predict: {what}", file=sys.stderr)
-        return 1
-    return 0
-
-
-def _write_rows(rows: list[dict[str, Any]], out: str | Path | None) -> None:
-    writer = write_json if out is not None and Path(out).suffix.lower() == ".json" else write_csv
-    if out is None:
-        writer(rows, sys.stdout)
-        return
-    Path(out).parent.mkdir(parents=True, exist_ok=True)
-    with open(out, "w", newline="", encoding="utf-8") as f:
-        writer(rows, f)

@@ -345,3 +345,20 @@ def test_predict_searches_photos_with_the_border_the_model_was_aligned_with(
     from agedistill.faces.align import DETECT_PAD
 
     assert load_age_model(tmp_path / "old.pt").detect_pad == DETECT_PAD
+
+
+def test_shard_workers_and_resume_options_are_checked(tmp_path: Path, capsys) -> None:
+    Image.new("RGB", (64, 64)).save(tmp_path / "x.png")
+    for bad in (["--shard", "0/3"], ["--shard", "two"], ["--workers", "-1"]):
+        with pytest.raises(SystemExit) as exc:
+            main(["predict", str(tmp_path / "x.png"), *bad])
+        assert exc.value.code == 2
+        assert "K/N" in capsys.readouterr().err or bad[0] == "--workers"
+    code = main(["predict", str(tmp_path / "x.png"), "--resume"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "--resume needs --out" in err
+    foreign = tmp_path / "foreign.csv"
+    foreign.write_text("file,age\nx.png,3\n")
+    code = main(["predict", str(tmp_path / "x.png"), "--out", str(foreign), "--resume"])
+    assert code == 2 and "cannot resume" in capsys.readouterr().err
+    assert foreign.read_text() == "file,age\nx.png,3\n"

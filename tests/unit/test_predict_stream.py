@@ -1,0 +1,131 @@
+"""Streaming tables: rows flushed per input, the three formats, and resuming a torn table."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+import pytest
+
+from agedistill.serving.predict import COLUMNS, ImageResult, result_rows, write_csv
+from agedistill.serving.predict_stream import TableError, TableWriter, open_table, read_table
+
+
+def _rows(path: str, n_faces: int) -> list[dict]:
+    if n_faces == 0:
+        return result_rows(ImageResult(path, [], "no face"))
+    return [
+        {"path": path, "face": i, "x": 1.5, "y": 2.0, "w": 30.0, "h": 40.0, "det_prob": 0.99,
+         "age": 20.0 + i, "age_std": 3.0, "error": None}
+        for i in range(n_faces)
+    ]  # fmt: skip
+
+
+INPUTS = [("a.jpg", 2), ('b é,"q".jpg', 0), ("c.jpg", 3), ("d.jpg", 1)]
+
+
+def _write(out: Path, inputs=INPUTS, resume: bool = False) -> set[str]:
+    table = open_table(out, resume)
+    for path, n in inputs:
+        if path not in table.done:
+            table.writer.write(_rows(path, n))
+    table.close()
+    return table.done
+
+
+def _read(out: Path) -> list[dict]:
+    text = out.read_text(encoding="utf-8")
+    if out.suffix == ".csv":
+        return [
+            {k: (v if v != "" else None) for k, v in r.items()}
+            for r in csv.DictReader(io.StringIO(text))
+        ]
+    if out.suffix == ".json":
+        return json.loads(text)
+    return [json.loads(line) for line in text.splitlines()]
+
+
+def _as_text(rows: list[dict]) -> list[tuple[str, ...]]:
+    return [tuple("" if r[k] is None else str(r[k]) for k in COLUMNS) for r in rows]
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".json", ".jsonl"])
+def test_each_input_is_flushed_before_the_next_is_written(tmp_path: Path, suffix: str) -> None:
+    out = tmp_path / f"p{suffix}"
+    table = open_table(out)
+    for i, (path, n) in enumerate(INPUTS, start=1):
+        table.writer.write(_rows(path, n))
+        # readable from disk now (another process would see it): every row so far, in order
+        text = out.read_text(encoding="utf-8")
+        if suffix == ".json":
+            text += "\n]\n"  # the list is closed only at the end
+            got = json.loads(text)
+        else:
+            got = _read(out)
+        assert [r["path"] for r in got] == [p for p, m in INPUTS[:i] for _ in range(max(m, 1))]
+    table.close()
+    assert _as_text(_read(out)) == _as_text([r for p, n in INPUTS for r in _rows(p, n)])
+
+
+def test_csv_is_the_stable_interface(tmp_path: Path) -> None:
+    out = tmp_path / "p.csv"
+    _write(out)
+    expected = io.StringIO()
+    write_csv([r for p, n in INPUTS for r in _rows(p, n)], expected)
+    assert out.read_text(encoding="utf-8") == expected.getvalue()
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".json", ".jsonl"])
+def test_resume_after_a_torn_write_keeps_one_row_set_per_input(tmp_path: Path, suffix: str) -> None:
+    full = tmp_path / f"full{suffix}"
+    _write(full)
+    data = full.read_bytes()
+    # a run killed at any byte from input "c"'s rows (with the separator before them in a JSON
+    # list) to the end: "b" is complete, and the last complete input is always redone
+    c_start = data.index(b"c.jpg" if suffix == ".csv" else b'{"path": "c.jpg"')
+    c_start -= 2 if suffix == ".json" else 0
+    for cut in range(c_start, len(data) + 1):
+        out = tmp_path / f"cut{suffix}"
+        out.write_bytes(data[:cut])
+        done = _write(out, resume=True)
+        assert "a.jpg" in done and "d.jpg" not in done, f"cut at {cut}"
+        assert _as_text(_read(out)) == _as_text(_read(full)), f"cut at {cut}"
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".json", ".jsonl"])
+def test_resume_redoes_the_last_input_and_starts_empty_tables_afresh(
+    tmp_path: Path, suffix: str
+) -> None:
+    out = tmp_path / f"p{suffix}"
+    _write(out, INPUTS[:2])
+    paths, _ = read_table(out, suffix[1:])
+    assert paths == ["a.jpg", "a.jpg"]  # b's row set may be incomplete as far as a reader knows
+    assert _write(out, resume=True) == {"a.jpg"}
+    assert _as_text(_read(out)) == _as_text([r for p, n in INPUTS for r in _rows(p, n)])
+    missing = tmp_path / f"none{suffix}"
+    assert _write(missing, resume=True) == set() and len(_read(missing)) == 7
+
+
+def test_resume_refuses_a_foreign_table_and_standard_output(tmp_path: Path) -> None:
+    other = tmp_path / "other.csv"
+    other.write_text("file,age\nx.jpg,3\n")
+    with pytest.raises(TableError, match="header"):
+        open_table(other, resume=True)
+    with pytest.raises(TableError, match="--out"):
+        open_table(None, resume=True)
+    assert other.read_text() == "file,age\nx.jpg,3\n"  # untouched
+
+
+def test_an_empty_run_still_writes_a_valid_table(tmp_path: Path) -> None:
+    for suffix, text in ((".csv", ",".join(COLUMNS) + "\n"), (".json", "[\n]\n"), (".jsonl", "")):
+        out = tmp_path / f"e{suffix}"
+        _write(out, [])
+        assert out.read_text() == text
+    assert json.loads((tmp_path / "e.json").read_text()) == []
+
+
+def test_writer_refuses_unknown_formats() -> None:
+    with pytest.raises(ValueError, match="unknown table format"):
+        TableWriter(io.StringIO(), "xml")
