@@ -307,8 +307,8 @@ def mlflow_run(
     uri = tracking_uri()
     mlflow.set_tracking_uri(uri)
     tags = run_tags(stage, all_params)
-    client = mlflow.tracking.MlflowClient(uri)
     with store_lock(uri):
+        client = mlflow.tracking.MlflowClient(uri)  # opening a new SQLite store migrates it
         if mlflow.get_experiment_by_name(EXPERIMENT) is None:
             # a server store may still see a concurrent creator: that is fine
             with suppress(mlflow.exceptions.MlflowException):

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from agedistill.pipeline.tracking import ROLE_TAG
+
 pytestmark = pytest.mark.integration
 
 WRITERS = 4
@@ -33,8 +35,16 @@ def test_parallel_writers_to_a_fresh_store_lose_no_run(tmp_path: Path):
 
     client = mlflow.MlflowClient(f"sqlite:///{store}")
     exp = client.get_experiment_by_name("agedistill")
-    runs = client.search_runs([exp.experiment_id])
+    every = client.search_runs([exp.experiment_id])
+    parents = [r for r in every if r.data.tags.get(ROLE_TAG) == "pipeline"]
+    runs = [r for r in every if r.data.tags.get(ROLE_TAG) != "pipeline"]
     assert sorted(r.info.run_id for r in runs) == sorted(ids)
     for r in runs:
         assert r.info.status == "FINISHED"
         assert len(client.get_metric_history(r.info.run_id, "val_mae")) == 5
+    # each writer's params are another pipeline execution: one parent each, none lost or doubled
+    assert len(parents) == WRITERS
+    assert sorted(r.data.tags["mlflow.parentRunId"] for r in runs) == sorted(
+        p.info.run_id for p in parents
+    )
+    assert all(p.info.status == "FINISHED" for p in parents)
