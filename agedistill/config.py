@@ -34,13 +34,20 @@ class _Strict(BaseModel):
 
 
 class SourceParams(_Strict):
-    """One labelled image folder (or CSV) that ``align`` reads."""
+    """One labelled image folder that ``align`` reads.
 
+    ``name`` is the source's value in the manifest's ``source`` column, in per-source metrics and
+    in ``data/inventory/NAME.csv`` (the list of its files that makes every source a DVC dependency).
+    ``csv`` (reader ``csv``) is the label table, relative to ``path`` and inside it; the paths in it
+    are relative to the table's own folder. ``test_part``: rows whose table ``split`` value is this
+    are the source's fixed test part (APPA-REAL: ``valid``).
+    """
+
+    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")]
     path: str
     reader: Literal["utkface", "fgnet", "csv"] = "utkface"
-    csv: str | None = (
-        None  # for reader=csv: a table with columns path, age[, subject, gender, race]
-    )
+    csv: str | None = None
+    test_part: str | None = None
 
 
 class AgesParams(_Strict):
@@ -65,6 +72,14 @@ class AgesParams(_Strict):
 
 class AlignParams(_Strict):
     sources: list[SourceParams] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> AlignParams:
+        names = [s.name for s in self.sources]
+        if len(set(names)) != len(names):
+            raise ValueError(f"source names must be unique, got {names}")
+        return self
+
     size: PosInt = 64
     margin: Annotated[float, Field(ge=-0.25, le=1.0)] = 0.0
     template: Literal["arcface", "utkface"] = "utkface"  # crop framing (faces.align.TEMPLATES)
@@ -87,10 +102,11 @@ class AlignParams(_Strict):
 
 class SplitParams(_Strict):
     seed: int = 0
-    method: Literal["stratified", "kfold", "loso"] = "stratified"
+    method: Literal["stratified", "kfold", "loso", "cross_dataset"] = "stratified"
+    holdout: str | None = None  # cross_dataset: the source (a name in align.sources) held out
     val_fraction: Fraction = 0.1
     test_fraction: Fraction = 0.2
-    test_size: Annotated[int, Field(ge=0)] = 0  # if > 0, overrides test_fraction with a count
+    test_size: Annotated[int, Field(ge=0)] = 0  # if > 0: about this many test rows per source
     folds: Annotated[int, Field(ge=2)] = 5
     fold: Annotated[int, Field(ge=0)] = 0
     age_bin: PosInt = 5
@@ -192,6 +208,19 @@ class Params(_Strict):
     distill: DistillParams
     evaluate: EvaluateParams
     distributed: DistributedParams = DistributedParams()
+
+    @model_validator(mode="after")
+    def _holdout_is_a_source(self) -> Params:
+        names = [s.name for s in self.align.sources]
+        if self.split.method == "cross_dataset":
+            if self.split.holdout not in names:
+                raise ValueError(
+                    f"split.method=cross_dataset needs split.holdout set to one of the sources "
+                    f"{names} (got {self.split.holdout!r})"
+                )
+            if len(names) < 2:
+                raise ValueError("split.method=cross_dataset needs at least two align.sources")
+        return self
 
     @model_validator(mode="after")
     def _hint_maps_match(self) -> Params:

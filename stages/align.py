@@ -19,7 +19,7 @@ def main() -> None:
     p = load_params().align
     # relative source paths resolve against the working copy DVC runs in (and hashed as a dep);
     # `agedistill exp` makes paths outside the repository absolute
-    sources = [SourceSpec(s.path, s.reader, s.csv) for s in p.sources]
+    sources = [SourceSpec(s.path, s.reader, s.csv, s.name) for s in p.sources]
     manifest, rejects = align_with_params(sources, args.crops, p, base=Path.cwd())
     manifest.to_csv(args.manifest, index=False)
     rejects.to_csv(args.rejects, index=False)

@@ -25,7 +25,8 @@ def main() -> None:
         table = make_split(
             kept, method=s.method, seed=s.seed, val_fraction=s.val_fraction,
             test_fraction=s.test_fraction, test_size=s.test_size, folds=s.folds, fold=s.fold,
-            age_bin=s.age_bin,
+            age_bin=s.age_bin, holdout=s.holdout,
+            test_parts={src.name: src.test_part for src in params.align.sources if src.test_part},
         )  # fmt: skip
     except SplitError as e:  # the data cannot be split as asked: say why, no traceback
         raise SystemExit(f"split: {e}") from None
@@ -35,6 +36,11 @@ def main() -> None:
         table[table["split"] == part].to_csv(out / f"{part}.csv", index=False)
     excluded.to_csv(out / "excluded.csv", index=False)
     counts = {p: int((table["split"] == p).sum()) for p in PARTS} | {"excluded": len(excluded)}
+    if "source" in table:
+        by_source = table.groupby(["source", "split"]).size().unstack(fill_value=0)
+        counts["by_source"] = {
+            src: {p: int(row.get(p, 0)) for p in PARTS} for src, row in by_source.iterrows()
+        }
     write_json(counts, args.metrics)
     print(f"split: {counts}")
 

@@ -39,3 +39,19 @@ def utkface() -> Path:
     if not UTKFACE.is_dir():
         pytest.skip(f"{UTKFACE} is not beside this clone")
     return UTKFACE
+
+
+@pytest.fixture(scope="session")
+def aaf() -> Path:
+    """The shared All-Age-Faces folder (10,137 faces, labels.csv)."""
+    if not (SHARED / "aaf" / "labels.csv").is_file():
+        pytest.skip(f"{SHARED / 'aaf'} is not beside this clone")
+    return SHARED / "aaf"
+
+
+@pytest.fixture(scope="session")
+def appa_real() -> Path:
+    """The shared APPA-REAL folder (5,212 faces in train/ and valid/, labels.csv)."""
+    if not (SHARED / "appa_real" / "labels.csv").is_file():
+        pytest.skip(f"{SHARED / 'appa_real'} is not beside this clone")
+    return SHARED / "appa_real"

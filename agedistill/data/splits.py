@@ -4,9 +4,16 @@ Rows are first joined into *groups* that must never be separated: rows of the sa
 with identical image content (same SHA-1) end up in one group (union-find). Groups, not rows, are
 then assigned to parts, stratified over age bins. Methods:
 
-* ``stratified``: random val/test fractions (or a fixed test count) per age bin;
+* ``stratified``: random val/test fractions (or a fixed test count) per source and age bin; a
+  source's own test part (``test_parts``: APPA-REAL's ``valid``) is its test part instead;
+* ``cross_dataset``: every face of one source (``holdout``) is the test part, the other sources
+  are split into train and val per source and age bin (the cross-dataset protocol);
 * ``kfold``: ``folds`` age-stratified folds of groups; fold ``fold`` is the test part;
 * ``loso``: leave-one-subject-out (the FG-NET protocol); subject number ``fold`` is the test part.
+
+Each source is split with its own random stream (the first source's is the one a single-source
+manifest gets), so adding a source leaves the first one's parts as they were. A group that spans
+two sources (the same image in both) belongs to the source of its first row.
 
 Ages outside ``[min_age, max_age]`` (the ``ages`` params) are clipped to the range
 (``out_of_range: clip``: a 116-year-old is trained and scored as ``max_age``, a negative age as
@@ -20,6 +27,8 @@ folds), :class:`SplitError` says why and the stage exits with that message.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -121,6 +130,55 @@ def _assign_stratified(
     return np.array([part[g] for g in gid])
 
 
+def _sources(df: pd.DataFrame) -> pd.Series:
+    return df["source"].astype(str) if "source" in df else pd.Series("", index=df.index)
+
+
+def _assign_per_source(
+    df: pd.DataFrame,
+    gid: np.ndarray,
+    bins: np.ndarray,
+    opts: _SourceSplit,
+) -> np.ndarray:
+    """Stratified (or cross-dataset) parts, each source on its own random stream."""
+    sources = _sources(df).to_numpy()
+    owner = pd.Series(sources).groupby(gid).first()  # a group's source: that of its first row
+    part = np.empty(len(df), dtype=object)
+    fixed = np.zeros(len(df), dtype=bool)
+    if "source_part" in df:
+        given = df["source_part"].astype("string").fillna("").to_numpy()
+        for src, value in opts.test_parts.items():
+            fixed |= (sources == src) & (given == value)
+    if opts.holdout is not None:
+        fixed |= sources == opts.holdout
+    fixed_groups = set(gid[fixed].tolist())
+    is_fixed = np.array([g in fixed_groups for g in gid])
+    part[is_fixed] = "test"
+    row_owner = owner.loc[gid].to_numpy()
+    for i, src in enumerate(dict.fromkeys(sources)):
+        rows = (row_owner == src) & ~is_fixed
+        if not rows.any():
+            continue
+        rng = np.random.default_rng(opts.seed if i == 0 else [opts.seed, i])
+        has_test_part = opts.holdout is not None or src in opts.test_parts
+        n = int((row_owner == src).sum())
+        test_frac = 0.0 if has_test_part else (
+            opts.test_size / n if opts.test_size else opts.test_fraction
+        )  # fmt: skip
+        part[rows] = _assign_stratified(gid[rows], bins[rows], rng, opts.val_fraction, test_frac)
+    return part
+
+
+@dataclass(frozen=True)
+class _SourceSplit:
+    seed: int
+    val_fraction: float
+    test_fraction: float
+    test_size: int
+    test_parts: dict[str, str]
+    holdout: str | None
+
+
 def _assign_kfold(
     gid: np.ndarray,
     bins: np.ndarray,
@@ -182,6 +240,8 @@ def make_split(
     folds: int = 5,
     fold: int = 0,
     age_bin: int = 5,
+    holdout: str | None = None,
+    test_parts: dict[str, str] | None = None,
 ) -> pd.DataFrame:
     """Assign every row of ``manifest`` to train, val or test without leakage.
 
@@ -189,7 +249,7 @@ def make_split(
     ----------
     manifest : pandas.DataFrame
         Aligned faces with an ``age`` column and optional ``subject``, ``source``, ``sha1``.
-    method : {"stratified", "kfold", "loso"}
+    method : {"stratified", "cross_dataset", "kfold", "loso"}
         See the module docstring.
     seed : int
         The same seed and manifest give the same split.
@@ -197,12 +257,18 @@ def make_split(
         Fractions of groups per age bin (``stratified``); ``val_fraction`` of the non-test groups
         otherwise.
     test_size : int
-        If > 0 (``stratified``), about this many test rows instead of ``test_fraction``.
+        If > 0 (``stratified``), about this many test rows per source instead of
+        ``test_fraction``.
     folds, fold : int
         ``kfold``: number of folds and the one held out. ``loso``: ``fold`` is the index of the
         held-out subject in sorted order (iterate ``fold`` over every subject for the protocol).
     age_bin : int
         Width in years of the stratification bins.
+    holdout : str, optional
+        ``cross_dataset``: the source whose every row is the test part.
+    test_parts : dict, optional
+        ``stratified``: source name -> the ``source_part`` value whose rows are that source's
+        test part (``{"appa_real": "valid"}``); such a source gets no other test rows.
 
     Returns
     -------
@@ -221,9 +287,16 @@ def make_split(
     rng = np.random.default_rng(seed)
     gid = _groups(df)
     bins = _age_bins(df["age"], age_bin)
-    if method == "stratified":
-        test_frac = test_size / len(df) if test_size else test_fraction
-        df["split"] = _assign_stratified(gid, bins, rng, val_fraction, test_frac)
+    if method in ("stratified", "cross_dataset"):
+        if method == "cross_dataset" and holdout not in set(_sources(df)):
+            raise SplitError(f"split.holdout={holdout!r} is not a source of the manifest")
+        opts = _SourceSplit(
+            seed, val_fraction, test_fraction, test_size, dict(test_parts or {}),
+            holdout if method == "cross_dataset" else None,
+        )  # fmt: skip
+        if test_fraction + val_fraction >= 1:
+            raise SplitError("val and test parts leave nothing to train on")
+        df["split"] = _assign_per_source(df, gid, bins, opts)
     elif method == "kfold":
         df["split"], df["fold"] = _assign_kfold(gid, bins, rng, folds, fold, val_fraction)
     elif method == "loso":

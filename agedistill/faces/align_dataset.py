@@ -30,7 +30,7 @@ from agedistill.faces.align import (
 from agedistill.faces.sources import Record, make_reader
 
 MANIFEST_COLUMNS = [
-    "crop", "source", "path", "sha1", "age", "subject", "gender", "race",
+    "crop", "source", "source_part", "path", "sha1", "age", "subject", "gender", "race",
     "det_prob", "n_faces", "box_x", "box_y", "box_w", "box_h", "landmarks",
 ]  # fmt: skip
 REJECT_COLUMNS = ["source", "path", "reason"]
@@ -38,11 +38,19 @@ REJECT_COLUMNS = ["source", "path", "reason"]
 
 @dataclass(frozen=True)
 class SourceSpec:
-    """A folder and the reader that labels its files (``csv`` only for the csv reader)."""
+    """A folder and the reader that labels its files (``csv`` only for the csv reader).
+
+    ``name`` is the manifest's ``source`` value (the folder path when not given).
+    """
 
     path: str
     reader: str = "utkface"
     csv: str | None = None
+    name: str | None = None
+
+    @property
+    def label(self) -> str:
+        return self.name or self.path
 
 
 @dataclass
@@ -79,9 +87,9 @@ def _list_inputs(sources: Sequence[SourceSpec]) -> tuple[list[tuple[Record, str]
     for spec in sources:
         for rec in make_reader(spec.reader, spec.path, spec.csv).records():
             if rec.error is None:
-                todo.append((rec, spec.path))  # the decoder decides what is an image, not the name
+                todo.append((rec, spec.label))  # the decoder decides what is an image, not the name
             else:
-                rejects.append({"source": spec.path, "path": rec.path, "reason": rec.error})
+                rejects.append({"source": spec.label, "path": rec.path, "reason": rec.error})
     return todo, rejects
 
 
@@ -274,6 +282,7 @@ def _manifest_row(item: _Loaded, face: Face, n_faces: int) -> dict:
     return {
         "crop": None,  # named by the parent, in input order
         "source": item.source,
+        "source_part": rec.part,
         "path": rec.path,
         "sha1": item.sha1,
         "age": rec.age,

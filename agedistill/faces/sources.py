@@ -17,6 +17,19 @@ import pandas as pd
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm"}
 
 
+def listed_files(root: Path) -> list[Path]:
+    """Every regular file under ``root``, sorted; hidden files and folders are not inputs.
+
+    ``.DS_Store``, ``.ipynb_checkpoints/`` and ``.git/`` are skipped; every other file is listed,
+    whatever its suffix.
+    """
+    return sorted(
+        p
+        for p in root.rglob("*")
+        if p.is_file() and not any(s.startswith(".") for s in p.relative_to(root).parts)
+    )
+
+
 @dataclass(frozen=True)
 class Record:
     """One input file and its labels (``None`` where the source does not give them)."""
@@ -27,6 +40,7 @@ class Record:
     gender: int | None = None
     race: int | None = None
     error: str | None = None  # why the labels could not be read
+    part: str | None = None  # the source's own split of this file (a label table's ``split``)
 
 
 class LabelReader:
@@ -41,15 +55,8 @@ class LabelReader:
         self.csv = Path(csv) if csv else None
 
     def files(self) -> list[Path]:
-        """Every regular file under the root, sorted.
-
-        Hidden files and folders (``.DS_Store``, ``.ipynb_checkpoints/``, ``.git/``) are not
-        inputs and are not listed; every other file is, whatever its suffix.
-        """
-        return sorted(p for p in self.root.rglob("*") if p.is_file() and not self._hidden(p))
-
-    def _hidden(self, path: Path) -> bool:
-        return any(part.startswith(".") for part in path.relative_to(self.root).parts)
+        """The source's input files (:func:`listed_files`)."""
+        return listed_files(self.root)
 
     def parse(self, path: Path) -> Record:  # pragma: no cover - abstract
         """Labels of one file, or a :class:`Record` whose ``error`` says why there are none."""
@@ -89,11 +96,17 @@ class FGNetReader(LabelReader):
         return Record(str(path), int(age), subject=subject)
 
 
-class CsvReader(LabelReader):
-    """A table with columns ``path, age`` and optional ``subject, gender, race``.
+GENDERS = {"0": 0, "m": 0, "male": 0, "1": 1, "f": 1, "female": 1}
 
-    Paths are relative to the source folder. Files in the folder that the table does not list are
-    reported (``not in label table``), as are rows whose file is missing.
+
+class CsvReader(LabelReader):
+    """A label table with columns ``path, age`` and optional ``subject, gender, race, split``.
+
+    ``csv`` is relative to the source folder and must lie inside it (so that editing it reruns
+    ``align``); the paths in it are relative to the table's own folder. Every row and every image
+    file is accounted for: a row whose file is missing, whose age is not a non-negative number or
+    whose gender is not 0/1/male/female is returned with its reason, as is an image file the table
+    does not list; the good rows are kept. ``gender``: 0 male, 1 female (UTKFace's coding).
     """
 
     name = "csv"
@@ -102,44 +115,60 @@ class CsvReader(LabelReader):
         super().__init__(root, csv)
         if self.csv is None:
             raise ValueError("reader 'csv' needs a 'csv' table path")
-        table = pd.read_csv(self.csv, dtype={"path": str, "subject": str})
+        self.csv = self.root / self.csv
+        if not self.csv.is_file():
+            raise FileNotFoundError(f"label table {self.csv} does not exist")
+        if not self.csv.resolve().is_relative_to(self.root.resolve()):
+            raise ValueError(
+                f"label table {self.csv} is outside its source folder {self.root}: put it inside, "
+                "so that DVC reruns align when it changes"
+            )
+        table = pd.read_csv(self.csv, dtype=str, keep_default_na=False)
         missing = {"path", "age"} - set(table.columns)
         if missing:
             raise ValueError(f"{self.csv}: missing column(s) {sorted(missing)}")
-        self.table = table.set_index("path", drop=False)
+        self.table = table
 
     def _row_record(self, path: Path, row: pd.Series) -> Record:
-        def opt_int(key: str) -> int | None:
-            v = row.get(key)
-            return None if v is None or pd.isna(v) else int(v)
-
         age = pd.to_numeric(row["age"], errors="coerce")
         if pd.isna(age) or age < 0:
             return Record(str(path), None, error=f"label unparsable: age {row['age']!r}")
-        subject = row.get("subject")
-        subject = None if subject is None or pd.isna(subject) else str(subject)
-        return Record(str(path), round(float(age)), subject, opt_int("gender"), opt_int("race"))
+        gender = str(row.get("gender", "")).strip().lower()
+        if gender and gender not in GENDERS:
+            return Record(str(path), None, error=f"label unparsable: gender {row['gender']!r}")
+        race = pd.to_numeric(row.get("race", ""), errors="coerce")
+
+        def text(key: str) -> str | None:
+            return str(row[key]) if str(row.get(key, "")).strip() else None
+
+        return Record(
+            str(path), round(float(age)), text("subject"), GENDERS.get(gender),
+            None if pd.isna(race) else int(race), part=text("split"),
+        )  # fmt: skip
 
     def records(self) -> Iterator[Record]:
-        listed = set()
-        for rel, row in self.table.iterrows():
-            path = self.root / str(rel)
+        base = self.csv.parent
+        listed = {self.csv.resolve()}
+        for _, row in self.table.iterrows():
+            path = base / row["path"]
+            if path.resolve() in listed:
+                yield Record(str(path), None, error="file listed twice in label table")
+                continue
             listed.add(path.resolve())
-            if not path.is_file():
+            if not row["path"] or not path.is_file():
                 yield Record(str(path), None, error="file listed in label table does not exist")
                 continue
             yield self._row_record(path, row)
-        for p in self.files():
-            if p.resolve() not in listed and p.resolve() != (
-                self.csv.resolve() if self.csv else None
-            ):
+        for p in self.files():  # image files nobody labelled (a README next to them is no input)
+            if p.resolve() not in listed and p.suffix.lower() in IMAGE_SUFFIXES:
                 yield Record(str(p), None, error="not in label table")
 
     def parse(self, path: Path) -> Record:
-        rel = str(path.relative_to(self.root))
-        if rel not in self.table.index:
+        rel = str(path.resolve().relative_to(self.csv.parent.resolve()))
+        rows = self.table[self.table["path"] == rel]
+        if rows.empty:
             return Record(str(path), None, error="not in label table")
-        return self._row_record(path, self.table.loc[rel])
+        return self._row_record(path, rows.iloc[0])
 
 
 READERS: dict[str, type[LabelReader]] = {r.name: r for r in (UTKFaceReader, FGNetReader, CsvReader)}

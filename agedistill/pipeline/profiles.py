@@ -1,8 +1,8 @@
 """Named parameter profiles: a YAML file of overrides turned into one ``dvc exp run``.
 
 ``agedistill exp profiles/full.yaml`` runs the pipeline with every key of the profile set by
-``-S key=value``. Paths under ``align.sources`` are made absolute against the main repository, so
-the same profile works in the workspace, under ``--temp`` and in the queue.
+``-S key=value``. Source folders under ``align.sources`` are made absolute against the main
+repository, so the same profile works in the workspace, under ``--temp`` and in the queue.
 """
 
 from __future__ import annotations
@@ -62,10 +62,9 @@ def profile_overrides(profile: str | Path, params: str | Path = "params.yaml") -
     """
     over = yaml.safe_load(Path(profile).read_text()) or {}
     root = main_repo_root()
-    for src in over.get("align", {}).get("sources", []):
-        for key in ("path", "csv"):
-            if src.get(key) and not Path(src[key]).is_absolute():
-                src[key] = str((root / src[key]).resolve())
+    for src in over.get("align", {}).get("sources", []):  # (a csv is relative to its path)
+        if src.get("path") and not Path(src["path"]).is_absolute():
+            src["path"] = str((root / src["path"]).resolve())
     parse_params(merge(raw_params(params), over))
     args = []
     for key, value in _leaves(over):

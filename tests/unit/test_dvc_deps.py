@@ -67,7 +67,9 @@ def stage_modules(cmd: str) -> list[str]:
 
 
 def _stages() -> dict[str, dict]:
-    return yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    """Each stage's definition; a ``foreach`` stage is checked through its ``do`` template."""
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    return {name: spec.get("do", spec) for name, spec in stages.items()}
 
 
 def _runs_code(path: Path) -> bool:

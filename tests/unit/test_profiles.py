@@ -25,8 +25,13 @@ def test_full_profile_makes_source_paths_absolute(repo, tmp_path, monkeypatch):
     args = profile_overrides(repo / "profiles" / "full.yaml")
     sets = dict(a.split("=", 1) for a in args[1::2])
     assert args[0::2] == ["-S"] * len(sets)
-    expected = (tmp_path / "../shared/data/utkface/images").resolve()
-    assert sets["align.sources"] == f"[{{path:'{expected}',reader:'utkface'}}]"
+    shared = (tmp_path / "../shared/data").resolve()
+    assert sets["align.sources"] == (
+        f"[{{name:'utkface',path:'{shared}/utkface/images',reader:'utkface'}},"
+        f"{{name:'aaf',path:'{shared}/aaf',reader:'csv',csv:'labels.csv'}},"
+        f"{{name:'appa_real',path:'{shared}/appa_real',reader:'csv',csv:'labels.csv',"
+        "test_part:'valid'}]"
+    )
     assert sets["split.test_size"] == "2000" and sets["distill.train.epochs"] == "60"
     assert sets["distill.mixup"] == "0.2"
 
