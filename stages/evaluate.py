@@ -6,7 +6,7 @@ from pathlib import Path
 from agedistill.config import load_params, raw_params
 from agedistill.data.tables import load_table
 from agedistill.evaluation.scoring import evaluate_models, summary_table, write_plots
-from agedistill.pipeline.headline import headline
+from agedistill.pipeline.headline import headline, source_key
 from agedistill.pipeline.outputs import write_json
 from agedistill.pipeline.stage import stage_main
 from agedistill.pipeline.tracking import mlflow_run
@@ -37,7 +37,8 @@ def main() -> None:
         write_json(results, args.metrics)
         pngs = write_plots(results, preds, args.plots)
         for name, r in results.items():
-            run.log_metrics({f"{name}_{k}": v for k, v in r.items()})
+            per_source = {source_key(s): m for s, m in r.get("by_source", {}).items()}
+            run.log_metrics({f"{name}_{k}": v for k, v in {**r, "by_source": per_source}.items()})
         run.log_pipeline_metrics(headline(results))  # the parent run: this execution's row
         for png in pngs.values():
             run.log_artifact(png, "plots")

@@ -74,12 +74,51 @@ def linear_probe(
 def score(
     pred: np.ndarray, test: FaceTable, cs_max: int, pred_flip: np.ndarray | None = None
 ) -> dict[str, Any]:
-    """MAE, CS(0..cs_max) and grouped MAE of predictions on ``test``.
+    """MAE, CS(0..cs_max) and grouped MAE of predictions on ``test``, overall and per source.
 
     ``pred_flip``: the same model's predictions with test-time flip augmentation, scored as
     ``mae_flip`` and ``mae_21_60_flip``.
+
+    Where ``test.rows`` has a ``source`` column, ``by_source`` maps each source name to the same
+    metrics on that source's rows alone (from the same predictions), plus ``n`` and
+    ``worst_group_ratio``: its worst age group's MAE over its MAE. A metric a source has no rows
+    for (MAE 21-60 of a source without adults, an age group it lacks) is left out there.
     """
     true = test.ages.numpy()
+    out = _metrics(pred, true, test.rows, cs_max, pred_flip)
+    if "source" in test.rows:
+        out["by_source"] = by_source(pred, true, test.rows, cs_max, pred_flip)
+    return out
+
+
+def by_source(
+    pred: np.ndarray,
+    true: np.ndarray,
+    rows: pd.DataFrame,
+    cs_max: int,
+    pred_flip: np.ndarray | None = None,
+) -> dict[str, dict[str, Any]]:
+    """:func:`score`'s metrics per value of ``rows["source"]`` (sorted by name), with ``n``."""
+    sources = rows["source"].astype("string").fillna("unknown").to_numpy(dtype=object)
+    out = {}
+    for name in sorted(set(sources)):
+        keep = sources == name
+        flip = None if pred_flip is None else pred_flip[keep]
+        m = _metrics(pred[keep], true[keep], rows[keep], cs_max, flip)
+        m = {k: v for k, v in m.items() if not (isinstance(v, float) and np.isnan(v))}
+        groups = m["mae_age_group"]
+        ratio = max(groups.values()) / m["mae"] if m["mae"] > 0 else 1.0  # all exact: none worse
+        out[str(name)] = {"n": int(keep.sum()), **m, "worst_group_ratio": ratio}
+    return out
+
+
+def _metrics(
+    pred: np.ndarray,
+    true: np.ndarray,
+    rows: pd.DataFrame,
+    cs_max: int,
+    pred_flip: np.ndarray | None,
+) -> dict[str, Any]:
     cs = cumulative_score(pred, true, cs_max)
     adult = (true >= 21) & (true <= 60)
 
@@ -94,7 +133,7 @@ def score(
         "mae_21_60": adult_mae(pred),
         **flip,
         **{f"cs{t}": v for t, v in enumerate(cs)},
-        **{f"mae_{kind}": groups for kind, groups in grouped_mae(pred, test.rows).items()},
+        **{f"mae_{kind}": groups for kind, groups in grouped_mae(pred, rows).items()},
     }
 
 
@@ -113,7 +152,8 @@ def evaluate_models(
     The metrics are those of each model as it is; ``mae_flip`` and ``mae_21_60_flip`` are its MAE
     with test-time flip augmentation, at twice the cost: for the classifiers each face is also fed
     mirrored and the two age distributions averaged (``agedistill predict --flip``); the ranking
-    teacher's probe reads each face's features averaged with its mirror image's.
+    teacher's probe reads each face's features averaged with its mirror image's. Where the test
+    rows name their ``source``, ``by_source`` holds them per source (see :func:`score`).
     """
     min_age, max_age = ages.min_age, ages.max_age
     cs_max, latency_batch, latency_repeats = (
@@ -174,6 +214,13 @@ def write_plots(
          for g in results[names[0]]["mae_age_group"]]
     )  # fmt: skip
     groups.to_csv(plots_dir / "mae_by_age_group.csv", index=False)
+    per_source = {n: results[n].get("by_source", {}) for n in names}
+    sources = pd.DataFrame(
+        [{"source": src, **{n: per_source[n].get(src, {}).get("mae") for n in names}}
+         for src in per_source[names[0]]],
+        columns=["source", *names],
+    )  # fmt: skip
+    sources.to_csv(plots_dir / "mae_by_source.csv", index=False)
     preds.to_csv(plots_dir / "predictions.csv", index=False)
 
     pngs = {}
@@ -204,6 +251,17 @@ def write_plots(
     ax.set(xlabel="age group", ylabel="MAE (years)", title="MAE per age group")
     ax.legend()
     pngs["mae_by_age_group"] = _save(fig, plots_dir / "mae_by_age_group.png")
+
+    fig, ax = plt.subplots(figsize=(6, 1.5 + 0.6 * len(sources)))
+    height = 0.8 / len(names)
+    y = np.arange(len(sources))
+    for i, n in enumerate(names):
+        ax.barh(y + i * height, sources[n].fillna(0), height, label=n)
+    ax.set_yticks(y + height * (len(names) - 1) / 2, sources["source"])
+    ax.invert_yaxis()  # sources top to bottom in the table's order
+    ax.set(xlabel="MAE (years)", title="MAE per source")
+    ax.legend()
+    pngs["mae_by_source"] = _save(fig, plots_dir / "mae_by_source.png")
     return pngs
 
 
@@ -217,7 +275,11 @@ def _save(fig, path: Path) -> Path:
 
 
 def summary_table(results: dict[str, Any]) -> str:
-    """A small text table of the headline numbers per model ("MAE flip": with flip TTA)."""
+    """A small text table of the headline numbers per model ("MAE flip": with flip TTA).
+
+    With more than one source, a second table follows: per source and model, the number of test
+    faces, MAE, CS(5), MAE 21-60 and the worst age group's MAE over that source's MAE.
+    """
     head = (
         f"{'model':<15}{'MAE':>7}{'MAE flip':>10}{'CS(5)':>8}{'params':>10}{'MB':>7}{'faces/s':>10}"
     )
@@ -228,4 +290,29 @@ def summary_table(results: dict[str, Any]) -> str:
             f"{n:<15}{r['mae']:>7.2f}{flip:>10.2f}{r['cs5']:>8.3f}{r['params']:>10,}"
             f"{r['file_mb']:>7.2f}{r['faces_per_s']:>10.0f}"
         )
+    sources = {s for r in results.values() for s in r.get("by_source", {})}
+    if len(sources) > 1:
+        lines += ["", *_source_table(results, sorted(sources))]
     return "\n".join(lines)
+
+
+def _source_table(results: dict[str, Any], sources: list[str]) -> list[str]:
+    """Lines of the per-source table (``worst group``: its MAE / the source's MAE, and which)."""
+    w = max(len("source"), *map(len, sources)) + 2
+    head = (
+        f"{'source':<{w}}{'model':<15}{'n':>6}{'MAE':>7}{'CS(5)':>8}{'MAE 21-60':>11}  worst group"
+    )
+    lines = [head, "-" * len(head)]
+    for src in sources:
+        for n, r in results.items():
+            s = r.get("by_source", {}).get(src)
+            if s is None:
+                continue
+            groups = s["mae_age_group"]
+            worst = max(groups, key=groups.get)
+            adult = s.get("mae_21_60", float("nan"))  # left out for a source without adults
+            lines.append(
+                f"{src:<{w}}{n:<15}{s['n']:>6}{s['mae']:>7.2f}{s['cs5']:>8.3f}{adult:>11.2f}"
+                f"  {s['worst_group_ratio']:.2f}x ({worst})"
+            )
+    return lines

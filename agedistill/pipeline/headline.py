@@ -6,6 +6,7 @@ One definition, shared by the MLflow parent run of each pipeline execution and b
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 # (metric name, model, key in that model's evaluate results)
@@ -24,6 +25,15 @@ FROM_RESULTS = (
 DECIMALS = 4
 
 
+def source_key(name: str) -> str:
+    """A source name as a metric-key part: lowercase letters, digits and ``_`` only.
+
+    >>> source_key("appa_real"), source_key("/data/raw/APPA-REAL/"), source_key("+")
+    ('appa_real', 'data_raw_appa_real', 'unknown')
+    """
+    return re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_") or "unknown"
+
+
 def gain(student_mae: float, class_teacher_mae: float) -> float:
     """Years of MAE distillation took off the class teacher's (> 0: the student is better)."""
     return class_teacher_mae - student_mae
@@ -38,6 +48,7 @@ def headline(results: dict[str, Any]) -> dict[str, float]:
     (0.4, 0.6)
 
     Keys a results file lacks (an older one, a model not scored) are left out, not invented.
+    The student's MAE on each test source is ``student_mae_<source>`` (see :func:`source_key`).
     Values are rounded to ``DECIMALS`` places: a table of experiments shows 12.6038, not
     12.603847666978836.
     """
@@ -49,6 +60,8 @@ def headline(results: dict[str, Any]) -> dict[str, float]:
     if "student_mae" in out and "class_teacher_mae" in out:
         g = gain(results["student"]["mae"], results["class_teacher"]["mae"])
         out["gain_over_class_teacher"] = round(g, DECIMALS)
+    for source, r in results.get("student", {}).get("by_source", {}).items():
+        out[f"student_mae_{source_key(source)}"] = round(float(r["mae"]), DECIMALS)
     return out
 
 
