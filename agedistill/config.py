@@ -20,6 +20,7 @@ PosInt = Annotated[int, Field(gt=0)]
 NonNegFloat = Annotated[float, Field(ge=0)]
 PosFloat = Annotated[float, Field(gt=0)]
 Fraction = Annotated[float, Field(gt=0, lt=1)]
+Probability = Annotated[float, Field(ge=0, le=1)]
 
 # train.precision: float32, or bfloat16 autocast (agedistill.training.precision)
 PRECISIONS = ("fp32", "bf16")
@@ -126,6 +127,12 @@ class TrainParams(_Strict):
     rotate: Annotated[float, Field(ge=0, le=45)] = 0.0  # degrees, per face; 0 = off
     scale: Annotated[float, Field(ge=0, lt=0.5)] = 0.0  # relative zoom, per face; 0 = off
     color: Annotated[float, Field(ge=0, lt=1)] = 0.0  # brightness/contrast/saturation; 0 = off
+    # real-photo corruptions: each the probability that a face gets it (strengths: data/augment.py)
+    grayscale: Probability = 0.0  # ITU-R 601 luma on all three channels
+    blur: Probability = 0.0  # Gaussian blur
+    jpeg: Probability = 0.0  # JPEG re-encoding at a low quality
+    low_res: Probability = 0.0  # downscaled and upsampled back: a small face
+    crop_context: Probability = 0.0  # black bands on the sides: a crop too tight
     ema_epochs: Annotated[float, Field(ge=0)] = 0.0  # weight average horizon; 0 = off
     precision: Literal[PRECISIONS] = "fp32"  # bf16: autocast, ~2x faster on AMX/AVX512-BF16
     channels_last: bool = False  # conv weights (and so activations) laid out NHWC

@@ -45,8 +45,12 @@ BASE_ARCH = {"widths": [32, 64, 128, 192], "stem_stride": 2, "input_size": 64}
 
 FIVE = [16, 32, 64, 128, 192]
 
+# the training knobs a variant may override (the rest of class_teacher's section stays)
+KNOBS = ("max_shift", "rotate", "scale", "color", "grayscale", "blur", "jpeg", "low_res",
+         "crop_context", "ema_epochs", "weight_decay")  # fmt: skip
+
 # name: overrides of (margin, template, input_size, stem_stride, widths, label_sigma, mae_weight,
-# max_shift, rotate, scale, color, ema_epochs, weight_decay)
+# and the KNOBS)
 # margin None: the source chips resized, not aligned
 VARIANTS: dict[str, dict] = {
     "m0 ce": {"margin": 0.0},
@@ -169,7 +173,7 @@ def run_variant(job: tuple[str, dict, argparse.Namespace]) -> dict:
     tp = params.class_teacher.model_dump() | {"epochs": args.epochs, "threads": args.threads}
     if args.seed is not None:
         tp["seed"] = args.seed
-    for k in ("max_shift", "rotate", "scale", "color", "ema_epochs", "weight_decay"):
+    for k in KNOBS:
         tp[k] = over.get(k, tp[k])
     train, val = tables(args.split, args.cache, arch["input_size"], over.get("margin", 0.0),
                         over.get("template", "arcface"))  # fmt: skip

@@ -1,4 +1,8 @@
-"""Batch augmentation of uint8 faces (shifts, flips, jitter, mixup) and seeded index batches."""
+"""Batch augmentation of uint8 faces and seeded index batches.
+
+Shifts, flips, similarity and colour jitter, mixup, and the corruptions a camera, a scanner and a
+cropper leave on real photos (grey scans, blur, JPEG artefacts, small faces, missing context).
+"""
 
 from __future__ import annotations
 
@@ -11,6 +15,13 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 from PIL import Image
+from torchvision.io import decode_jpeg, encode_jpeg
+
+# Strengths of the real-photo corruptions; their params are only per-face probabilities.
+BLUR_SIGMA = (0.4, 1.6)  # Gaussian blur: sigma ~ U(lo, hi) pixels, at the crop size
+JPEG_QUALITY = (15, 60)  # re-encoding quality ~ U{lo..hi}: a web photo down to a harsh thumbnail
+LOW_RES_SIDE = (1 / 4, 1 / 1.5)  # small face: downscaled to side x U(lo, hi), then back up
+CROP_BAND = 0.2  # tight crop: a black band of side x U(0, CROP_BAND) on each side independently
 
 
 def augment(
@@ -22,16 +33,26 @@ def augment(
     rotate: float = 0.0,
     scale: float = 0.0,
     color: float = 0.0,
+    grayscale: float = 0.0,
+    blur: float = 0.0,
+    jpeg: float = 0.0,
+    low_res: float = 0.0,
+    crop_context: float = 0.0,
 ) -> torch.Tensor:
     """Random flips, shifts of up to ``max_shift`` pixels (edge-replicated) and optional jitter.
 
-    ``rotate`` (degrees) and ``scale`` (relative) draw one similarity transform per face
-    (:func:`similarity_jitter`); ``color`` jitters brightness, contrast and saturation per face
-    (:func:`color_jitter`). Each is drawn only when non-zero, so runs without them draw exactly
-    the random numbers they always did. The numbers come from ``generator`` (a CPU generator)
-    and the work runs on ``images.device``, so faces held on a GPU are augmented there, with the
-    same draws as on the CPU. Returns float images in [0, 255].
+    ``grayscale``, ``blur``, ``low_res``, ``jpeg`` and ``crop_context`` are the probabilities that
+    a face gets a real photo's corruption (:func:`corrupt`); they run first, in the order of a
+    photo's life: a grey print, a soft lens, a small face, the file's compression, then the
+    aligner's black fill where the photo ended. ``rotate`` (degrees) and ``scale`` (relative) draw
+    one similarity transform per face (:func:`similarity_jitter`); ``color`` jitters brightness,
+    contrast and saturation per face (:func:`color_jitter`). Each is drawn only when non-zero, so
+    runs without them draw exactly the random numbers they always did. The numbers come from
+    ``generator`` (a CPU generator) and the work runs on ``images.device``, so faces held on a GPU
+    are augmented there, with the same draws as on the CPU. Returns float images in [0, 255].
     """
+    images = corrupt(images, generator, grayscale=grayscale, blur=blur, jpeg=jpeg,
+                     low_res=low_res, crop_context=crop_context)  # fmt: skip
     if rotate > 0 or scale > 0:
         images = similarity_jitter(images, rotate, scale, generator)
     if color > 0:
@@ -51,6 +72,141 @@ def augment(
         cidx = torch.arange(images.shape[1], device=dev)[None, :, None, None]
         images = padded[bidx, cidx, rows, cols]
     return images
+
+
+def corrupt(
+    images: torch.Tensor,
+    generator: torch.Generator,
+    *,
+    grayscale: float = 0.0,
+    blur: float = 0.0,
+    jpeg: float = 0.0,
+    low_res: float = 0.0,
+    crop_context: float = 0.0,
+) -> torch.Tensor:
+    """The real-photo corruptions, each applied to a face with its probability, in a fixed order.
+
+    :func:`to_grayscale`, :func:`gaussian_blur`, :func:`downscale`, :func:`jpeg_reencode`, then
+    :func:`drop_context`; their strengths are this module's constants (:data:`BLUR_SIGMA`,
+    :data:`LOW_RES_SIDE`, :data:`JPEG_QUALITY`, :data:`CROP_BAND`).
+
+    A probability of 0 draws nothing from ``generator`` and leaves ``images`` as they are (the same
+    tensor), so runs without corruptions are the runs there were before them.
+    """
+    steps = ((grayscale, to_grayscale), (blur, gaussian_blur), (low_res, downscale),
+             (jpeg, jpeg_reencode), (crop_context, drop_context))  # fmt: skip
+    for p, step in steps:
+        if p > 0:
+            images = step(images, p, generator)
+    return images
+
+
+def _chosen(b: int, p: float, generator: torch.Generator) -> torch.Tensor:
+    """Indices (CPU, int64) of the faces among ``b`` that get a corruption of probability ``p``."""
+    return (torch.rand(b, generator=generator) < p).nonzero().flatten()
+
+
+def _uniform(n: int, lo: float, hi: float, generator: torch.Generator) -> torch.Tensor:
+    """``n`` draws of U(lo, hi) on the CPU."""
+    return lo + (hi - lo) * torch.rand(n, generator=generator)
+
+
+def to_grayscale(images: torch.Tensor, p: float, generator: torch.Generator) -> torch.Tensor:
+    """Replace each face, with probability ``p``, by its ITU-R 601 luma on all three channels.
+
+    Returns float images (B, 3, H, W) in [0, 255].
+    """
+    x = _float_copy(images)
+    idx = _chosen(len(x), p, generator).to(x.device)
+    x[idx] = _grey(x[idx]).expand(-1, 3, -1, -1)
+    return x
+
+
+def gaussian_blur(images: torch.Tensor, p: float, generator: torch.Generator) -> torch.Tensor:
+    """Blur each face, with probability ``p``, by a Gaussian of sigma ~ U(BLUR_SIGMA) px.
+
+    One separable depthwise convolution over the chosen faces (a kernel per face, borders
+    replicated). Returns float images in [0, 255].
+    """
+    x = _float_copy(images)
+    b, c, h, w = x.shape
+    idx = _chosen(b, p, generator)
+    sigma = _uniform(b, *BLUR_SIGMA, generator)[idx]
+    if len(idx) == 0:
+        return x
+    radius = int(np.ceil(3 * BLUR_SIGMA[1]))
+    taps = torch.arange(-radius, radius + 1, dtype=torch.float32)
+    kernel = torch.exp(-0.5 * (taps[None] / sigma[:, None]) ** 2)  # (N, K)
+    kernel = (kernel / kernel.sum(1, keepdim=True)).repeat_interleave(c, 0).to(x.device)
+    idx = idx.to(x.device)
+    faces = x[idx].reshape(1, len(idx) * c, h, w)  # one channel group per face and colour
+    faces = F.pad(faces, [radius] * 4, mode="replicate")
+    faces = F.conv2d(faces, kernel[:, None, None, :], groups=len(idx) * c)  # along rows
+    faces = F.conv2d(faces, kernel[:, None, :, None], groups=len(idx) * c)  # along columns
+    x[idx] = faces.reshape(len(idx), c, h, w)
+    return x
+
+
+def downscale(images: torch.Tensor, p: float, generator: torch.Generator) -> torch.Tensor:
+    """Make each face, with probability ``p``, a small face upsampled back to the crop size.
+
+    Downscaled (bilinear, antialiased) to ``side x U(LOW_RES_SIDE)`` pixels, rounded, and back up
+    (bilinear); faces drawn the same small side are resized together. Returns float images in
+    [0, 255].
+    """
+    x = _float_copy(images)
+    b, _, h, w = x.shape
+    idx = _chosen(b, p, generator)
+    small = (h * _uniform(b, *LOW_RES_SIDE, generator)[idx]).round().clamp(min=1).long()
+    for side in small.unique().tolist():
+        group = idx[small == side].to(x.device)
+        size = (side, max(1, round(w * side / h)))
+        tiny = F.interpolate(x[group], size=size, mode="bilinear", antialias=True)
+        x[group] = F.interpolate(tiny, size=(h, w), mode="bilinear").clamp(0, 255)
+    return x
+
+
+def jpeg_reencode(images: torch.Tensor, p: float, generator: torch.Generator) -> torch.Tensor:
+    """Re-encode each face, with probability ``p``, as a JPEG of quality ~ U{JPEG_QUALITY}.
+
+    Only the chosen faces are rounded to uint8, encoded and decoded (on the CPU, one call per
+    face: libjpeg takes one quality per call), then put back on ``images.device``. Returns float
+    images in [0, 255].
+    """
+    x = _float_copy(images)
+    idx = _chosen(len(x), p, generator)
+    quality = torch.randint(JPEG_QUALITY[0], JPEG_QUALITY[1] + 1, (len(x),), generator=generator)
+    if len(idx) == 0:
+        return x
+    on_dev = idx.to(x.device)
+    faces = x[on_dev].round().clamp(0, 255).to(torch.uint8).cpu()
+    coded = [decode_jpeg(encode_jpeg(f, quality=int(q))) for f, q in zip(faces, quality[idx])]
+    x[on_dev] = torch.stack(coded).to(x.device, torch.float32)
+    return x
+
+
+def drop_context(images: torch.Tensor, p: float, generator: torch.Generator) -> torch.Tensor:
+    """Black out, with probability ``p``, a band along each side of a face: a crop too tight.
+
+    Each of the four bands (top, bottom, left, right) is ``side x U(0, CROP_BAND)`` pixels wide
+    (floored), drawn independently: the aligner fills what lies outside the photo with black.
+    Returns float images in [0, 255].
+    """
+    x = _float_copy(images)
+    b, _, h, w = x.shape
+    chosen = torch.rand(b, generator=generator) < p
+    band = torch.rand(b, 4, generator=generator) * CROP_BAND * torch.tensor([h, h, w, w])
+    band = (band.floor().long() * chosen[:, None]).to(x.device)  # (B, 4); 0 = face kept
+    rows = torch.arange(h, device=x.device)[None, :, None]  # (1, H, 1)
+    cols = torch.arange(w, device=x.device)[None, None, :]  # (1, 1, W)
+    top, bottom, left, right = (band[:, i, None, None] for i in range(4))  # each (B, 1, 1)
+    keep = (rows >= top) & (rows < h - bottom) & (cols >= left) & (cols < w - right)
+    return x * keep[:, None]  # (B, 1, H, W): the same mask on every channel
+
+
+def _float_copy(images: torch.Tensor) -> torch.Tensor:
+    """A float32 copy that a corruption may write into without touching the caller's tensor."""
+    return images.to(torch.float32, copy=True)
 
 
 def similarity_jitter(
