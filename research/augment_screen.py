@@ -77,7 +77,9 @@ def screen_tables(screen: Screen, params: Params) -> dict[str, pd.DataFrame]:
     }
 
 
-def run_setting(screen: Screen, setting: str, epochs: int, seed: int) -> dict[str, Any]:
+def run_setting(
+    screen: Screen, setting: str, epochs: int, seed: int, threads: int = 2
+) -> dict[str, Any]:
     """Train with one setting (or reuse its finished run) and score it on the held-out part."""
     runs = screen.out / "runs"
     done = runs / f"{setting}_seed{seed}.json"
@@ -85,7 +87,7 @@ def run_setting(screen: Screen, setting: str, epochs: int, seed: int) -> dict[st
         return json.loads(done.read_text())
     params = load_params(screen.workspace / "params.yaml")
     tables = screen_tables(screen, params)
-    tmp = screen.out / "tables"
+    tmp = screen.out / "tables" / f"{setting}_seed{seed}"
     tmp.mkdir(parents=True, exist_ok=True)
     crops, size = screen.workspace / "aligned" / "crops", params.student.input_size
     faces = {}
@@ -93,7 +95,7 @@ def run_setting(screen: Screen, setting: str, epochs: int, seed: int) -> dict[st
         rows.to_csv(tmp / f"{name}.csv", index=False)
         faces[name] = load_table(tmp / f"{name}.csv", crops, size)
     opt = params.class_teacher.model_copy(
-        update={"epochs": epochs, "seed": seed, **parse_setting(setting)}
+        update={"epochs": epochs, "seed": seed, "threads": threads, **parse_setting(setting)}
     )
     model_file = screen.out / "models" / f"{setting}_seed{seed}.pt"
     model_file.parent.mkdir(parents=True, exist_ok=True)
@@ -154,6 +156,7 @@ def main() -> None:
     run.add_argument("--epochs", type=int, default=6)
     run.add_argument("--seeds", type=int, nargs="+", default=[0])
     run.add_argument("--settings", nargs="+", default=["none"])
+    run.add_argument("--threads", type=int, default=2, help="torch threads of this process")
     run.add_argument("--out", type=Path, required=True)
     tab = sub.add_parser("table")
     tab.add_argument("--out", type=Path, required=True)
@@ -166,7 +169,7 @@ def main() -> None:
     screen = Screen(args.workspace, args.out, args.holdout, args.measure_part)
     for seed in args.seeds:
         for setting in args.settings:
-            r = run_setting(screen, setting, args.epochs, seed)
+            r = run_setting(screen, setting, args.epochs, seed, args.threads)
             mae, val, wall = r["held_out_mae"], r["val_mae"], r["train_wall_s"]
             print(f"{setting} seed {seed}: held-out MAE {mae:.3f}, val {val:.3f} ({wall:.0f} s)")
     print(table(args.out))
