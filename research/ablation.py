@@ -261,7 +261,19 @@ def summarize(out: Path, class_teacher_mae: float | None = None) -> dict[str, An
         s["train_wall_s"] = statistics.median(r["fit"]["train_wall_s"] for r in rows)
         if class_teacher_mae is not None and s["n"] > 1:
             s["margin_in_sem"] = (class_teacher_mae - s["mean"]) / s["sem"]
+        sources = set.intersection(*(set(r["test"].get("by_source", {})) for r in rows))
+        if len(sources) > 1:
+            s["mae_by_source"] = {
+                src: stats([r["test"]["by_source"][src]["mae"] for r in rows])
+                for src in sorted(sources)
+            }
         table[variant] = s
+    twin = table.get("none")
+    for variant, s in table.items():  # the margin over the non-distilled twin, in SE of the gap
+        if variant != "none" and twin and s["n"] > 1 and twin["n"] > 1:
+            gap_se = math.hypot(s["sem"], twin["sem"])
+            s["gain_over_twin"] = twin["mean"] - s["mean"]
+            s["gain_over_twin_in_se"] = s["gain_over_twin"] / gap_se if gap_se else None
     if class_teacher_mae is not None:
         table["class_teacher"] = {"mae": class_teacher_mae}
     return table
@@ -269,21 +281,30 @@ def summarize(out: Path, class_teacher_mae: float | None = None) -> dict[str, An
 
 def format_table(table: dict[str, Any]) -> str:
     """The ablation as a Markdown table."""
-    lines = ["| model | test MAE (mean ± std) | seeds | MAE 21-60 | below class teacher, in SE |",
-             "|---|---|---|---|---|"]  # fmt: skip
+    variants = {v: s for v, s in table.items() if v != "class_teacher"}
+    sources = sorted(set().union(*(s.get("mae_by_source", {}) for s in variants.values())))
+    head = ["model", "test MAE (mean ± std)", "seeds", "MAE 21-60", "below class teacher, in SE",
+            "gain over twin (none), in SE", *(f"{src} MAE" for src in sources)]  # fmt: skip
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     ct = table.get("class_teacher", {}).get("mae")
     if ct is not None:
-        lines.append(f"| class teacher (no distillation) | {ct:.3f} | 1 | | |")
-    for variant, s in table.items():
-        if variant == "class_teacher":
-            continue
-        margin = s.get("margin_in_sem")
+        lines.append(f"| class teacher (no distillation) | {ct:.3f} | 1 |" + " |" * (len(head) - 3))
+    for variant, s in variants.items():
+        margin, gain = s.get("margin_in_sem"), s.get("gain_over_twin")
         spread = "" if s["std"] is None else f" ± {s['std']:.3f}"  # one seed has no spread
-        lines.append(
-            f"| student, {variant} | {s['mean']:.3f}{spread} | {s['n']} | "
-            f"{s['mae_21_60']:.3f} | {'' if margin is None else f'{margin:.1f}'} |"
-        )
+        twin = "" if gain is None else f"{gain:+.3f} ({s['gain_over_twin_in_se']:.1f})"
+        per_source = [_mean_std(s.get("mae_by_source", {}).get(src)) for src in sources]
+        cells = [f"student, {variant}", f"{s['mean']:.3f}{spread}", str(s["n"]),
+                 f"{s['mae_21_60']:.3f}", "" if margin is None else f"{margin:.1f}", twin,
+                 *per_source]  # fmt: skip
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def _mean_std(s: dict[str, Any] | None) -> str:
+    if s is None:
+        return ""
+    return f"{s['mean']:.3f}" + ("" if s["std"] is None else f" ± {s['std']:.3f}")
 
 
 def plot_table(table: dict[str, Any], path: Path) -> Path:

@@ -41,6 +41,29 @@ def test_summary_gives_mean_std_and_margin_in_standard_errors(tmp_path):
     assert plot_table(table, tmp_path / "a.png").stat().st_size > 1000
 
 
+def test_summary_gives_the_gain_over_the_twin_and_the_mae_per_source(tmp_path):
+    def write(variant, seed, mae, by_source):
+        p = tmp_path / "runs" / f"{variant}-s{seed}.json"
+        p.parent.mkdir(parents=True, exist_ok=True)
+        test = {"mae": mae, "mae_21_60": mae,
+                "by_source": {k: {"mae": v} for k, v in by_source.items()}}  # fmt: skip
+        p.write_text(json.dumps({"variant": variant, "seed": seed,
+                                 "fit": {"train_wall_s": 1.0}, "test": test}))  # fmt: skip
+
+    for seed, (both, none) in enumerate([(5.0, 5.5), (5.2, 5.6), (5.4, 5.7)]):
+        write("both", seed, both, {"utkface": both - 0.5, "aaf": both + 0.5})
+        write("none", seed, none, {"utkface": none - 0.5, "aaf": none + 0.5})
+    table = summarize(tmp_path)
+    gap_se = math.hypot(0.2 / math.sqrt(3), 0.1 / math.sqrt(3))
+    assert table["both"]["gain_over_twin"] == pytest.approx(0.4)
+    assert table["both"]["gain_over_twin_in_se"] == pytest.approx(0.4 / gap_se)
+    assert "gain_over_twin" not in table["none"]
+    assert table["both"]["mae_by_source"]["utkface"]["mean"] == pytest.approx(4.7)
+    md = format_table(table)
+    assert md.splitlines()[0].endswith("| aaf MAE | utkface MAE |")
+    assert f"+0.400 ({0.4 / gap_se:.1f})" in md and "4.700 ± 0.200" in md
+
+
 def test_summary_without_runs_says_so(tmp_path):
     with pytest.raises(FileNotFoundError, match="no finished ablation runs"):
         summarize(tmp_path)
