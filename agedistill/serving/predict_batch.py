@@ -25,14 +25,13 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from agedistill.faces.align import Detection, torch_threads
+from agedistill.serving.annotate import annotate, save_annotated
+from agedistill.serving.inputs import read_input
 from agedistill.serving.predict import (
     WORK_SIDE_FACTOR,
     AgeModel,
     Detector,
     ImageResult,
-    _read,
-    _save_annotated,
-    annotate,
     face_crops,
     face_predictions,
 )
@@ -67,7 +66,7 @@ def predict_chunk(
     faces that cannot be aligned each get their error, as in :func:`predict_files`.
     """
     max_side = WORK_SIDE_FACTOR * detector.detect_max_side
-    loaded = [_read(f.path, max_side) for f in files]
+    loaded = [read_input(f.path, max_side) for f in files]
     readable = [i for i, (image, _, _) in enumerate(loaded) if image is not None]
     detections = dict(zip(readable, detector.detect([loaded[i][0] for i in readable]), strict=True))
     results: list[ImageResult | None] = [None] * len(files)
@@ -92,7 +91,7 @@ def predict_chunk(
         error = None if faces else det.error or "no face"
         results[i] = ImageResult(str(files[i].path), faces, error)
         if files[i].annotate_to is not None:
-            _save_annotated(annotate(image, faces, scale), files[i].annotate_to)
+            save_annotated(annotate(image, faces, scale), files[i].annotate_to)
     return results  # type: ignore[return-value]  # every slot is filled above
 
 
