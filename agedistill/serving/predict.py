@@ -62,6 +62,13 @@ DETECT_DEFAULTS: dict[str, Any] = {
     k: getattr(DETECT, k) for k in ("min_prob", "min_face_size", "detect_max_side")
 }
 
+# Files per detection batch in ``predict``, which is also the chunk of files a worker process
+# handles in one go (:mod:`agedistill.serving.predict_batch`): half the ``align`` stage's 32. A
+# chunk's transient memory grows with it (32 padded UTKFace chips peak at about 290 MB, most of
+# it the float64 summed-area table and its cumulative-sum temporaries; 16 at about 170 MB), and
+# a file's result does not depend on it (tests/integration/test_predict_batch.py).
+PREDICT_BATCH_SIZE = 16
+
 # Config keys ``predict`` needs; the ``align_*`` keys default to ``align.CROP_DEFAULTS``.
 _REQUIRED_KEYS = ("input_size", "min_age", "num_classes")
 
@@ -247,8 +254,10 @@ def _default_detector() -> FaceDetector:
 
 def predict_detector(model: AgeModel, detect: dict[str, Any] | None = None) -> FaceDetector:
     """The detector ``predict`` uses with ``model``: :data:`DETECT_DEFAULTS` with ``detect``'s
-    overrides, the model's border, and batches whose results are those of one-image calls."""
-    settings = {**DETECT_DEFAULTS, "pad": model.detect_pad, **(detect or {})}
+    overrides, the model's border, :data:`PREDICT_BATCH_SIZE`, and batches whose results are
+    those of one-image calls."""
+    defaults = {**DETECT_DEFAULTS, "batch_size": PREDICT_BATCH_SIZE, "pad": model.detect_pad}
+    settings = {**defaults, **(detect or {})}
     return FaceDetector(**settings, pnet_per_image=True)
 
 

@@ -6,7 +6,9 @@ same-size images share one MTCNN batch), aligned, and all its faces go through t
 one batch. Chunks run in ``workers`` processes (``torch.utils.data.DataLoader`` workers, one
 torch thread each, as in the ``align`` stage: MTCNN's many small operations do not split well
 over threads) and come back in input order, a few chunks ahead of the writer at most, so memory
-does not grow with the number of files.
+does not grow with the number of files. A process hands its freed heap back to the system after
+each chunk (:func:`release_free_memory`), and the workers are forked with the parent's objects
+frozen (:func:`gc.freeze`), so that they share its pages instead of copying them.
 
 Each file's result is that of :func:`agedistill.serving.predict.predict_files` (the
 one-file-at-a-time path): the same decoding, detection copy, alignment and model, only batched.
@@ -14,10 +16,13 @@ one-file-at-a-time path): the same decoding, detection copy, alignment and model
 
 from __future__ import annotations
 
+import ctypes
+import gc
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
-from functools import partial
+from functools import lru_cache, partial
 from pathlib import Path
 
 import numpy as np
@@ -36,9 +41,9 @@ from agedistill.serving.predict import (
     face_predictions,
 )
 
-# Chunks a set of worker processes handles before it is replaced (about 2,000 files: the
-# start-up of new workers costs about a second, 2% of the time at 50 files/s)
-WORKER_CHUNKS = 64
+# Files a set of worker processes handles before it is replaced (the start-up of new workers
+# costs about a second, 2% of the time at 50 files/s)
+WORKER_FILES = 2048
 
 
 @dataclass(frozen=True)
@@ -116,7 +121,29 @@ class _Chunks(Dataset):
         return len(self.chunks)
 
     def __getitem__(self, i: int) -> list[ImageResult]:
-        return predict_chunk(self.chunks[i], self.model, self.detector)
+        results = predict_chunk(self.chunks[i], self.model, self.detector)
+        release_free_memory()
+        return results
+
+
+def release_free_memory() -> None:
+    """Return the heap's free pages to the system (glibc's ``malloc_trim``; elsewhere a no-op).
+
+    A chunk allocates and frees a few hundred MB of tensors; glibc keeps freed heap memory for
+    reuse, and its fragments add up over the chunks (one process grew by about 180 MB over 800
+    files). Called after each chunk, it keeps a process near one chunk's peak.
+    """
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
+
+
+@lru_cache(maxsize=1)
+def _malloc_trim() -> Callable[[int], int] | None:
+    try:
+        return ctypes.CDLL(None).malloc_trim  # type: ignore[no-any-return]
+    except (OSError, AttributeError, TypeError):  # not glibc (macOS, musl, Windows)
+        return None
 
 
 def _as_is(item: list[ImageResult]) -> list[ImageResult]:
@@ -159,19 +186,40 @@ def predict_batched(
         for chunk in chunks:
             with torch_threads(threads):  # not across the yields: the caller's code runs there
                 results = predict_chunk(chunk, model, detector)
+            release_free_memory()
             yield from results
         return
-    for start in range(0, len(chunks), WORKER_CHUNKS):
-        # fresh workers every WORKER_CHUNKS chunks: a worker's memory creeps up over thousands
-        # of files (allocator and oneDNN caches), and a new fork starts from the parent's pages
-        loader = DataLoader(
-            _Chunks(chunks[start : start + WORKER_CHUNKS], model, detector), batch_size=None,
-            shuffle=False, num_workers=workers, collate_fn=_as_is,
-            multiprocessing_context="fork", prefetch_factor=2,
-            worker_init_fn=partial(_set_threads, threads),
-        )  # fmt: skip
-        for results in loader:
-            yield from results
+    per_set = max(1, WORKER_FILES // size)
+    with _frozen_objects():
+        for start in range(0, len(chunks), per_set):
+            # fresh workers every WORKER_FILES files: a worker's memory creeps up over thousands
+            # of files (allocator and oneDNN caches), and a new fork starts from the parent's pages
+            gc.freeze()  # what exists now is shared with the new workers: see _frozen_objects
+            loader = DataLoader(
+                _Chunks(chunks[start : start + per_set], model, detector), batch_size=None,
+                shuffle=False, num_workers=workers, collate_fn=_as_is,
+                multiprocessing_context="fork", prefetch_factor=2,
+                worker_init_fn=partial(_set_threads, threads),
+            )  # fmt: skip
+            for results in loader:
+                yield from results
+
+
+@contextmanager
+def _frozen_objects() -> Iterator[None]:
+    """Keep the garbage collector off the objects ``gc.freeze`` moved aside, then give them back.
+
+    A forked worker shares the parent's memory pages until it writes to them, and a collection
+    writes to every object it examines: with the parent's objects frozen before each fork, the
+    workers' collections leave those pages shared (about 100 MB less per worker). When the
+    caller had frozen objects itself, everything stays frozen (``gc`` cannot tell them apart).
+    """
+    already = gc.get_freeze_count()
+    try:
+        yield
+    finally:
+        if not already:
+            gc.unfreeze()
 
 
 def _set_threads(threads: int, worker_id: int) -> None:
