@@ -6,9 +6,11 @@ prediction time meets exactly the geometry the model was trained on. The age is 
 of the model's age distribution and ``age_std`` its standard deviation (a spread, not a
 calibrated error bar).
 
-The CSV written by :func:`write_csv` is a stable interface: header :data:`COLUMNS`, one row per
-face (``face`` = 0, 1, ... by detection probability) and one row with empty face fields and a
-non-empty ``error`` for every input that has no face or could not be read.
+The CSV written by :func:`write_csv` is a stable interface (:mod:`agedistill.serving.rows`):
+header :data:`COLUMNS`, one row per face (``face`` = 0, 1, ... by detection probability) and one
+row with empty face fields and a non-empty ``error`` for every input that has no face or could
+not be read. :func:`write_csv` and :func:`write_json` write it with the command's own streaming
+writer (:mod:`agedistill.serving.predict_stream`).
 
 This module is the one-image path (:func:`predict_image`, :func:`predict_files`); the ``predict``
 command runs files in batches (:mod:`agedistill.serving.predict_batch`), streams its table
@@ -18,9 +20,6 @@ command runs files in batches (:mod:`agedistill.serving.predict_batch`), streams
 
 from __future__ import annotations
 
-import csv
-import json
-import sys
 import zipfile
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -31,7 +30,7 @@ from typing import Any, Protocol, TextIO
 
 import numpy as np
 import torch
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image
 from torch import nn
 
 from agedistill import __version__
@@ -39,19 +38,22 @@ from agedistill.faces.align import (
     DETECT,
     Detection,
     FaceDetector,
-    ImageReadError,
     align_face,
-    load_image,
     model_crop,
     to_rgb,
 )
 from agedistill.models.files import ModelFileError, load_model
 from agedistill.models.inputs import normalize
 from agedistill.models.ordinal import age_std, expected_age, mixture_logits
+from agedistill.serving.annotate import AnnotationNamer, annotate, save_annotated
 from agedistill.serving.inference import for_inference
+from agedistill.serving.inputs import iter_input_files, read_input
+from agedistill.serving.predict_stream import TableWriter
 
-COLUMNS = ["path", "face", "x", "y", "w", "h", "det_prob", "age", "age_std", "error"]
-FACE_FIELDS = COLUMNS[1:9]
+# re-exported: the table's names were public here before they had a module of their own
+from agedistill.serving.rows import COLUMNS as COLUMNS
+from agedistill.serving.rows import FACE_FIELDS as FACE_FIELDS
+from agedistill.serving.rows import result_rows as result_rows
 
 # Detection settings of ``predict``: the ``align`` stage's (agedistill.faces.align.DETECT, one place
 # for both); the border ``pad`` comes from the model file. ``detect_max_side`` bounds detection
@@ -59,6 +61,13 @@ FACE_FIELDS = COLUMNS[1:9]
 DETECT_DEFAULTS: dict[str, Any] = {
     k: getattr(DETECT, k) for k in ("min_prob", "min_face_size", "detect_max_side")
 }
+
+# Files per detection batch in ``predict``, which is also the chunk of files a worker process
+# handles in one go (:mod:`agedistill.serving.predict_batch`): half the ``align`` stage's 32. A
+# chunk's transient memory grows with it (32 padded UTKFace chips peak at about 290 MB, most of
+# it the float64 summed-area table and its cumulative-sum temporaries; 16 at about 170 MB), and
+# a file's result does not depend on it (tests/integration/test_predict_batch.py).
+PREDICT_BATCH_SIZE = 16
 
 # Config keys ``predict`` needs; the ``align_*`` keys default to ``align.CROP_DEFAULTS``.
 _REQUIRED_KEYS = ("input_size", "min_age", "num_classes")
@@ -245,8 +254,10 @@ def _default_detector() -> FaceDetector:
 
 def predict_detector(model: AgeModel, detect: dict[str, Any] | None = None) -> FaceDetector:
     """The detector ``predict`` uses with ``model``: :data:`DETECT_DEFAULTS` with ``detect``'s
-    overrides, the model's border, and batches whose results are those of one-image calls."""
-    settings = {**DETECT_DEFAULTS, "pad": model.detect_pad, **(detect or {})}
+    overrides, the model's border, :data:`PREDICT_BATCH_SIZE`, and batches whose results are
+    those of one-image calls."""
+    defaults = {**DETECT_DEFAULTS, "batch_size": PREDICT_BATCH_SIZE, "pad": model.detect_pad}
+    settings = {**defaults, **(detect or {})}
     return FaceDetector(**settings, pnet_per_image=True)
 
 
@@ -363,36 +374,6 @@ def _resolve_model(model: AgeModel | str | Path | None) -> AgeModel:
     return _default_model() if model is None else load_age_model(model)
 
 
-def iter_input_files(paths: Iterable[str | Path]) -> Iterator[tuple[Path, Path | None]]:
-    """Each input file with the folder it was found under (``None`` for a file given directly).
-
-    Folders are walked recursively in sorted order; every file is tried whatever its suffix (the
-    decoder decides, as in ``align``). Hidden files and folders are skipped. A path that does not
-    exist, and a broken link in a folder, is yielded as is, so it gets an error row.
-    """
-    for p in map(Path, paths):
-        if p.is_dir():
-            for f in sorted(p.rglob("*")):
-                rel = f.relative_to(p)
-                listed = f.is_file() or (f.is_symlink() and not f.exists())
-                if listed and not any(part.startswith(".") for part in rel.parts):
-                    yield f, p
-        else:
-            yield p, None
-
-
-def _read(path: Path, max_side: int) -> tuple[Image.Image | None, float, str | None]:
-    if not path.exists():
-        return None, 1.0, "unreadable: no such file"
-    try:
-        image, scale = load_image(path, max_side=max_side)
-        return image, scale, None
-    except ImageReadError as e:
-        return None, 1.0, str(e)
-    except OSError as e:  # a folder, permissions and the like
-        return None, 1.0, f"unreadable: {e.strerror or e}"
-
-
 def predict_files(
     paths: Sequence[str | Path],
     model: AgeModel,
@@ -424,10 +405,10 @@ def predict_files(
     files = list(iter_input_files(paths))
     if progress is None:
         progress = any(base is not None for _, base in files)
-    namer = _AnnotationNamer(Path(annotate_dir)) if annotate_dir is not None else None
+    namer = AnnotationNamer(Path(annotate_dir)) if annotate_dir is not None else None
     max_side = WORK_SIDE_FACTOR * detector.detect_max_side
     for path, base in tqdm(files, desc="predict", unit="img", disable=not progress):
-        image, scale, error = _read(path, max_side)
+        image, scale, error = read_input(path, max_side)
         if image is None:
             yield ImageResult(str(path), [], error, read=False)
             continue
@@ -438,107 +419,29 @@ def predict_files(
             yield ImageResult(str(path), [], f"alignment failed: {e}")
             continue
         if namer is not None:
-            _save_annotated(annotate(image, faces, scale), namer.name(path, base))
+            save_annotated(annotate(image, faces, scale), namer.name(path, base))
         yield ImageResult(str(path), faces, None if faces else detection.error or "no face")
 
 
-def _save_annotated(image: Image.Image, out: Path) -> None:
-    try:
-        image.save(out)
-    except (OSError, ValueError) as e:  # a full disk or an odd format costs the copy, not the run
-        print(f"agedistill predict: could not write {out}: {e}", file=sys.stderr)
-
-
-class _AnnotationNamer:
-    """Output names mirroring the input layout under ``out_dir``, never overwriting each other."""
-
-    def __init__(self, out_dir: Path) -> None:
-        self.out_dir = out_dir
-        self.used: set[Path] = set()
-
-    def name(self, path: Path, base: Path | None) -> Path:
-        rel = path.relative_to(base) if base is not None else Path(path.name)
-        if rel.suffix.lower() not in Image.registered_extensions():
-            rel = rel.with_name(rel.name + ".png")  # PIL picks the format from the suffix
-        out, n = self.out_dir / rel, 1
-        while out in self.used:  # same name from two inputs: number the later one
-            out = (self.out_dir / rel).with_stem(f"{rel.stem}_{n}")
-            n += 1
-        self.used.add(out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        return out
-
-
-def annotate(
-    image: Image.Image, faces: Sequence[FacePrediction], scale: float = 1.0
-) -> Image.Image:
-    """A copy of ``image`` with each face's box and ``age ± std`` drawn.
-
-    Parameters
-    ----------
-    image : PIL.Image.Image
-        The image to draw on (a copy is returned).
-    faces : sequence of FacePrediction
-        Boxes in original-image pixels.
-    scale : float
-        ``image`` pixels per original-image pixel (``image`` may be a downscaled copy).
-    """
-    out = image.convert("RGB")  # always a copy
-    draw = ImageDraw.Draw(out)
-    line = max(2, round(max(out.size) / 400))  # visible on large photos, not heavy on small
-    font = _font(max(12, round(max(out.size) / 50)))
-    red, white = (255, 32, 32), (255, 255, 255)
-    for f in faces:
-        x0, y0, x1, y1 = (v * scale for v in (f.x, f.y, f.x + f.w, f.y + f.h))
-        draw.rectangle([x0, y0, x1, y1], outline=red, width=line)
-        label = f"{f.age:.0f}±{f.age_std:.0f}"
-        _, top, right, bottom = draw.textbbox((0, 0), label, font=font)
-        height = bottom - top + 2 * line
-        ty = y0 - height if y0 >= height else y1  # above the box, or below it at the top edge
-        draw.rectangle([x0, ty, x0 + right + 2 * line, ty + height], fill=red)
-        draw.text((x0 + line, ty + line - top), label, fill=white, font=font)
-    return out
-
-
-@lru_cache(maxsize=8)
-def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
-    try:
-        return ImageFont.load_default(size=size)
-    except (TypeError, ImportError, OSError):  # Pillow without FreeType: fixed-size bitmap font
-        return ImageFont.load_default()
-
-
-def result_rows(result: ImageResult) -> list[dict[str, Any]]:
-    """The CSV/JSON rows of one input: one per face, or one error row with empty face fields."""
-    if not result.faces:
-        empty = dict.fromkeys(FACE_FIELDS)
-        return [{"path": result.path, **empty, "error": result.error or "no face"}]
-    return [
-        {
-            "path": result.path,
-            "face": f.face,
-            "x": round(f.x, 1),
-            "y": round(f.y, 1),
-            "w": round(f.w, 1),
-            "h": round(f.h, 1),
-            "det_prob": round(f.det_prob, 5),
-            "age": round(f.age, 2),
-            "age_std": round(f.age_std, 2),
-            "error": None,
-        }
-        for f in result.faces
-    ]
-
-
 def write_csv(rows: Iterable[dict[str, Any]], stream: TextIO) -> None:
-    """Write rows under the header :data:`COLUMNS`; ``None`` becomes an empty field."""
-    writer = csv.DictWriter(stream, fieldnames=COLUMNS, lineterminator="\n")
-    writer.writeheader()
-    for row in rows:
-        writer.writerow({k: "" if row[k] is None else row[k] for k in COLUMNS})
+    """Write rows under the header :data:`COLUMNS`; ``None`` becomes an empty field.
+
+    The bytes the ``predict`` command streams to a ``.csv`` (one writer for both:
+    :class:`~agedistill.serving.predict_stream.TableWriter`).
+    """
+    _write_table(rows, stream, "csv")
 
 
 def write_json(rows: Iterable[dict[str, Any]], stream: TextIO) -> None:
-    """Write rows as a JSON list of objects with the CSV's fields (``null`` for empty)."""
-    json.dump([{k: row[k] for k in COLUMNS} for row in rows], stream, indent=1)
-    stream.write("\n")
+    """Write rows as a JSON list of objects with the CSV's fields (``null`` for empty).
+
+    One object per line, as the ``predict`` command writes a ``.json``
+    (:class:`~agedistill.serving.predict_stream.TableWriter`).
+    """
+    _write_table(rows, stream, "json")
+
+
+def _write_table(rows: Iterable[dict[str, Any]], stream: TextIO, fmt: str) -> None:
+    writer = TableWriter(stream, fmt)
+    writer.write(list(rows))
+    writer.close()  # ends the table; ``stream`` stays open

@@ -13,16 +13,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from agedistill.serving.predict import (
-    ImageResult,
-    _AnnotationNamer,
-    iter_input_files,
-    load_age_model,
-    predict_detector,
-    result_rows,
-)
+from agedistill.serving.annotate import AnnotationNamer
+from agedistill.serving.inputs import iter_input_files
+from agedistill.serving.predict import ImageResult, load_age_model, predict_detector
 from agedistill.serving.predict_batch import InputFile, default_workers, predict_batched
 from agedistill.serving.predict_stream import open_table
+from agedistill.serving.rows import result_rows
 from agedistill.serving.sharding import Shard, shard_key
 
 
@@ -67,7 +63,7 @@ def plan_inputs(
     resumed run names each copy as the full run would. The output table itself is never an
     input (it may lie in an input folder).
     """
-    namer = _AnnotationNamer(Path(opts.annotate_dir)) if opts.annotate_dir is not None else None
+    namer = AnnotationNamer(Path(opts.annotate_dir)) if opts.annotate_dir is not None else None
     own = Path(opts.out).resolve() if opts.out is not None else None
     counts = RunCounts()
     todo: list[InputFile] = []

@@ -1,7 +1,7 @@
 """Streaming ``predict`` tables: each input's rows are written and flushed as it finishes.
 
-The format follows the output file's suffix: ``.csv`` (and standard output) the CSV of
-:func:`agedistill.serving.predict.write_csv`, ``.jsonl`` JSON Lines (one object per row),
+The format follows the output file's suffix: ``.csv`` (and standard output) CSV under the header
+:data:`agedistill.serving.rows.COLUMNS`, ``.jsonl`` JSON Lines (one object per row),
 ``.json`` a JSON list with one object per line (valid JSON once the run ends; ``.jsonl`` is valid
 at every moment). All rows of one input go out in one write followed by a flush, so memory does
 not grow with the number of inputs and a killed run keeps every finished row.
@@ -10,6 +10,10 @@ Resuming (:func:`open_table` with ``resume=True``) reads the table back, drops t
 last input in it (a kill may have cut it short: it is redone) and any torn line, and returns the
 inputs whose rows remain, so the caller predicts only the others and the table ends with exactly
 one row set per input.
+
+:class:`TableWriter` is the one writer of these formats:
+:func:`agedistill.serving.predict.write_csv` and :func:`~agedistill.serving.predict.write_json`
+(a whole list of rows at once) go through it.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
-from agedistill.serving.predict import COLUMNS
+from agedistill.serving.rows import COLUMNS
 
 FORMATS = ("csv", "json", "jsonl")
 

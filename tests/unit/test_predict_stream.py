@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from agedistill.serving.predict import COLUMNS, ImageResult, result_rows, write_csv
+from agedistill.serving.predict import COLUMNS, ImageResult, result_rows, write_csv, write_json
 from agedistill.serving.predict_stream import TableError, TableWriter, open_table, read_table
 
 
@@ -69,11 +69,14 @@ def test_each_input_is_flushed_before_the_next_is_written(tmp_path: Path, suffix
     assert _as_text(_read(out)) == _as_text([r for p, n in INPUTS for r in _rows(p, n)])
 
 
-def test_csv_is_the_stable_interface(tmp_path: Path) -> None:
-    out = tmp_path / "p.csv"
+@pytest.mark.parametrize("suffix", [".csv", ".json"])
+def test_write_csv_and_write_json_write_the_streamed_table(tmp_path: Path, suffix: str) -> None:
+    # write_csv and write_json write what the command streams, byte for byte (one writer)
+    out = tmp_path / f"p{suffix}"
     _write(out)
     expected = io.StringIO()
-    write_csv([r for p, n in INPUTS for r in _rows(p, n)], expected)
+    write = write_csv if suffix == ".csv" else write_json
+    write([r for p, n in INPUTS for r in _rows(p, n)], expected)
     assert out.read_text(encoding="utf-8") == expected.getvalue()
 
 
