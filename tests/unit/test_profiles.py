@@ -32,7 +32,7 @@ def test_full_profile_makes_source_paths_absolute(repo, tmp_path, monkeypatch):
         f"{{name:'appa_real',path:'{shared}/appa_real',reader:'csv',csv:'labels.csv',"
         "test_part:'valid'}]"
     )
-    assert sets["split.test_size"] == "2000" and sets["distill.train.epochs"] == "24"
+    assert sets["split.test_size"] == "2000" and sets["distill.train.epochs"] == "20"
     assert sets["distill.mixup"] == "0.2"
 
 
