@@ -145,10 +145,20 @@ def _assign_per_source(
     owner = pd.Series(sources).groupby(gid).first()  # a group's source: that of its first row
     part = np.empty(len(df), dtype=object)
     fixed = np.zeros(len(df), dtype=bool)
-    if "source_part" in df:
-        given = df["source_part"].astype("string").fillna("").to_numpy()
-        for src, value in opts.test_parts.items():
-            fixed |= (sources == src) & (given == value)
+    given = (
+        df["source_part"].astype("string").fillna("").to_numpy()
+        if "source_part" in df
+        else np.full(len(df), "", dtype=object)
+    )
+    for src, value in opts.test_parts.items():
+        rows = (sources == src) & (given == value)
+        if not rows.any():  # a typo would otherwise leave the source without a test part
+            found = sorted(set(given[sources == src]) - {""})
+            raise SplitError(
+                f"source {src!r}: no row has test_part {value!r} in its table's split column "
+                f"(found {found or 'no split column'})"
+            )
+        fixed |= rows
     if opts.holdout is not None:
         fixed |= sources == opts.holdout
     fixed_groups = set(gid[fixed].tolist())

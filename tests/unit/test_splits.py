@@ -133,3 +133,14 @@ def test_ages_out_of_range_are_clipped_or_dropped() -> None:
     assert kept["age"].tolist() == [0, 50, 100]
     assert dropped["age"].tolist() == [-1, 116]
     assert (dropped["reason"] == "age outside [0, 100]").all()
+
+
+def test_a_test_part_that_matches_no_row_is_an_error_not_an_empty_test_part() -> None:
+    df = manifest(200).assign(source_part="train")
+    df.loc[:49, "source_part"] = "valid"
+    out = make_split(df, test_parts={"src": "valid"})
+    assert (out.loc[:49, "split"] == "test").all() and (out.loc[50:, "split"] != "test").all()
+    with pytest.raises(SplitError, match=r"test_part 'validation'.*found \['train', 'valid'\]"):
+        make_split(df, test_parts={"src": "validation"})
+    with pytest.raises(SplitError, match="no split column"):
+        make_split(manifest(200), test_parts={"src": "valid"})
