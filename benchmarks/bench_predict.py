@@ -5,10 +5,12 @@ always gets the quieter minute; the headline figures are medians over repeats):
 
 * ``chips``: ``--n`` UTKFace chips (a seeded sample): the new ``predict`` (``run_predict``, CSV
   written, ``--workers``), the ``align`` stage (``align_with_params`` with ``params.yaml``'s
-  ``align`` section, crops written) and, on the first ``--old-n`` of them, the old path: today's
-  ``predict_files`` loop (one file, one MTCNN call, one model call at a time) with its defaults
-  (``min_face_size`` 20, torch's default threads), rows kept and written at the end. Start-up
-  (model and detector loading, worker processes) is inside every timing;
+  ``align`` section, crops written) and, on the first ``--old-n`` of them, the old path: the
+  ``predict`` command of the release before issue 22 (``--old-ref``, unpacked with ``git
+  archive`` and run in its own process: one file, one MTCNN call, one model call at a time,
+  ``min_face_size`` 20, torch's default threads, rows written at the end), with the same model
+  file. Start-up (model and detector loading, worker processes) is inside every timing; Python's
+  imports are not;
 * ``photos``: every ``--photo-step``-th file of ``--photos`` (real photos, group shots, PNGs,
   non-images), new vs old;
 * ``memory``: the ``predict`` command in a subprocess over the first ``--rss-sizes`` files of the
@@ -43,15 +45,14 @@ from typing import Any
 import torch
 
 from agedistill.config import AlignParams, load_params
-from agedistill.faces.align import FaceDetector
 from agedistill.faces.align_dataset import SourceSpec, align_with_params
 from agedistill.pipeline.machine import cpu_name
 from agedistill.pipeline.outputs import write_json
-from agedistill.serving.predict import iter_input_files, load_age_model, predict_files, result_rows
+from agedistill.serving.predict import default_model_path, iter_input_files
 from agedistill.serving.predict_run import PredictOptions, run_predict
 
-# the old path's defaults (before one DetectSettings for align and predict)
-OLD_DETECT = {"min_prob": 0.95, "min_face_size": 20, "detect_max_side": 640}
+# the release before issue 22 (batched, parallel, streaming predict): "old predict"
+OLD_REF = "b39d0e1"
 
 
 def sample_files(folder: Path, n: int, seed: int) -> list[Path]:
@@ -81,17 +82,35 @@ def new_predict(folder: Path, out: Path, workers: int) -> None:
     assert code == 0
 
 
-def old_predict(files: list[Path], out: Path) -> None:
-    """Today's path before this change: one file at a time, rows written at the end."""
-    model = load_age_model()
-    detector = FaceDetector(**OLD_DETECT, pad=model.detect_pad)
-    rows = [row for r in predict_files(files, model, detector, progress=False) for row in
-            result_rows(r)]  # fmt: skip
-    import csv
+def released_code(ref: str, dest: Path) -> Path:
+    """The ``agedistill`` package of commit ``ref`` (``git archive``), unpacked in ``dest``."""
+    dest.mkdir(parents=True, exist_ok=True)
+    archive = subprocess.run(["git", "archive", ref, "agedistill"], check=True,
+                             capture_output=True).stdout  # fmt: skip
+    subprocess.run(["tar", "-x", "-C", str(dest)], input=archive, check=True)
+    return dest
 
-    with open(out, "w", newline="") as f:
-        csv.DictWriter(f, fieldnames=list(rows[0])).writeheader()
-        csv.DictWriter(f, fieldnames=list(rows[0])).writerows(rows)
+
+OLD_RUN = """
+import sys, time
+sys.path.insert(0, sys.argv[1])
+from agedistill.cli import main
+files = open(sys.argv[2]).read().split("\\n")
+start = time.perf_counter()
+code = main(["predict", *files, "--out", sys.argv[3], "--no-progress", "--model", sys.argv[4]])
+print(time.perf_counter() - start)
+sys.exit(code)
+"""
+
+
+def old_predict(files: list[Path], out: Path, code: Path, model: Path) -> float:
+    """Images/s of the released ``predict`` (the package in ``code``) on ``files``, with its
+    defaults, in a fresh process; timed from its ``main`` call (after Python's imports)."""
+    listing = out.with_suffix(".files")
+    listing.write_text("\n".join(str(f) for f in files))
+    proc = subprocess.run([sys.executable, "-c", OLD_RUN, str(code), str(listing), str(out),
+                           str(model)], check=True, capture_output=True, text=True)  # fmt: skip
+    return len(files) / float(proc.stdout.split()[-1])
 
 
 def align_stage(folder: Path, crops: Path, p: AlignParams, n: int) -> None:
@@ -225,6 +244,7 @@ def main() -> None:
     ap.add_argument("--blocks", nargs="+", choices=["chips", "photos", "memory"],
                     default=["chips", "photos", "memory"], help="what to measure")  # fmt: skip
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--old-ref", default=OLD_REF, help="commit whose predict is the old path")
     ap.add_argument("--params", default="params.yaml")
     ap.add_argument("--out", type=Path, default=Path("results/benchmarks/bench_predict.json"))
     args = ap.parse_args()
@@ -243,7 +263,7 @@ def main() -> None:
             "workers": args.workers, "repeats": args.repeats,
             "align_params": {k: getattr(p, k) for k in ("min_face_size", "batch_size", "workers",
                                                         "threads")},
-            "old_path_detect": OLD_DETECT,
+            "old_path_code": args.old_ref,
         }  # fmt: skip
         write_json(results, args.out)
         figure(results, args.out.with_suffix(".png"))
@@ -257,6 +277,8 @@ def main() -> None:
             link.parent.mkdir(parents=True, exist_ok=True)
             link.symlink_to(f.resolve())
         counter = iter(range(10**6))
+        old_code = released_code(args.old_ref, tmp / "old_code")
+        model = default_model_path()  # the same model file for the old and the new path
 
         def fresh(name: str) -> Path:
             return tmp / f"{name}_{next(counter)}"
@@ -267,8 +289,8 @@ def main() -> None:
                     folder, fresh("crops"), p, len(chips))),
                 "new predict": lambda: rate(len(chips), lambda: new_predict(
                     folder, fresh("new").with_suffix(".csv"), args.workers)),
-                "old predict": lambda: rate(len(old_chips), lambda: old_predict(
-                    old_chips, fresh("old").with_suffix(".csv"))),
+                "old predict": lambda: old_predict(
+                    old_chips, fresh("old").with_suffix(".csv"), old_code, model),
             }  # fmt: skip
             runs = side_by_side(chip_runs, args.repeats, "chips")
             ratio_align = [
@@ -290,8 +312,8 @@ def main() -> None:
             photo_runs = {
                 "new predict": lambda: rate(len(photos), lambda: new_predict(
                     photo_dir, fresh("pnew").with_suffix(".csv"), args.workers)),
-                "old predict": lambda: rate(len(photos), lambda: old_predict(
-                    photos, fresh("pold").with_suffix(".csv"))),
+                "old predict": lambda: old_predict(
+                    photos, fresh("pold").with_suffix(".csv"), old_code, model),
             }  # fmt: skip
             pruns = side_by_side(photo_runs, args.repeats, "photos")
             pratio = [

@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 from torch.nn.functional import interpolate
 
-from agedistill.faces.align import _area_crops, summed_area_table
+from agedistill.faces.align import _area_crops, summed_area_table, table_dtype
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +44,32 @@ def test_whole_image_pyramid_level_equals_interpolate(images):
     assert torch.allclose(level, interpolate(images, size=(43, 57), mode="area"), atol=1e-3)
 
 
-def test_large_images_get_an_exact_wider_table():
-    img = torch.full((1, 1, 1100, 1100), 255.0)
-    table = summed_area_table(img)
-    assert table.dtype == torch.float64 and table[0, 0, -1, -1] == 255 * 1100 * 1100
+def test_table_is_exact_integer_sums_channels_last(images):
+    table = summed_area_table(images)
+    assert table.dtype == torch.int32 and table.shape == (3, 121, 161, 3)
+    expected = images.permute(0, 2, 3, 1).double().sum(dim=(1, 2))  # (B, C) whole-image sums
+    assert torch.equal(table[:, -1, -1].double(), expected)
+    assert torch.equal(summed_area_table(images.to(torch.uint8)), table)  # uint8 input: same
+
+
+def test_large_images_get_a_wider_integer_table():
+    assert table_dtype(2900, 2900) == torch.int32  # 255 * 8.41 M < 2**31
+    assert table_dtype(2901, 2903) == torch.int64
+    img = torch.full((1, 1, 1100, 1100), 255, dtype=torch.uint8)
+    assert summed_area_table(img)[0, -1, -1, 0] == 255 * 1100 * 1100
+
+
+def test_crops_are_float32_division_of_exact_sums(images):
+    """Each value is sum / area rounded once: float64 area interpolation rounded to float32."""
+    table = summed_area_table(images)
+    boxes = torch.tensor([[0, 0, 160, 120], [5, 7, 101, 99], [30, 2, 31, 3]])
+    crops = _area_crops(table, torch.tensor([0, 1, 2]), boxes, 24)
+    for k, (x1, y1, x2, y2) in enumerate(boxes.tolist()):
+        ref = interpolate(images[k : k + 1, :, y1:y2, x1:x2].double(), size=24, mode="area")
+        assert torch.equal(crops[k : k + 1], ref.float())
+
+
+def test_no_boxes_give_an_empty_batch_of_crops(images):
+    table = summed_area_table(images)
+    crops = _area_crops(table, torch.zeros(0, dtype=torch.long), torch.zeros((0, 4)), 48)
+    assert crops.shape == (0, 3, 48, 48) and crops.dtype == torch.float32
