@@ -15,7 +15,8 @@ Robustness rules (a bad file never stops the stage; every input gets a status):
   neighbours (facenet-pytorch issues #176, #224).
 
 Speed: same-size images share one cascade call; R-Net and O-Net run channels-last on batches
-padded to a few fixed sizes, and their input crops are area-resampled from a summed-area table.
+padded to a few fixed sizes; the pyramid and every crop are area-resampled from one integer
+summed-area table per batch (exact sums, one rounding per pixel).
 """
 
 from __future__ import annotations
