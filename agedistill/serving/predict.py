@@ -64,9 +64,9 @@ DETECT_DEFAULTS: dict[str, Any] = {
 
 # Files per detection batch in ``predict``, which is also the chunk of files a worker process
 # handles in one go (:mod:`agedistill.serving.predict_batch`): half the ``align`` stage's 32. A
-# chunk's transient memory grows with it (32 padded UTKFace chips peak at about 290 MB, most of
-# it the float64 summed-area table and its cumulative-sum temporaries; 16 at about 170 MB), and
-# a file's result does not depend on it (tests/integration/test_predict_batch.py).
+# chunk's transient memory grows with it (the summed-area table and the crops of every image in
+# it: docs/predict.md), and a file's result does not depend on it
+# (tests/integration/test_predict_batch.py).
 PREDICT_BATCH_SIZE = 16
 
 # Config keys ``predict`` needs; the ``align_*`` keys default to ``align.CROP_DEFAULTS``.
