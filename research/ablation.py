@@ -37,6 +37,8 @@ class Workspace:
     split: Path = Path("data/split")
     class_teacher: Path = Path("models/class_teacher.pt")
     rank_teacher: Path = Path("models/rank_teacher.pt")
+    student: Path = Path("models/student.pt")
+    distill_metrics: Path = Path("metrics/distill.json")
 
     @classmethod
     def of(cls, folder: Path) -> Workspace:
@@ -171,6 +173,37 @@ def _train_and_score(job: tuple[Workspace, str, int, Path, int]) -> dict[str, An
                   "test": test_score(model_file, test, params.evaluate.cs_max)}  # fmt: skip
         run.log_metrics({f"test_{k}": v for k, v in result["test"].items()})
     path = out / "runs" / f"{name}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=2) + "\n")
+    return result
+
+
+def adopt_pipeline_student(ws: Workspace, out: Path) -> dict[str, Any]:
+    """Score the pipeline's own distilled student as the ablation run its params make it.
+
+    The ``distill`` stage trains exactly one ablation run: the variant its ``kd_weight`` and
+    ``hint_weight`` select, at its ``seed``, on the same teachers. Adopting it saves training that
+    run again; it differs from a ``run`` of the grid only in its torch threads (the float rounding
+    of its steps). Refuses when the params match no variant or the run already exists.
+    """
+    from agedistill.config import load_params
+    from agedistill.data.tables import load_table
+
+    params = load_params(ws.params)
+    d = params.distill
+    weights = {"kd_weight": d.kd_weight, "hint_weight": d.hint_weight}
+    variant = next((v for v, w in VARIANTS.items() if w == weights), None)
+    if variant is None:
+        raise ValueError(f"{ws.params}: distill weights {weights} are no ablation variant")
+    path = out / "runs" / f"{run_name(variant, d.train.seed)}.json"
+    if path.exists():
+        raise FileExistsError(f"{path}: that run exists; delete it to adopt the pipeline's")
+    check_teachers(out, ws.digests())
+    test = load_table(ws.split / "test.csv", ws.crops, params.student.input_size)
+    result = {"variant": variant, "seed": d.train.seed,
+              "fit": json.loads(ws.distill_metrics.read_text()), "teachers": ws.digests(),
+              "adopted": {"model": str(ws.student), "threads": d.train.threads},
+              "test": test_score(ws.student, test, params.evaluate.cs_max)}  # fmt: skip
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result, indent=2) + "\n")
     return result

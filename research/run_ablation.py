@@ -3,6 +3,7 @@
     agedistill exp profiles/full.yaml -n full       # the pipeline, in the workspace
     python -m research.run_ablation run --jobs 2    # soft / hint / both (and none) x seeds 0 1 2
     python -m research.run_ablation table           # results/research/ablation/ablation.*
+    python -m research.run_ablation adopt           # the pipeline's own student as its run
 
 A probe of one distillation knob on the same teachers (its own --out and --metrics):
 
@@ -21,6 +22,7 @@ from pathlib import Path
 from research.ablation import (
     VARIANTS,
     Workspace,
+    adopt_pipeline_student,
     class_teacher_score,
     format_table,
     plot_table,
@@ -32,7 +34,7 @@ from research.ablation import (
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("cmd", choices=["run", "table"])
+    ap.add_argument("cmd", choices=["run", "table", "adopt"])
     ap.add_argument("--workspace", type=Path, default=Path("."), help="a finished pipeline")
     ap.add_argument("--out", type=Path, default=Path("ablation"), help="models and run results")
     ap.add_argument("--variants", nargs="+", default=["both", "soft", "hint", "none"],
@@ -47,6 +49,8 @@ def main() -> None:
     ws = Workspace.of(args.workspace)
     if args.set or (args.out / "params.yaml").exists():  # a probe folder keeps its params
         ws = with_overrides(ws, args.set, args.out)
+    if args.cmd == "adopt":
+        adopt_pipeline_student(ws, args.out)
     if args.cmd == "run":
         run_grid(ws, args.variants, args.seeds, args.out, args.jobs, args.threads)
     teacher = class_teacher_score(ws)
