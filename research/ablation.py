@@ -183,30 +183,65 @@ def adopt_pipeline_student(ws: Workspace, out: Path) -> dict[str, Any]:
 
     The ``distill`` stage trains exactly one ablation run: the variant its ``kd_weight`` and
     ``hint_weight`` select, at its ``seed``, on the same teachers. Adopting it saves training that
-    run again; it differs from a ``run`` of the grid only in its torch threads (the float rounding
-    of its steps). Refuses when the params match no variant or the run already exists.
+    run again; it differs from a ``run`` of the grid in its torch threads (the float rounding of
+    its steps) and in not being logged to MLflow as stage ``ablation`` (the pipeline logged it as
+    ``distill``). Refuses unless the workspace's ``dvc.lock`` shows the student built by one
+    process from exactly these ``distill`` params, and when the run exists or is in flight.
     """
-    from agedistill.config import load_params
+    from agedistill.config import load_params, raw_params
     from agedistill.data.tables import load_table
+    from agedistill.training.checkpoints import file_digest
 
+    ws.check()
+    _check_built_from_params(ws)
     params = load_params(ws.params)
     d = params.distill
     weights = {"kd_weight": d.kd_weight, "hint_weight": d.hint_weight}
     variant = next((v for v, w in VARIANTS.items() if w == weights), None)
     if variant is None:
         raise ValueError(f"{ws.params}: distill weights {weights} are no ablation variant")
-    path = out / "runs" / f"{run_name(variant, d.train.seed)}.json"
-    if path.exists():
-        raise FileExistsError(f"{path}: that run exists; delete it to adopt the pipeline's")
+    name = run_name(variant, d.train.seed)
+    path = out / "runs" / f"{name}.json"
+    if path.exists() or (out / "checkpoints" / name).exists():
+        raise FileExistsError(f"{path}: that run exists or is in flight; delete it (and "
+                              f"{out / 'checkpoints' / name}) to adopt the pipeline's")  # fmt: skip
     check_teachers(out, ws.digests())
     test = load_table(ws.split / "test.csv", ws.crops, params.student.input_size)
     result = {"variant": variant, "seed": d.train.seed,
               "fit": json.loads(ws.distill_metrics.read_text()), "teachers": ws.digests(),
-              "adopted": {"model": str(ws.student), "threads": d.train.threads},
+              "adopted": {"model": str(ws.student), "sha256": file_digest(ws.student),
+                          "threads": raw_params(ws.params)["distill"]["train"]["threads"]},
               "test": test_score(ws.student, test, params.evaluate.cs_max)}  # fmt: skip
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result, indent=2) + "\n")
     return result
+
+
+def _check_built_from_params(ws: Workspace) -> None:
+    """Fail unless ``dvc.lock`` records the student file as built, in one process, from the
+    ``distill`` params now in ``ws.params``."""
+    import hashlib
+
+    import yaml
+
+    from agedistill.config import raw_params
+
+    lock_file = ws.params.parent / "dvc.lock"
+    if not lock_file.exists():
+        raise FileNotFoundError(f"{lock_file}: missing; adopt reads a finished pipeline's lock")
+    stage = (yaml.safe_load(lock_file.read_text()).get("stages") or {}).get("distill")
+    if stage is None:
+        raise ValueError(f"{lock_file}: no distill stage; run the pipeline first (dvc repro)")
+    locked = stage.get("params", {}).get(ws.params.name, {})
+    if locked.get("distill") != raw_params(ws.params).get("distill"):
+        raise ValueError(f"{ws.params}: distill params differ from those {lock_file} built "
+                         "the student with; run dvc repro first")  # fmt: skip
+    if (locked.get("distributed") or {}).get("nproc", 1) != 1:
+        raise ValueError(f"{lock_file}: the student was trained data-parallel; no grid run is")
+    student = ws.student.relative_to(ws.params.parent).as_posix()
+    md5 = next((o["md5"] for o in stage.get("outs", []) if o["path"] == student), None)
+    if md5 != hashlib.md5(ws.student.read_bytes()).hexdigest():
+        raise ValueError(f"{ws.student}: not the file {lock_file} records; run dvc repro first")
 
 
 def run_grid(

@@ -47,6 +47,8 @@ def main() -> None:
                     help="change a distill param for these runs (repeatable)")  # fmt: skip
     args = ap.parse_args()
     ws = Workspace.of(args.workspace)
+    if args.cmd == "adopt" and (args.set or (args.out / "params.yaml").exists()):
+        ap.error("adopt takes the pipeline's own params: no --set, and no probe's --out folder")
     if args.set or (args.out / "params.yaml").exists():  # a probe folder keeps its params
         ws = with_overrides(ws, args.set, args.out)
     if args.cmd == "adopt":

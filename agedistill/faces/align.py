@@ -237,11 +237,12 @@ class _FixedShapes(torch.nn.Module):
     Channels-last convolutions and max-pools run about twice as fast on CPU (oneDNN), but oneDNN
     compiles a kernel for every new input shape, and R-Net/O-Net see a different number of
     candidate boxes on every call. Padding the batch bounds the shapes to a handful. The networks
-    have no batch-coupled layers, so the outputs are those of the plain network.
+    have no batch-coupled layers, so a row's outputs do not depend on the other rows, up to the
+    float rounding of the algorithm oneDNN picks for the padded size.
 
-    A step of 16 keeps the padding small and the outputs bit for bit those of any other multiple
-    of 16; at multiples of 8 that are not of 16 oneDNN picks another algorithm and the last float
-    bits move.
+    A step of 16 keeps the padding small; on the project's CPU (oneDNN of torch 2.14) the outputs
+    at every multiple of 16 were bit for bit those at multiples of 64, while at multiples of 8
+    that are not of 16 oneDNN picked another algorithm and the last float bits moved.
     """
 
     def __init__(self, net: torch.nn.Module, step: int = 16) -> None:
@@ -252,7 +253,9 @@ class _FixedShapes(torch.nn.Module):
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         n = len(x)
         padded = -(-n // self.step) * self.step
-        x = torch.cat([x, x.new_zeros((padded - n, *x.shape[1:]))]) if padded > n else x
+        if padded > n:
+            pad = x.new_zeros((padded - n, *x.shape[1:]))
+            x = torch.cat([x, pad.contiguous(memory_format=torch.channels_last)])
         out = self.net(x.contiguous(memory_format=torch.channels_last))
         return tuple(o[:n] for o in out)
 
@@ -545,7 +548,8 @@ def _propose(
     for scale in _pyramid(h, w, min_size, factor):
         size = (int(h * scale + 1), int(w * scale + 1))
         resized = _area_crops(table, torch.arange(n, device=dev), whole, size)  # = interpolate
-        reg, probs = pnet(_normalized(resized).contiguous())  # the align stage's layout
+        x = _normalized(resized)  # channels last, as _PerImage runs it
+        reg, probs = pnet(x if isinstance(pnet, _PerImage) else x.contiguous())  # align: NCHW
         b, i = generateBoundingBox(reg, probs[:, 1], scale, threshold)
         keep = batched_nms(b[:, :4], b[:, 4], i, 0.5)
         boxes.append(b[keep])
@@ -570,8 +574,11 @@ def summed_area_table(imgs: torch.Tensor) -> torch.Tensor:
     dtype = table_dtype(h, w)
     table = torch.zeros((b, h + 1, w + 1, c), dtype=dtype, device=imgs.device)
     pixels = imgs.permute(0, 2, 3, 1).to(dtype)  # a view for NHWC data (decoded images are)
+    if imgs.is_cuda:  # one kernel for the whole table
+        table[:, 1:, 1:] = pixels.cumsum(2, dtype=dtype).cumsum(1, dtype=dtype)
+        return table
     table[:, 1:, 1:] = pixels.cumsum(2, dtype=dtype)
-    for y in range(2, h + 1):  # whole-row adds: faster than a cumsum over dim 1 in this layout
+    for y in range(2, h + 1):  # whole-row adds: faster on CPU than a cumsum over dim 1 here
         table[:, y].add_(table[:, y - 1])
     return table
 

@@ -29,12 +29,38 @@ def test_the_pipeline_student_becomes_the_run_its_params_name(pipeline, tmp_path
         adopt_pipeline_student(ws, tmp_path / "grid")
 
 
-def test_params_that_are_no_variant_are_refused(pipeline, tmp_path):
+def test_params_the_lock_did_not_build_the_student_with_are_refused(pipeline, tmp_path):
+    dst, _ = pipeline
+    ws = Workspace.of(dst)
+    original = ws.params.read_text()
+    raw = yaml.safe_load(original)
+    raw["distill"]["temperature"] = raw["distill"]["temperature"] + 1.0  # edited, not reproduced
+    try:
+        ws.params.write_text(yaml.safe_dump(raw))
+        with pytest.raises(ValueError, match="differ from those"):
+            adopt_pipeline_student(ws, tmp_path / "grid")
+    finally:
+        ws.params.write_text(original)
+    assert not (tmp_path / "grid").exists()
+
+
+def test_a_student_file_the_lock_does_not_record_is_refused(pipeline, tmp_path):
+    dst, _ = pipeline
+    ws = Workspace.of(dst)
+    other = Workspace(**{**ws.__dict__, "student": dst / "models/class_teacher.pt"})
+    with pytest.raises(ValueError, match="not the file"):
+        adopt_pipeline_student(other, tmp_path / "grid")
+
+
+def test_weights_that_are_no_variant_are_refused(pipeline, tmp_path, monkeypatch):
+    import research.ablation as ablation
+
     dst, _ = pipeline
     raw = yaml.safe_load((dst / "params.yaml").read_text())
     raw["distill"]["kd_weight"] = 0.5
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
     ws = Workspace(**{**Workspace.of(dst).__dict__, "params": tmp_path / "params.yaml"})
+    monkeypatch.setattr(ablation, "_check_built_from_params", lambda ws: None)
     with pytest.raises(ValueError, match="no ablation variant"):
         adopt_pipeline_student(ws, tmp_path / "grid")
     assert not (tmp_path / "grid").exists()

@@ -73,3 +73,36 @@ def test_no_boxes_give_an_empty_batch_of_crops(images):
     table = summed_area_table(images)
     crops = _area_crops(table, torch.zeros(0, dtype=torch.long), torch.zeros((0, 4)), 48)
     assert crops.shape == (0, 3, 48, 48) and crops.dtype == torch.float32
+
+
+@pytest.mark.parametrize("h, w", [(1, 1), (1, 7), (9, 1), (120, 160)])
+def test_every_cell_of_the_table_is_the_sum_above_and_left_of_it(images, h, w):
+    imgs = images[:, :, :h, :w]
+    table = summed_area_table(imgs)
+    ref = imgs.permute(0, 2, 3, 1).double().cumsum(1).cumsum(2)
+    assert table.shape == (3, h + 1, w + 1, 3)
+    assert not table[:, 0].any() and not table[:, :, 0].any()
+    assert torch.equal(table[:, 1:, 1:].double(), ref)
+
+
+def test_crops_come_channels_last_and_the_plain_pnet_gets_its_default_layout(images):
+    """R-Net / O-Net / predict's P-Net run channels-last; the align stage's P-Net sees NCHW
+    memory, as its crops were computed with (another layout moves the last float bits)."""
+    from facenet_pytorch import MTCNN
+
+    from agedistill.faces.align import _propose
+
+    table = summed_area_table(images)
+    crops = _area_crops(table, torch.arange(3), torch.tensor([[0, 0, 50, 50]]).expand(3, 4), 24)
+    assert crops.is_contiguous(memory_format=torch.channels_last)
+    pnet = MTCNN(device="cpu").pnet.eval()
+    seen = []
+
+    class Recording(torch.nn.Module):
+        def forward(self, x):
+            seen.append(x.is_contiguous())
+            return pnet(x)
+
+    with torch.inference_mode():
+        _propose(table, Recording(), 40.0, 0.709, 0.6)
+    assert seen and all(seen)
