@@ -29,12 +29,14 @@ def _parser() -> argparse.ArgumentParser:
     pred.add_argument(
         "--model", help="model file, or an exported .onnx (default: the shipped student)"
     )
-    pred.add_argument("--out", help="preds.csv, preds.json or preds.jsonl (default: CSV on stdout)")
+    pred.add_argument(
+        "--out", help="preds.csv, preds.json or preds.jsonl, nothing else (default: CSV on stdout)"
+    )
     pred.add_argument("--annotate", metavar="DIR", help="write images with boxes and ages here")
     pred.add_argument(
         "--flip", action="store_true", help="also read each face mirrored and average (slower)"
     )
-    # detection defaults: agedistill.faces.align.DETECT, shared with align (None = use them)
+    # detection defaults: agedistill.faces.detection.DETECT, shared with align (None = use them)
     pred.add_argument("--min-prob", type=float, help="detection probability floor (0.95)")
     pred.add_argument("--min-face-size", type=int, help="MTCNN's smallest face in px (40)")
     pred.add_argument("--detect-max-side", type=int, help="detect on a copy this large (640)")
@@ -171,8 +173,9 @@ def _missing_pipeline_packages(command: str) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``agedistill`` command; returns the exit code.
 
-    Exit codes: 0 success; 1 ``predict`` could read none of its inputs; 2 usage error or an
-    unusable ``--model`` file (one line on stderr naming the file and the problem).
+    Exit codes: 0 success; 1 ``predict`` could read none of its inputs; 2 usage error, an
+    unusable ``--model`` file or an ``--out`` predict cannot write (one line on stderr naming the
+    file and the problem).
     """
     args = _parser().parse_args(argv)
     missing = _missing_pipeline_packages(args.command)

@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from agedistill.faces.align import DETECT
+from agedistill.faces.detection import DETECT
 from agedistill.models.nets import stage_sides
 
 PosInt = Annotated[int, Field(gt=0)]
@@ -83,13 +83,13 @@ class AlignParams(_Strict):
 
     size: PosInt = 64
     margin: Annotated[float, Field(ge=-0.25, le=1.0)] = 0.0
-    template: Literal["arcface", "utkface"] = "utkface"  # crop framing (faces.align.TEMPLATES)
-    # detection defaults: agedistill.faces.align.DETECT, shared with ``predict``
+    template: Literal["arcface", "utkface"] = "utkface"  # crop framing (faces.geometry.TEMPLATES)
+    # detection defaults: agedistill.faces.detection.DETECT, shared with ``predict``
     min_prob: Fraction = DETECT.min_prob
     min_face_size: PosInt = DETECT.min_face_size
     select: Literal["largest", "central"] = "largest"
     detect_max_side: PosInt = DETECT.detect_max_side
-    # black border around images for MTCNN (x longer side); see FaceDetector
+    # black border around images for MTCNN (x longer side); see faces.mtcnn.MtcnnDetector
     detect_pad: Annotated[float, Field(ge=0, le=1)] = DETECT.pad
     batch_size: PosInt = DETECT.batch_size
     workers: Annotated[int, Field(ge=0)] = 2

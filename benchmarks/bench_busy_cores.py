@@ -27,9 +27,10 @@ from pathlib import Path
 
 import torch
 
-from agedistill.faces.align import FaceDetector
+from agedistill.faces.mtcnn import MtcnnDetector
 from agedistill.pipeline.machine import cpu_name
-from agedistill.serving.predict import DETECT_DEFAULTS, load_age_model, predict_files
+from agedistill.serving.loading import load_age_model
+from agedistill.serving.predict import DETECT_DEFAULTS, predict_files
 
 REPO = Path(__file__).resolve().parents[1]
 HELDOUT = REPO / "tests" / "data" / "utkface_heldout.csv"
@@ -76,7 +77,7 @@ def main() -> None:
     cores = os.cpu_count() or 1
     default = torch.get_num_threads()
     settings = {f"{default} threads (default)": default, "1 thread": 1}
-    model, detector = load_age_model(), FaceDetector(**DETECT_DEFAULTS)
+    model, detector = load_age_model(), MtcnnDetector(**DETECT_DEFAULTS)
 
     result: dict = {
         "when": datetime.now(UTC).isoformat(timespec="seconds"),

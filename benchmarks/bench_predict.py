@@ -48,7 +48,8 @@ from agedistill.config import AlignParams, load_params
 from agedistill.faces.align_dataset import SourceSpec, align_with_params
 from agedistill.pipeline.machine import cpu_name
 from agedistill.pipeline.outputs import write_json
-from agedistill.serving.predict import default_model_path, iter_input_files
+from agedistill.serving.inputs import iter_input_files
+from agedistill.serving.loading import default_model_path
 from agedistill.serving.predict_run import PredictOptions, run_predict
 
 # the release before issue 22 (batched, parallel, streaming predict): "old predict"

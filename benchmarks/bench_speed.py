@@ -39,7 +39,10 @@ import numpy as np
 import torch
 from PIL import Image
 
-from agedistill.faces.align import FaceDetector, ImageReadError, align_face, load_image, model_crop
+from agedistill.faces.decode import ImageReadError, load_image
+from agedistill.faces.detection import model_crop
+from agedistill.faces.geometry import align_face
+from agedistill.faces.mtcnn import MtcnnDetector
 from agedistill.models.files import load_model
 from agedistill.models.inputs import normalize
 from agedistill.models.ordinal import age_std, expected_age
@@ -136,7 +139,7 @@ def photo_files(photos: Path) -> list[Path]:
 
 @torch.inference_mode()
 def end_to_end(
-    photos: list[Path], detector: FaceDetector, models: dict[str, tuple[Callable, dict]]
+    photos: list[Path], detector: MtcnnDetector, models: dict[str, tuple[Callable, dict]]
 ) -> dict[str, Any]:
     """Per-photo wall time: decode + detect once, then align + forward for each model."""
     work_side = WORK_SIDE_FACTOR * detector.detect_max_side
@@ -186,8 +189,8 @@ def onnx_vs_torch(
     """The student exported to ONNX and run by ONNX Runtime, timed in turns with PyTorch."""
     import onnxruntime as ort
 
+    from agedistill.serving.age_model import AgeModel
     from agedistill.serving.export import INPUT_NAME, OUTPUT_NAMES, export_onnx, torch_outputs
-    from agedistill.serving.predict import AgeModel
 
     age_model = AgeModel(model, config, Path(args.models) / "student.pt")
     with tempfile.TemporaryDirectory() as tmp:
@@ -278,7 +281,7 @@ def main() -> None:
     result["models"] = speeds(models, inputs, args.batch_repeats, args.single_calls)
     student, config = loaded["student"]
     result["student_runtimes"] = onnx_vs_torch(student, config, faces, args.threads, args)
-    detector = FaceDetector(**DETECT_DEFAULTS)
+    detector = MtcnnDetector(**DETECT_DEFAULTS)
     result["detection"] = dict(
         DETECT_DEFAULTS, work_side=WORK_SIDE_FACTOR * detector.detect_max_side
     )

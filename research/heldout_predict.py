@@ -24,7 +24,8 @@ import pandas as pd
 
 from agedistill.evaluation.metrics import mae
 from agedistill.pipeline.outputs import write_json
-from agedistill.serving.predict import load_age_model, predict_detector, predict_files
+from agedistill.serving.loading import load_age_model
+from agedistill.serving.predict import predict_detector, predict_files
 
 TESTS_DATA = Path(__file__).resolve().parents[1] / "tests" / "data"
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"

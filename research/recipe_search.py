@@ -34,7 +34,7 @@ from tqdm import tqdm
 
 from agedistill.config import AgeLossParams, ModelParams, TrainParams, load_params
 from agedistill.data.tables import FaceTable
-from agedistill.faces.align import align_face
+from agedistill.faces.geometry import align_face
 from agedistill.pipeline.outputs import write_json
 from agedistill.training.recipes import train_classifier
 from research.ablation import test_score

@@ -19,10 +19,10 @@ import agedistill
 
 try:
     from agedistill.models.files import load_model
-    from agedistill.serving.predict import load_age_model
+    from agedistill.serving.loading import load_age_model
 except ImportError:
     from agedistill.models.files import load_model
-    from agedistill.serving.predict import load_age_model
+    from agedistill.serving.loading import load_age_model
 print("code:", agedistill.__file__)
 for pt in sorted(Path(sys.argv[1]).glob("*.pt")):
     model, config = load_model(pt)

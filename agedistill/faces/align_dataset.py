@@ -16,17 +16,10 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from agedistill.config import AlignParams
-from agedistill.faces.align import (
-    DETECT,
-    Detection,
-    Face,
-    FaceDetector,
-    ImageReadError,
-    align_face,
-    load_image,
-    select_face,
-    torch_threads,
-)
+from agedistill.faces.decode import ImageReadError, load_image
+from agedistill.faces.detection import DETECT, Detection, Face, torch_threads
+from agedistill.faces.geometry import align_face, select_face
+from agedistill.faces.mtcnn import MtcnnDetector
 from agedistill.faces.sources import Record, make_reader
 
 MANIFEST_COLUMNS = [
@@ -101,7 +94,7 @@ class _AlignChunks(Dataset):
     reject row. The parent names and writes crops in input order.
     """
 
-    def __init__(self, chunks: list[Sequence], detector: FaceDetector, max_side: int,
+    def __init__(self, chunks: list[Sequence], detector: MtcnnDetector, max_side: int,
                  shape: _CropShape) -> None:  # fmt: skip
         self.chunks, self.detector, self.max_side, self.shape = chunks, detector, max_side, shape
 
@@ -149,10 +142,11 @@ def align_dataset(
         Crops are written here as ``<index>.png`` (index = manifest row).
     size, margin, template : int, float, str
         Crop side in pixels, context around the template and the template's name (see
-        :func:`agedistill.faces.align.template`).
+        :func:`agedistill.faces.geometry.template`).
     min_prob, min_face_size, detect_max_side, detect_pad, batch_size
-        Detection settings (see :class:`FaceDetector`); ``min_face_size`` is in original pixels
-        and faces smaller than it are rejected as ``face too small``.
+        Detection settings (see :class:`~agedistill.faces.mtcnn.MtcnnDetector`);
+        ``min_face_size`` is in original pixels and faces smaller than it are rejected as
+        ``face too small``.
     select : {"largest", "central"}
         Which face is the subject when there are several.
     workers : int
@@ -184,7 +178,7 @@ def align_dataset(
     todo, rejects = _list_inputs(sources)
     if limit:
         todo = todo[:limit]
-    detector = FaceDetector(min_prob, min_face_size, detect_max_side, batch_size, detect_pad)
+    detector = MtcnnDetector(min_prob, min_face_size, detect_max_side, batch_size, detect_pad)
     shape = _CropShape(size, margin, template, min_face_size, select)
     # images are kept at up to twice the detection side: crops come from sharper pixels than
     # detection needs while a 40-megapixel photo still costs only a few megabytes

@@ -1,1 +1,1 @@
-"""Ages for photos: load, predict, export. May import: models, faces.align (no pandas/mlflow)."""
+"""Ages for photos: load, predict, export. May import: models, faces (not align_dataset: pandas)."""

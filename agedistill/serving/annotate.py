@@ -11,12 +11,10 @@ import sys
 from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from PIL import Image, ImageDraw, ImageFont
 
-if TYPE_CHECKING:  # predict.py imports this module
-    from agedistill.serving.predict import FacePrediction
+from agedistill.serving.results import FacePrediction
 
 
 def annotate(

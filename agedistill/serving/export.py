@@ -2,7 +2,7 @@
 
 The exported graph takes the aligned face tensor the PyTorch model itself takes, ``faces``
 (B, 3, S, S) float32, i.e. :func:`agedistill.models.inputs.normalize` of an RGB crop from
-:func:`agedistill.faces.align.align_face`, with a dynamic batch size B. It returns three outputs:
+:func:`agedistill.faces.geometry.align_face`, with a dynamic batch size B. It returns three outputs:
 ``logits`` (B, num_classes), ``age`` (B,) (expectation of the age distribution) and ``age_std``
 (B,), so an app needs no softmax code of its own. The preprocessing constants travel as ONNX
 metadata / a TorchScript extra file (``agedistill.json``).
@@ -23,7 +23,8 @@ from torch import nn
 
 from agedistill.models.inputs import MEAN, STD
 from agedistill.models.ordinal import age_std, expected_age
-from agedistill.serving.predict import AgeModel, load_age_model
+from agedistill.serving.age_model import AgeModel
+from agedistill.serving.loading import load_age_model
 
 FORMATS = ("onnx", "torchscript")
 INPUT_NAME = "faces"
@@ -51,7 +52,8 @@ def export_metadata(model: AgeModel) -> dict[str, str]:
         "input": f"{INPUT_NAME}: (B, 3, {model.input_size}, {model.input_size}) float32 RGB",
         "normalize": f"(pixel / 255 - {MEAN}) / {STD}",
         "align": f"5-point similarity alignment to the {model.align_template!r} template "
-        f"(agedistill.faces.align.TEMPLATES), size {model.input_size}, margin {model.align_margin}",
+        f"(agedistill.faces.geometry.TEMPLATES), size {model.input_size}, "
+        f"margin {model.align_margin}",
         "min_age": str(model.min_age),
         "outputs": ", ".join(OUTPUT_NAMES),
     }

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from agedistill.faces.align import ImageReadError, load_image
+from agedistill.faces.decode import ImageReadError, load_image
 
 
 def iter_input_files(paths: Iterable[str | Path]) -> Iterator[tuple[Path, Path | None]]:
@@ -41,7 +41,7 @@ def read_input(path: Path, max_side: int) -> tuple[Image.Image | None, float, st
     path : Path
         Any path: a missing file, a folder or a file that is not an image get an error.
     max_side : int
-        Longer side of the returned image (:func:`agedistill.faces.align.load_image`).
+        Longer side of the returned image (:func:`agedistill.faces.decode.load_image`).
 
     Returns
     -------

@@ -1,6 +1,6 @@
 """An exported student (``agedistill export --format onnx``) run through ONNX Runtime.
 
-:class:`OnnxAgeModel` is an :class:`~agedistill.serving.predict.AgeModel` whose forward pass
+:class:`OnnxAgeModel` is an :class:`~agedistill.serving.age_model.AgeModel` whose forward pass
 is the ONNX graph: the crop settings and age range come from the config the export stored as
 metadata, so faces are found and aligned exactly as for the PyTorch model. Ages are computed from
 the graph's ``logits`` output with the same functions as the PyTorch path
@@ -26,7 +26,7 @@ import torch
 from agedistill.models.files import ModelFileError
 from agedistill.models.inputs import normalize
 from agedistill.models.ordinal import age_std, expected_age, mixture_logits
-from agedistill.serving.predict import AgeModel, check_age_config
+from agedistill.serving.age_model import AgeModel, check_age_config
 
 ONNX_SUFFIX = ".onnx"
 _SESSIONS: dict[tuple[str, int], Any] = {}  # (file, process id) -> InferenceSession

@@ -1,16 +1,16 @@
 """Ages for every face in any photo: detection, alignment and the student, as in training.
 
-Faces go through :class:`~agedistill.faces.align.FaceDetector` and
-:func:`~agedistill.faces.align.align_face`, the functions the ``align`` stage uses, so a photo at
+Faces go through :class:`~agedistill.faces.mtcnn.MtcnnDetector` and
+:func:`~agedistill.faces.geometry.align_face`, the functions the ``align`` stage uses, so a photo at
 prediction time meets exactly the geometry the model was trained on. The age is the expectation
 of the model's age distribution and ``age_std`` its standard deviation (a spread, not a
 calibrated error bar).
 
 The CSV written by :func:`write_csv` is a stable interface (:mod:`agedistill.serving.rows`):
-header :data:`COLUMNS`, one row per face (``face`` = 0, 1, ... by detection probability) and one
-row with empty face fields and a non-empty ``error`` for every input that has no face or could
-not be read. :func:`write_csv` and :func:`write_json` write it with the command's own streaming
-writer (:mod:`agedistill.serving.predict_stream`).
+header :data:`~agedistill.serving.rows.COLUMNS`, one row per face (``face`` = 0, 1, ... by
+detection probability) and one row with empty face fields and a non-empty ``error`` for every
+input that has no face or could not be read. :func:`write_csv` and :func:`write_json` write it
+with the command's own streaming writer (:mod:`agedistill.serving.predict_stream`).
 
 This module is the one-image path (:func:`predict_image`, :func:`predict_files`); the ``predict``
 command runs files in batches (:mod:`agedistill.serving.predict_batch`), streams its table
@@ -20,44 +20,28 @@ command runs files in batches (:mod:`agedistill.serving.predict_batch`), streams
 
 from __future__ import annotations
 
-import zipfile
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
-from functools import cached_property, lru_cache
-from importlib import resources
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Protocol, TextIO
 
 import numpy as np
 import torch
 from PIL import Image
-from torch import nn
 
-from agedistill import __version__
-from agedistill.faces.align import (
-    DETECT,
-    Detection,
-    FaceDetector,
-    align_face,
-    model_crop,
-    to_rgb,
-)
-from agedistill.models.files import ModelFileError, load_model
-from agedistill.models.inputs import normalize
-from agedistill.models.ordinal import age_std, expected_age, mixture_logits
+from agedistill.faces.decode import to_rgb
+from agedistill.faces.detection import DETECT, Detection
+from agedistill.faces.mtcnn import MtcnnDetector
+from agedistill.serving.age_model import AgeModel
 from agedistill.serving.annotate import AnnotationNamer, annotate, save_annotated
-from agedistill.serving.inference import for_inference
 from agedistill.serving.inputs import iter_input_files, read_input
+from agedistill.serving.loading import load_age_model
 from agedistill.serving.predict_stream import TableWriter
+from agedistill.serving.results import FacePrediction, ImageResult
 
-# re-exported: the table's names were public here before they had a module of their own
-from agedistill.serving.rows import COLUMNS as COLUMNS
-from agedistill.serving.rows import FACE_FIELDS as FACE_FIELDS
-from agedistill.serving.rows import result_rows as result_rows
-
-# Detection settings of ``predict``: the ``align`` stage's (agedistill.faces.align.DETECT, one place
-# for both); the border ``pad`` comes from the model file. ``detect_max_side`` bounds detection
-# cost on large photos.
+# Detection settings of ``predict``: the ``align`` stage's (agedistill.faces.detection.DETECT, one
+# place for both); the border ``pad`` comes from the model file. ``detect_max_side`` bounds
+# detection cost on large photos.
 DETECT_DEFAULTS: dict[str, Any] = {
     k: getattr(DETECT, k) for k in ("min_prob", "min_face_size", "detect_max_side")
 }
@@ -69,177 +53,18 @@ DETECT_DEFAULTS: dict[str, Any] = {
 # (tests/integration/test_predict_batch.py).
 PREDICT_BATCH_SIZE = 16
 
-# Config keys ``predict`` needs; the ``align_*`` keys default to ``align.CROP_DEFAULTS``.
-_REQUIRED_KEYS = ("input_size", "min_age", "num_classes")
-
-
 # Images are worked on at up to this many times the detection side, as in the ``align`` stage:
 # crops come from sharper pixels than detection needs, and a huge photo stays cheap.
 WORK_SIDE_FACTOR = 2
 
 
 class Detector(Protocol):
-    """What :class:`FaceDetector` offers ``predict`` (tests pass stubs)."""
+    """A :class:`~agedistill.faces.detection.Detector` with the longer side of the copy it
+    searches: what ``predict`` needs (tests pass stubs)."""
 
     detect_max_side: int
 
     def detect(self, images: list[Image.Image]) -> list[Detection]: ...
-
-
-@dataclass(frozen=True)
-class FacePrediction:
-    """One face: box ``(x, y, w, h)`` in original-image pixels, detection probability, age."""
-
-    face: int
-    x: float
-    y: float
-    w: float
-    h: float
-    det_prob: float
-    age: float
-    age_std: float
-    landmarks: np.ndarray = field(repr=False, compare=False)  # (5, 2), original-image pixels
-
-
-@dataclass
-class ImageResult:
-    """All faces of one input file, or the reason it has none (``error``)."""
-
-    path: str
-    faces: list[FacePrediction]
-    error: str | None = None
-    read: bool = True  # False when the file could not be decoded (faceless images were read)
-
-
-@dataclass(frozen=True)
-class AgeModel:
-    """An age classifier (student or class teacher) with the config that says how to feed it."""
-
-    net: nn.Module
-    config: dict[str, Any]
-    path: Path
-    flip: bool = False  # test-time augmentation: also feed each face mirrored, average the two
-
-    @property
-    def input_size(self) -> int:
-        return int(self.config["input_size"])
-
-    @property
-    def min_age(self) -> int:
-        return int(self.config["min_age"])
-
-    @property
-    def align_margin(self) -> float:
-        return float(model_crop(self.config)["margin"])
-
-    @property
-    def align_template(self) -> str:
-        """The crop framing of the training faces (``align.template``)."""
-        return str(model_crop(self.config)["template"])
-
-    def align(self, image: Image.Image, landmarks: np.ndarray) -> Image.Image:
-        """The model's input crop of the face with these landmarks, framed as in training."""
-        return align_face(image, landmarks, self.input_size, self.align_margin, self.align_template)
-
-    @property
-    def detect_pad(self) -> float:
-        """The border MTCNN searched the training images with (``align.detect_pad``)."""
-        return float(model_crop(self.config)["detect_pad"])
-
-    @cached_property
-    def fast_net(self) -> nn.Module:
-        """``net`` with BatchNorm folded and channels-last weights (``serving/inference.py``)."""
-        return for_inference(self.net)
-
-    @torch.inference_mode()
-    def ages(self, crops: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Expected age and its standard deviation, each (N,), for uint8 crops (N, 3, S, S).
-
-        With ``flip`` they are those of the mixture of the face's and its mirror image's age
-        distributions (:func:`agedistill.models.ordinal.mixture_logits`).
-        """
-        x = normalize(crops)
-        logits = self.fast_net(x)
-        if self.flip:
-            logits = mixture_logits(logits, self.fast_net(x.flip(-1)))
-        return expected_age(logits, self.min_age), age_std(logits)
-
-
-def default_model_path() -> Path:
-    """The student shipped inside the package (``agedistill/assets/student.pt``)."""
-    return Path(str(resources.files("agedistill") / "assets" / "student.pt"))
-
-
-def _major(version: str) -> str:
-    return str(version).split(".")[0]
-
-
-def check_age_config(config: dict[str, Any], path: Path) -> None:
-    """Raise :class:`ModelFileError` unless ``config`` is an age classifier ``predict`` can run.
-
-    Parameters
-    ----------
-    config : dict
-        The model file's config.
-    path : Path
-        The model file, named in the message.
-    """
-    version = config.get("agedistill_version")
-    if version is None or _major(version) != _major(__version__):
-        raise ModelFileError(
-            f"{path}: written by agedistill {version or 'of unknown version'}, "
-            f"this is {__version__} (major versions differ): retrain or use a matching release"
-        )
-    if config.get("arch") != "convnet":
-        raise ModelFileError(
-            f"{path}: a {config.get('arch')!r} model has no age head; predict needs a student "
-            "or class-teacher model (arch 'convnet')"
-        )
-    missing = [k for k in _REQUIRED_KEYS if k not in config]
-    if missing:
-        raise ModelFileError(f"{path}: model config lacks {', '.join(missing)}")
-
-
-def load_age_model(path: str | Path | None = None, flip: bool = False) -> AgeModel:
-    """Load an age model without executing pickled code; ``None`` loads the shipped student.
-
-    Parameters
-    ----------
-    path : str or Path, optional
-        A model file written by :func:`agedistill.models.files.save_model`, or a ``.onnx`` file
-        written by ``agedistill export`` (:mod:`agedistill.serving.onnx_model`).
-    flip : bool
-        Test-time flip augmentation (:attr:`AgeModel.flip`): lower error, half the faces/s.
-
-    Returns
-    -------
-    AgeModel
-
-    Raises
-    ------
-    ModelFileError
-        One line naming the file and the problem: missing, corrupt, not an agedistill model,
-        another architecture, or another major version.
-    """
-    path = Path(path) if path is not None else default_model_path()
-    if path.suffix.lower() == ".onnx":  # an exported model, run through ONNX Runtime
-        from agedistill.serving.onnx_model import load_onnx_model
-
-        return load_onnx_model(path, flip)
-    if path.is_file() and not zipfile.is_zipfile(path):
-        # torch.save has written zip archives since PyTorch 1.6: anything else is not ours
-        raise ModelFileError(
-            f"{path}: not a PyTorch model file (corrupt, truncated or another kind)"
-        )
-    try:
-        net, config = load_model(path)
-    except ModelFileError:
-        raise
-    except (KeyError, TypeError, AttributeError, ValueError) as e:
-        # a readable file whose config does not describe a known network
-        raise ModelFileError(f"{path}: malformed model config ({type(e).__name__}: {e})") from None
-    check_age_config(config, path)
-    return AgeModel(net, config, path, flip)
 
 
 @lru_cache(maxsize=1)
@@ -248,17 +73,17 @@ def _default_model() -> AgeModel:
 
 
 @lru_cache(maxsize=1)
-def _default_detector() -> FaceDetector:
+def _default_detector() -> MtcnnDetector:
     return predict_detector(_default_model())
 
 
-def predict_detector(model: AgeModel, detect: dict[str, Any] | None = None) -> FaceDetector:
+def predict_detector(model: AgeModel, detect: dict[str, Any] | None = None) -> MtcnnDetector:
     """The detector ``predict`` uses with ``model``: :data:`DETECT_DEFAULTS` with ``detect``'s
     overrides, the model's border, :data:`PREDICT_BATCH_SIZE`, and batches whose results are
     those of one-image calls."""
     defaults = {**DETECT_DEFAULTS, "batch_size": PREDICT_BATCH_SIZE, "pad": model.detect_pad}
     settings = {**defaults, **(detect or {})}
-    return FaceDetector(**settings, pnet_per_image=True)
+    return MtcnnDetector(**settings, pnet_per_image=True)
 
 
 def as_rgb_image(image: Image.Image | np.ndarray) -> Image.Image:
@@ -276,7 +101,7 @@ def as_rgb_image(image: Image.Image | np.ndarray) -> Image.Image:
 def work_copy(image: Image.Image, max_side: int) -> tuple[Image.Image, float]:
     """``image`` downscaled so its longer side is at most ``max_side``, and the scale applied.
 
-    The same reduction :func:`agedistill.faces.align.load_image` applies to files, for in-memory
+    The same reduction :func:`agedistill.faces.decode.load_image` applies to files, for in-memory
     images.
     """
     if max(image.size) <= max_side:
@@ -348,7 +173,7 @@ def predict_image(
         Any PIL mode, or a uint8 array (H, W), (H, W, 3) RGB or (H, W, 4) RGBA.
     model : AgeModel, str or Path, optional
         A loaded model or a model file; default: the shipped student (loaded once).
-    detector : FaceDetector, optional
+    detector : Detector, optional
         Default: MTCNN with :data:`DETECT_DEFAULTS` (created once).
 
     Returns
@@ -389,7 +214,7 @@ def predict_files(
     paths : sequence of str or Path
         Files and folders.
     model : AgeModel
-    detector : FaceDetector
+    detector : Detector
     annotate_dir : str or Path, optional
         Where to write copies of the images with boxes and ages drawn.
     progress : bool, optional
@@ -424,7 +249,7 @@ def predict_files(
 
 
 def write_csv(rows: Iterable[dict[str, Any]], stream: TextIO) -> None:
-    """Write rows under the header :data:`COLUMNS`; ``None`` becomes an empty field.
+    """Write rows under the header :data:`~agedistill.serving.rows.COLUMNS` (``None``: empty).
 
     The bytes the ``predict`` command streams to a ``.csv`` (one writer for both:
     :class:`~agedistill.serving.predict_stream.TableWriter`).

@@ -1,10 +1,12 @@
 """Streaming ``predict`` tables: each input's rows are written and flushed as it finishes.
 
-The format follows the output file's suffix: ``.csv`` (and standard output) CSV under the header
-:data:`agedistill.serving.rows.COLUMNS`, ``.jsonl`` JSON Lines (one object per row),
-``.json`` a JSON list with one object per line (valid JSON once the run ends; ``.jsonl`` is valid
-at every moment). All rows of one input go out in one write followed by a flush, so memory does
-not grow with the number of inputs and a killed run keeps every finished row.
+The format follows the output file's suffix (case ignored): ``.csv`` (and standard output) CSV
+under the header :data:`agedistill.serving.rows.COLUMNS`, ``.jsonl`` JSON Lines (one object per
+row), ``.json`` a JSON list with one object per line (valid JSON once the run ends; ``.jsonl`` is
+valid at every moment). Any other suffix, or none, is a :class:`TableError`: a table is never
+written in a format its name does not say. All rows of one input go out in one write followed by
+a flush, so memory does not grow with the number of inputs and a killed run keeps every finished
+row.
 
 Resuming (:func:`open_table` with ``resume=True``) reads the table back, drops the row set of the
 last input in it (a kill may have cut it short: it is redone) and any torn line, and returns the
@@ -33,13 +35,31 @@ FORMATS = ("csv", "json", "jsonl")
 
 
 class TableError(ValueError):
-    """An existing output that ``--resume`` cannot continue (another format, a foreign header)."""
+    """An output ``predict`` cannot write: a format it does not write, or an existing output
+    ``--resume`` cannot continue (another format, a foreign header)."""
 
 
 def table_format(out: str | Path | None) -> str:
-    """``csv``, ``json`` or ``jsonl`` from the output's suffix (CSV for stdout and others)."""
-    suffix = Path(out).suffix.lower().lstrip(".") if out is not None else "csv"
-    return suffix if suffix in FORMATS else "csv"
+    """``csv``, ``json`` or ``jsonl`` from the output's suffix, case ignored (``None``, standard
+    output: ``csv``).
+
+    Raises
+    ------
+    TableError
+        One line naming the suffix and the supported ones, for a name with any other suffix or
+        none (``--out x.parquet`` must not write CSV into ``x.parquet``).
+    """
+    if out is None:
+        return "csv"
+    suffix = Path(out).suffix
+    if suffix.lower().lstrip(".") in FORMATS:
+        return suffix.lower().lstrip(".")
+    supported = ", ".join(f".{f}" for f in FORMATS)
+    what = f"its extension {suffix!r} is not a table format" if suffix else "it has no extension"
+    raise TableError(
+        f"cannot write {out}: {what}; predict writes {supported} "
+        "(leave out --out for CSV on standard output)"
+    )
 
 
 def _cell(value: Any) -> Any:

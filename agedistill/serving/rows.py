@@ -9,10 +9,9 @@ rows (CSV, JSON, JSON Lines) are written in one place,
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:  # predict.py re-exports these names, so it cannot be imported from here
-    from agedistill.serving.predict import ImageResult
+from agedistill.serving.results import ImageResult
 
 COLUMNS = ["path", "face", "x", "y", "w", "h", "det_prob", "age", "age_std", "error"]
 FACE_FIELDS = COLUMNS[1:9]

@@ -24,7 +24,7 @@ from agedistill.config import (
 )
 from agedistill.data.augment import mix_pairs
 from agedistill.data.tables import FaceTable
-from agedistill.faces.align import CROP_DEFAULTS
+from agedistill.faces.detection import CROP_DEFAULTS
 from agedistill.models.files import build_model
 from agedistill.models.inputs import normalize, resize_faces
 from agedistill.models.nets import HintAdapter, count_parameters

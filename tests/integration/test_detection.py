@@ -10,7 +10,10 @@ import pytest
 import torch
 from PIL import Image
 
-from agedistill.faces.align import Detection, FaceDetector, align_face, read_image
+from agedistill.faces.decode import read_image
+from agedistill.faces.detection import Detection
+from agedistill.faces.geometry import align_face
+from agedistill.faces.mtcnn import MtcnnDetector
 
 pytestmark = pytest.mark.integration
 
@@ -21,8 +24,8 @@ RECALL_BAR = 0.95
 
 
 @pytest.fixture(scope="module")
-def detector() -> FaceDetector:
-    return FaceDetector(min_prob=0.95, min_face_size=20, detect_max_side=640)
+def detector() -> MtcnnDetector:
+    return MtcnnDetector(min_prob=0.95, min_face_size=20, detect_max_side=640)
 
 
 def iou(a: np.ndarray, b: np.ndarray) -> float:
@@ -56,7 +59,7 @@ def matched(gt: list[np.ndarray], det: Detection, thresh: float = 0.5) -> int:
     return len(used_gt)
 
 
-def test_recall_on_dlib_ground_truth(photos: Path, detector: FaceDetector) -> None:
+def test_recall_on_dlib_ground_truth(photos: Path, detector: MtcnnDetector) -> None:
     gt = ground_truth(photos)
     assert sum(len(b) for b in gt.values()) >= 40
     dets = detector.detect([read_image(photos / p) for p in gt])
@@ -66,7 +69,7 @@ def test_recall_on_dlib_ground_truth(photos: Path, detector: FaceDetector) -> No
     assert recall >= RECALL_BAR
 
 
-def test_no_face_on_dogs(photos: Path, detector: FaceDetector) -> None:
+def test_no_face_on_dogs(photos: Path, detector: MtcnnDetector) -> None:
     (det,) = detector.detect([read_image(photos / "dlib_faces" / "dogs.jpg")])
     assert det.error is None and det.faces == []
 
@@ -76,7 +79,7 @@ def test_no_face_on_dogs(photos: Path, detector: FaceDetector) -> None:
     ["alex-lacamoire.png", "lin-manuel-miranda.png", "test_32bit.png"],
 )
 def test_rgba_portraits_give_one_confident_face(
-    photos: Path, detector: FaceDetector, name: str
+    photos: Path, detector: MtcnnDetector, name: str
 ) -> None:
     path = photos / "face_recognition" / name
     assert Image.open(path).mode == "RGBA"
@@ -85,7 +88,7 @@ def test_rgba_portraits_give_one_confident_face(
 
 
 @pytest.mark.parametrize("name", ["test_obama_partial_face.jpg", "test_obama_partial_face2.jpg"])
-def test_partial_faces_are_handled(photos: Path, detector: FaceDetector, name: str) -> None:
+def test_partial_faces_are_handled(photos: Path, detector: MtcnnDetector, name: str) -> None:
     im = read_image(photos / "face_recognition" / name)
     (det,) = detector.detect([im])
     assert det.error is None and len(det.faces) >= 1  # the half face is still found
@@ -95,7 +98,7 @@ def test_partial_faces_are_handled(photos: Path, detector: FaceDetector, name: s
 
 
 def test_batch_with_faceless_and_tiny_images_does_not_crash(
-    photos: Path, detector: FaceDetector
+    photos: Path, detector: MtcnnDetector
 ) -> None:
     face = read_image(photos / "face_recognition" / "obama_small.jpg")
     blank = Image.new("RGB", face.size, (128, 128, 128))
@@ -120,7 +123,7 @@ def test_landmarks_on_tight_chips_land_on_the_eyes(sample_images: Path) -> None:
     images = [Image.open(p).convert("RGB") for p in paths]
     heights = {}
     for pad in (0.25, 0.0):
-        found = FaceDetector(min_face_size=40, pad=pad).detect(images)
+        found = MtcnnDetector(min_face_size=40, pad=pad).detect(images)
         eyes = [d.faces[0].landmarks[:2, 1].mean() / im.height
                 for d, im in zip(found, images, strict=True) if d.faces]  # fmt: skip
         heights[pad] = np.array(eyes)
@@ -133,7 +136,7 @@ def test_landmarks_on_tight_chips_land_on_the_eyes(sample_images: Path) -> None:
 def test_a_chip_found_only_without_the_border_is_still_found(sample_images: Path) -> None:
     # a baby's face filling the chip: no face on the padded copy, one on the image as it is
     im = Image.open(sample_images / "1_0_0_20170110213202543.jpg.chip.jpg").convert("RGB")
-    det = FaceDetector(min_face_size=40)
+    det = MtcnnDetector(min_face_size=40)
     with torch.inference_mode():
         assert det._detect_all([im], det.pad)[0].faces == []
     assert len(det.detect([im])[0].faces) >= 1
@@ -148,7 +151,7 @@ def test_chips_framing_keeps_crops_inside_the_chips(sample_images: Path) -> None
     """
     paths = sorted(sample_images.glob("*.jpg"))[5::20]
     images = [Image.open(p).convert("RGB") for p in paths]
-    dets = FaceDetector(min_face_size=40).detect(images)
+    dets = MtcnnDetector(min_face_size=40).detect(images)
     black = {"arcface": [], "utkface": []}
     for im, det in zip(images, dets, strict=True):
         if det.faces:

@@ -18,10 +18,13 @@ import torch
 from PIL import Image
 
 from agedistill.cli import main
-from agedistill.faces.align import FaceDetector, read_image
+from agedistill.faces.decode import read_image
+from agedistill.faces.mtcnn import MtcnnDetector
 from agedistill.models.inputs import normalize
+from agedistill.serving.age_model import AgeModel
 from agedistill.serving.export import INPUT_NAME, OUTPUT_NAMES, torch_outputs
-from agedistill.serving.predict import DETECT_DEFAULTS, AgeModel, load_age_model
+from agedistill.serving.loading import load_age_model
+from agedistill.serving.predict import DETECT_DEFAULTS
 
 pytestmark = pytest.mark.integration
 
@@ -47,7 +50,7 @@ def faces(repo: Path, sample_images: Path, model: AgeModel) -> torch.Tensor:
 
 
 def _align_sample(paths: list[Path], model: AgeModel) -> list[np.ndarray]:
-    detector = FaceDetector(**DETECT_DEFAULTS)
+    detector = MtcnnDetector(**DETECT_DEFAULTS)
     images = [read_image(p) for p in paths]
     return [
         np.asarray(model.align(im, det.faces[0].landmarks))

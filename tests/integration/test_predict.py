@@ -16,15 +16,12 @@ import pytest
 from PIL import Image
 
 from agedistill.cli import main
-from agedistill.faces.align import FaceDetector, read_image
-from agedistill.serving.predict import (
-    DETECT_DEFAULTS,
-    AgeModel,
-    ImageResult,
-    load_age_model,
-    predict_files,
-    predict_image,
-)
+from agedistill.faces.decode import read_image
+from agedistill.faces.mtcnn import MtcnnDetector
+from agedistill.serving.age_model import AgeModel
+from agedistill.serving.loading import load_age_model
+from agedistill.serving.predict import DETECT_DEFAULTS, predict_files, predict_image
+from agedistill.serving.results import ImageResult
 
 pytestmark = pytest.mark.integration
 
@@ -63,8 +60,8 @@ def model() -> AgeModel:
 
 
 @pytest.fixture(scope="module")
-def detector() -> FaceDetector:
-    return FaceDetector(**DETECT_DEFAULTS)
+def detector() -> MtcnnDetector:
+    return MtcnnDetector(**DETECT_DEFAULTS)
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +71,7 @@ def manifest(photos: Path) -> dict[str, dict[str, str]]:
 
 
 @pytest.fixture(scope="module")
-def results(photos: Path, model: AgeModel, detector: FaceDetector) -> dict[str, ImageResult]:
+def results(photos: Path, model: AgeModel, detector: MtcnnDetector) -> dict[str, ImageResult]:
     found = predict_files([photos / p for p in ALL], model, detector, progress=False)
     return {str(Path(r.path).relative_to(photos)): r for r in found}
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from agedistill.serving.predict import default_model_path
+from agedistill.serving.loading import default_model_path
 from research.heldout_predict import read_through_predict
 
 pytestmark = pytest.mark.integration

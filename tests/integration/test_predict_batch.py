@@ -23,15 +23,12 @@ import torch
 from PIL import Image
 
 from agedistill.cli import main
-from agedistill.serving.predict import (
-    AgeModel,
-    ImageResult,
-    iter_input_files,
-    load_age_model,
-    predict_detector,
-    predict_files,
-)
+from agedistill.serving.age_model import AgeModel
+from agedistill.serving.inputs import iter_input_files
+from agedistill.serving.loading import load_age_model
+from agedistill.serving.predict import predict_detector, predict_files
 from agedistill.serving.predict_batch import InputFile, predict_batched
+from agedistill.serving.results import ImageResult
 
 pytestmark = pytest.mark.integration
 

@@ -22,8 +22,10 @@ from pathlib import Path
 import pytest
 
 from agedistill.cli import main
-from agedistill.serving.predict import COLUMNS, load_age_model, predict_detector
+from agedistill.serving.loading import load_age_model
+from agedistill.serving.predict import predict_detector
 from agedistill.serving.predict_batch import InputFile, predict_batched
+from agedistill.serving.rows import COLUMNS
 
 pytestmark = pytest.mark.integration
 

@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from agedistill.serving.predict import AgeModel, load_age_model, predict_files
+from agedistill.serving.age_model import AgeModel
+from agedistill.serving.loading import load_age_model
+from agedistill.serving.predict import predict_files
 from agedistill.serving.predict_batch import InputFile, predict_batched, predict_chunk
 from tests.unit.test_predict_unit import StubDetector
 

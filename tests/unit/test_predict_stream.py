@@ -9,8 +9,16 @@ from pathlib import Path
 
 import pytest
 
-from agedistill.serving.predict import COLUMNS, ImageResult, result_rows, write_csv, write_json
-from agedistill.serving.predict_stream import TableError, TableWriter, open_table, read_table
+from agedistill.serving.predict import write_csv, write_json
+from agedistill.serving.predict_stream import (
+    TableError,
+    TableWriter,
+    open_table,
+    read_table,
+    table_format,
+)
+from agedistill.serving.results import ImageResult
+from agedistill.serving.rows import COLUMNS, result_rows
 
 
 def _rows(path: str, n_faces: int) -> list[dict]:
@@ -132,3 +140,33 @@ def test_an_empty_run_still_writes_a_valid_table(tmp_path: Path) -> None:
 def test_writer_refuses_unknown_formats() -> None:
     with pytest.raises(ValueError, match="unknown table format"):
         TableWriter(io.StringIO(), "xml")
+
+
+@pytest.mark.parametrize(
+    ("name", "fmt"),
+    [("p.csv", "csv"), ("p.CSV", "csv"), ("p.Json", "json"), ("p.JSONL", "jsonl"),
+     ("a.b/p.x.jsonl", "jsonl")],
+)  # fmt: skip
+def test_the_format_is_the_suffix_whatever_its_case(tmp_path: Path, name: str, fmt: str) -> None:
+    assert table_format(name) == fmt and table_format(None) == "csv"  # None: standard output
+    out = tmp_path / name
+    _write(out, INPUTS[:1])
+    first = out.read_text(encoding="utf-8").splitlines()[0]
+    expected = {"csv": ",".join(COLUMNS), "json": "[", "jsonl": json.dumps(_rows("a.jpg", 2)[0])}
+    assert first == expected[fmt]
+
+
+@pytest.mark.parametrize(
+    ("name", "named"),
+    [("p.parquet", "'.parquet'"), ("p.tsv", "'.tsv'"), ("p.csv.gz", "'.gz'"),
+     ("preds", "no extension"), ("-", "no extension")],
+)  # fmt: skip
+def test_a_suffix_predict_does_not_write_is_refused_before_the_file_is_made(
+    tmp_path: Path, name: str, named: str
+) -> None:
+    out = tmp_path / name
+    with pytest.raises(TableError) as exc:
+        open_table(out)
+    message = str(exc.value)
+    assert "\n" not in message and named in message and ".csv, .json, .jsonl" in message
+    assert not out.exists()

@@ -19,20 +19,14 @@ from PIL import Image
 
 from agedistill import __version__
 from agedistill.cli import main
-from agedistill.faces.align import Detection, Face, template
+from agedistill.faces.detection import Detection, Face
+from agedistill.faces.geometry import template
 from agedistill.models.files import FORMAT, ModelFileError
-from agedistill.serving.predict import (
-    COLUMNS,
-    AgeModel,
-    ImageResult,
-    default_model_path,
-    load_age_model,
-    predict_files,
-    predict_image,
-    result_rows,
-    write_csv,
-    write_json,
-)
+from agedistill.serving.age_model import AgeModel
+from agedistill.serving.loading import default_model_path, load_age_model
+from agedistill.serving.predict import predict_files, predict_image, write_csv, write_json
+from agedistill.serving.results import ImageResult
+from agedistill.serving.rows import COLUMNS, result_rows
 
 HEADER = "path,face,x,y,w,h,det_prob,age,age_std,error"
 
@@ -328,7 +322,7 @@ def test_predict_searches_photos_with_the_border_the_model_was_aligned_with(
             super().__init__()
             used.append(kwargs["pad"])
 
-    monkeypatch.setattr(predict_mod, "FaceDetector", RecordingDetector)
+    monkeypatch.setattr(predict_mod, "MtcnnDetector", RecordingDetector)
     Image.new("RGB", (300, 200), (90, 90, 90)).save(tmp_path / "grey.png")
     for pad in (0.0, 0.4):
         path = tmp_path / f"pad{pad}.pt"
@@ -342,7 +336,7 @@ def test_predict_searches_photos_with_the_border_the_model_was_aligned_with(
     old = _blob_with()
     old["config"].pop("align_detect_pad", None)
     torch.save(old, tmp_path / "old.pt")
-    from agedistill.faces.align import DETECT_PAD
+    from agedistill.faces.detection import DETECT_PAD
 
     assert load_age_model(tmp_path / "old.pt").detect_pad == DETECT_PAD
 
@@ -362,3 +356,19 @@ def test_shard_workers_and_resume_options_are_checked(tmp_path: Path, capsys) ->
     code = main(["predict", str(tmp_path / "x.png"), "--out", str(foreign), "--resume"])
     assert code == 2 and "cannot resume" in capsys.readouterr().err
     assert foreign.read_text() == "file,age\nx.png,3\n"
+
+
+@pytest.mark.parametrize("name", ["preds.parquet", "preds"])
+def test_an_output_format_predict_does_not_write_is_a_one_line_error_before_any_work(
+    tmp_path: Path, capsys, name: str
+) -> None:
+    Image.new("RGB", (64, 64)).save(tmp_path / "x.png")
+    out = tmp_path / name
+    # a missing model file too: the --out error comes first, so no model was loaded
+    args = ["predict", str(tmp_path / "x.png"), "--out", str(out), "--model", "nope.pt"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("agedistill predict: error: cannot write") and err.count("\n") == 1
+    assert ("'.parquet'" if name.endswith(".parquet") else "no extension") in err
+    assert ".csv, .json, .jsonl" in err and "Traceback" not in err
+    assert not out.exists()

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from agedistill.faces.align import ImageReadError, load_image, read_image, to_rgb
+from agedistill.faces.decode import ImageReadError, load_image, read_image, to_rgb
 
 
 def gradient(w: int = 60, h: int = 40) -> Image.Image:

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from agedistill.faces.align import (
+from agedistill.faces.detection import Face
+from agedistill.faces.geometry import (
     TEMPLATES,
-    Face,
     align_face,
     select_face,
     similarity_transform,

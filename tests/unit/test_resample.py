@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 from torch.nn.functional import interpolate
 
-from agedistill.faces.align import _area_crops, summed_area_table, table_dtype
+from agedistill.faces.resample import area_crops, summed_area_table, table_dtype
 
 
 @pytest.fixture(scope="module")
@@ -33,14 +33,14 @@ def test_crops_equal_area_interpolation_of_each_box(images, size):
         inds.append(b)
         out = (size, size) if isinstance(size, int) else size
         refs.append(interpolate(images[b : b + 1, :, y : y + h, x : x + w], size=out, mode="area"))
-    crops = _area_crops(table, torch.tensor(inds), torch.tensor(boxes), size)
+    crops = area_crops(table, torch.tensor(inds), torch.tensor(boxes), size)
     assert torch.allclose(crops, torch.cat(refs), atol=1e-3)  # values are 0..255
 
 
 def test_whole_image_pyramid_level_equals_interpolate(images):
     table = summed_area_table(images)
     whole = torch.tensor([[0, 0, 160, 120]]).expand(3, 4)
-    level = _area_crops(table, torch.arange(3), whole, (43, 57))
+    level = area_crops(table, torch.arange(3), whole, (43, 57))
     assert torch.allclose(level, interpolate(images, size=(43, 57), mode="area"), atol=1e-3)
 
 
@@ -63,7 +63,7 @@ def test_crops_are_float32_division_of_exact_sums(images):
     """Each value is sum / area rounded once: float64 area interpolation rounded to float32."""
     table = summed_area_table(images)
     boxes = torch.tensor([[0, 0, 160, 120], [5, 7, 101, 99], [30, 2, 31, 3]])
-    crops = _area_crops(table, torch.tensor([0, 1, 2]), boxes, 24)
+    crops = area_crops(table, torch.tensor([0, 1, 2]), boxes, 24)
     for k, (x1, y1, x2, y2) in enumerate(boxes.tolist()):
         ref = interpolate(images[k : k + 1, :, y1:y2, x1:x2].double(), size=24, mode="area")
         assert torch.equal(crops[k : k + 1], ref.float())
@@ -71,7 +71,7 @@ def test_crops_are_float32_division_of_exact_sums(images):
 
 def test_no_boxes_give_an_empty_batch_of_crops(images):
     table = summed_area_table(images)
-    crops = _area_crops(table, torch.zeros(0, dtype=torch.long), torch.zeros((0, 4)), 48)
+    crops = area_crops(table, torch.zeros(0, dtype=torch.long), torch.zeros((0, 4)), 48)
     assert crops.shape == (0, 3, 48, 48) and crops.dtype == torch.float32
 
 
@@ -90,10 +90,10 @@ def test_crops_come_channels_last_and_the_plain_pnet_gets_its_default_layout(ima
     memory, as its crops were computed with (another layout moves the last float bits)."""
     from facenet_pytorch import MTCNN
 
-    from agedistill.faces.align import _propose
+    from agedistill.faces.mtcnn import _propose
 
     table = summed_area_table(images)
-    crops = _area_crops(table, torch.arange(3), torch.tensor([[0, 0, 50, 50]]).expand(3, 4), 24)
+    crops = area_crops(table, torch.arange(3), torch.tensor([[0, 0, 50, 50]]).expand(3, 4), 24)
     assert crops.is_contiguous(memory_format=torch.channels_last)
     pnet = MTCNN(device="cpu").pnet.eval()
     seen = []

@@ -1,4 +1,4 @@
-"""FaceDetector's batching: a failing image is isolated, tiny images are never run."""
+"""MtcnnDetector's batching: a failing image is isolated, tiny images are never run."""
 
 from __future__ import annotations
 
@@ -6,13 +6,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from agedistill.faces.align import Detection, FaceDetector
+from agedistill.faces.detection import Detection
+from agedistill.faces.mtcnn import MtcnnDetector
 
 
 @pytest.fixture
-def detector(monkeypatch: pytest.MonkeyPatch) -> tuple[FaceDetector, list[int]]:
+def detector(monkeypatch: pytest.MonkeyPatch) -> tuple[MtcnnDetector, list[int]]:
     """A detector whose MTCNN call fails on any batch holding an all-white image."""
-    det = FaceDetector(min_face_size=20, detect_max_side=100, batch_size=3, pad=0.0)
+    det = MtcnnDetector(min_face_size=20, detect_max_side=100, batch_size=3, pad=0.0)
     calls: list[int] = []
 
     def run(batch: np.ndarray, scale: float, border: int) -> list[Detection]:
@@ -25,7 +26,7 @@ def detector(monkeypatch: pytest.MonkeyPatch) -> tuple[FaceDetector, list[int]]:
     return det, calls
 
 
-def test_a_failing_image_is_isolated(detector: tuple[FaceDetector, list[int]]) -> None:
+def test_a_failing_image_is_isolated(detector: tuple[MtcnnDetector, list[int]]) -> None:
     det, calls = detector
     images = [Image.new("RGB", (60, 60), (v, v, v)) for v in (10, 255, 30, 40, 50)]
     out = det.detect(images)
@@ -36,7 +37,7 @@ def test_a_failing_image_is_isolated(detector: tuple[FaceDetector, list[int]]) -
 
 
 def test_tiny_images_are_not_run_and_sizes_are_batched_apart(
-    detector: tuple[FaceDetector, list[int]],
+    detector: tuple[MtcnnDetector, list[int]],
 ) -> None:
     det, calls = detector
     images = [Image.new("RGB", (60, 60)), Image.new("RGB", (5, 40)), Image.new("RGB", (80, 70))]
@@ -47,7 +48,7 @@ def test_tiny_images_are_not_run_and_sizes_are_batched_apart(
 
 
 def test_faces_are_mapped_back_from_the_detection_scale() -> None:
-    det = FaceDetector(min_prob=0.9, detect_max_side=100)
+    det = MtcnnDetector(min_prob=0.9, detect_max_side=100)
     boxes = np.array([[10.0, 20.0, 30.0, 50.0, 0.99], [0.0, 0.0, 5.0, 5.0, 0.5]])
     points = np.arange(20.0).reshape(2, 5, 2)
     found = det._faces(boxes, points, scale=0.25, border=0)
@@ -61,19 +62,19 @@ def test_faces_are_mapped_back_from_the_detection_scale() -> None:
 
 
 def test_the_border_is_added_around_the_downscaled_copy() -> None:
-    det = FaceDetector(detect_max_side=100, pad=0.25)
+    det = MtcnnDetector(detect_max_side=100, pad=0.25)
     arr, scale, border = det._prepare(Image.new("RGB", (200, 120), (9, 9, 9)), det.pad)
     assert (scale, border) == (0.5, 25)
     assert arr.shape == (60 + 50, 100 + 50, 3)
     assert arr[:25].max() == 0 and arr[25:85, 25:125].min() == 9
     with pytest.raises(ValueError, match="pad"):
-        FaceDetector(pad=-0.1)
+        MtcnnDetector(pad=-0.1)
 
 
 def test_an_image_without_a_face_on_its_padded_copy_is_searched_as_it_is(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    det = FaceDetector(pad=0.25)
+    det = MtcnnDetector(pad=0.25)
     face = Detection([])
     found = Detection(error=None)
     found.faces.append(det._faces(np.array([[1.0, 1.0, 9.0, 9.0, 0.99]]),
@@ -94,7 +95,7 @@ def test_an_image_without_a_face_on_its_padded_copy_is_searched_as_it_is(
 
 
 def test_real_mtcnn_on_blank_and_odd_sizes_does_not_raise() -> None:
-    det = FaceDetector(min_face_size=20, detect_max_side=640)
+    det = MtcnnDetector(min_face_size=20, detect_max_side=640)
     images = [Image.new("RGB", s, (120, 120, 120)) for s in ((20, 20), (13, 400), (640, 12))]
     out = det.detect([*images, Image.new("RGB", (2000, 30))])
     assert all(d.faces == [] for d in out)

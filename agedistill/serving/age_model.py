@@ -1,0 +1,113 @@
+"""An age model and the config that says how to feed it, and the check that it is one.
+
+The PyTorch model (:class:`AgeModel`) and the exported one
+(:class:`~agedistill.serving.onnx_model.OnnxAgeModel`) share this type and this check; files
+become models in :mod:`agedistill.serving.loading`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import nn
+
+from agedistill import __version__
+from agedistill.faces.detection import model_crop
+from agedistill.faces.geometry import align_face
+from agedistill.models.files import ModelFileError
+from agedistill.models.inputs import normalize
+from agedistill.models.ordinal import age_std, expected_age, mixture_logits
+from agedistill.serving.inference import for_inference
+
+# Config keys ``predict`` needs; the ``align_*`` keys default to ``detection.CROP_DEFAULTS``.
+_REQUIRED_KEYS = ("input_size", "min_age", "num_classes")
+
+
+@dataclass(frozen=True)
+class AgeModel:
+    """An age classifier (student or class teacher) with the config that says how to feed it."""
+
+    net: nn.Module
+    config: dict[str, Any]
+    path: Path
+    flip: bool = False  # test-time augmentation: also feed each face mirrored, average the two
+
+    @property
+    def input_size(self) -> int:
+        return int(self.config["input_size"])
+
+    @property
+    def min_age(self) -> int:
+        return int(self.config["min_age"])
+
+    @property
+    def align_margin(self) -> float:
+        return float(model_crop(self.config)["margin"])
+
+    @property
+    def align_template(self) -> str:
+        """The crop framing of the training faces (``align.template``)."""
+        return str(model_crop(self.config)["template"])
+
+    def align(self, image: Image.Image, landmarks: np.ndarray) -> Image.Image:
+        """The model's input crop of the face with these landmarks, framed as in training."""
+        return align_face(image, landmarks, self.input_size, self.align_margin, self.align_template)
+
+    @property
+    def detect_pad(self) -> float:
+        """The border MTCNN searched the training images with (``align.detect_pad``)."""
+        return float(model_crop(self.config)["detect_pad"])
+
+    @cached_property
+    def fast_net(self) -> nn.Module:
+        """``net`` with BatchNorm folded and channels-last weights (``serving/inference.py``)."""
+        return for_inference(self.net)
+
+    @torch.inference_mode()
+    def ages(self, crops: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Expected age and its standard deviation, each (N,), for uint8 crops (N, 3, S, S).
+
+        With ``flip`` they are those of the mixture of the face's and its mirror image's age
+        distributions (:func:`agedistill.models.ordinal.mixture_logits`).
+        """
+        x = normalize(crops)
+        logits = self.fast_net(x)
+        if self.flip:
+            logits = mixture_logits(logits, self.fast_net(x.flip(-1)))
+        return expected_age(logits, self.min_age), age_std(logits)
+
+
+def _major(version: str) -> str:
+    return str(version).split(".")[0]
+
+
+def check_age_config(config: dict[str, Any], path: Path) -> None:
+    """Raise :class:`ModelFileError` unless ``config`` is an age classifier ``predict`` can run.
+
+    Parameters
+    ----------
+    config : dict
+        The model file's config.
+    path : Path
+        The model file, named in the message.
+    """
+    version = config.get("agedistill_version")
+    if version is None or _major(version) != _major(__version__):
+        raise ModelFileError(
+            f"{path}: written by agedistill {version or 'of unknown version'}, "
+            f"this is {__version__} (major versions differ): retrain or use a matching release"
+        )
+    if config.get("arch") != "convnet":
+        raise ModelFileError(
+            f"{path}: a {config.get('arch')!r} model has no age head; predict needs a student "
+            "or class-teacher model (arch 'convnet')"
+        )
+    missing = [k for k in _REQUIRED_KEYS if k not in config]
+    if missing:
+        raise ModelFileError(f"{path}: model config lacks {', '.join(missing)}")
