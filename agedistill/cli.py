@@ -16,6 +16,8 @@ import sys
 
 
 def _parser() -> argparse.ArgumentParser:
+    from agedistill.faces.detectors import DETECTORS
+
     ap = argparse.ArgumentParser(
         prog="agedistill", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -37,8 +39,13 @@ def _parser() -> argparse.ArgumentParser:
         "--flip", action="store_true", help="also read each face mirrored and average (slower)"
     )
     # detection defaults: agedistill.faces.detection.DETECT, shared with align (None = use them)
+    pred.add_argument(
+        "--detector",
+        choices=DETECTORS,
+        help="face detector (default: the one the model's training faces were found with)",
+    )
     pred.add_argument("--min-prob", type=float, help="detection probability floor (0.95)")
-    pred.add_argument("--min-face-size", type=int, help="MTCNN's smallest face in px (40)")
+    pred.add_argument("--min-face-size", type=int, help="smallest face in px (40)")
     pred.add_argument("--detect-max-side", type=int, help="detect on a copy this large (640)")
     pred.add_argument("--no-progress", action="store_true", help="no progress bar on folders")
     pred.add_argument(
@@ -130,6 +137,7 @@ def _predict(args: argparse.Namespace) -> int:
     from agedistill.serving.predict_run import PredictOptions, run_predict
 
     given = {
+        "detector": args.detector,
         "min_prob": args.min_prob,
         "min_face_size": args.min_face_size,
         "detect_max_side": args.detect_max_side,

@@ -85,11 +85,12 @@ class AlignParams(_Strict):
     margin: Annotated[float, Field(ge=-0.25, le=1.0)] = 0.0
     template: Literal["arcface", "utkface"] = "utkface"  # crop framing (faces.geometry.TEMPLATES)
     # detection defaults: agedistill.faces.detection.DETECT, shared with ``predict``
+    detector: Literal["mtcnn", "blazeface"] = DETECT.detector  # faces.detectors.DETECTORS
     min_prob: Fraction = DETECT.min_prob
     min_face_size: PosInt = DETECT.min_face_size
     select: Literal["largest", "central"] = "largest"
     detect_max_side: PosInt = DETECT.detect_max_side
-    # black border around images for MTCNN (x longer side); see faces.mtcnn.MtcnnDetector
+    # black border around images before detection (x longer side); see faces.mtcnn.MtcnnDetector
     detect_pad: Annotated[float, Field(ge=0, le=1)] = DETECT.pad
     batch_size: PosInt = DETECT.batch_size
     workers: Annotated[int, Field(ge=0)] = 2
@@ -98,7 +99,8 @@ class AlignParams(_Strict):
 
     def crop_settings(self) -> dict[str, Any]:
         """How faces were found and cropped: what a model file records for ``predict``."""
-        return {"margin": self.margin, "template": self.template, "detect_pad": self.detect_pad}
+        return {"margin": self.margin, "template": self.template, "detect_pad": self.detect_pad,
+                "detector": self.detector}  # fmt: skip
 
 
 class SplitParams(_Strict):

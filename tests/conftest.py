@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from agedistill.faces.detectors import DETECTORS
+
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE_IMAGES = REPO / "data" / "sample" / "images"
 SHARED = REPO.parent / "shared" / "data"
@@ -55,3 +57,9 @@ def appa_real() -> Path:
     if not (SHARED / "appa_real" / "labels.csv").is_file():
         pytest.skip(f"{SHARED / 'appa_real'} is not beside this clone")
     return SHARED / "appa_real"
+
+
+@pytest.fixture(scope="module", params=DETECTORS)
+def detector_name(request: pytest.FixtureRequest) -> str:
+    """Each face detector in turn: a test that takes it runs once per detector."""
+    return request.param

@@ -17,9 +17,16 @@ from tqdm import tqdm
 
 from agedistill.config import AlignParams
 from agedistill.faces.decode import ImageReadError, load_image
-from agedistill.faces.detection import DETECT, Detection, Face, torch_threads
+from agedistill.faces.detection import (
+    DETECT,
+    Detection,
+    Detector,
+    DetectSettings,
+    Face,
+    torch_threads,
+)
+from agedistill.faces.detectors import make_detector
 from agedistill.faces.geometry import align_face, select_face
-from agedistill.faces.mtcnn import MtcnnDetector
 from agedistill.faces.sources import Record, make_reader
 
 MANIFEST_COLUMNS = [
@@ -94,7 +101,7 @@ class _AlignChunks(Dataset):
     reject row. The parent names and writes crops in input order.
     """
 
-    def __init__(self, chunks: list[Sequence], detector: MtcnnDetector, max_side: int,
+    def __init__(self, chunks: list[Sequence], detector: Detector, max_side: int,
                  shape: _CropShape) -> None:  # fmt: skip
         self.chunks, self.detector, self.max_side, self.shape = chunks, detector, max_side, shape
 
@@ -120,6 +127,7 @@ def align_dataset(
     size: int = 64,
     margin: float = 0.0,
     template: str = "arcface",
+    detector: str = DETECT.detector,
     min_prob: float = DETECT.min_prob,
     min_face_size: int = DETECT.min_face_size,
     select: str = "largest",
@@ -143,8 +151,10 @@ def align_dataset(
     size, margin, template : int, float, str
         Crop side in pixels, context around the template and the template's name (see
         :func:`agedistill.faces.geometry.template`).
+    detector : str
+        The face detector (:data:`agedistill.faces.detectors.DETECTORS`).
     min_prob, min_face_size, detect_max_side, detect_pad, batch_size
-        Detection settings (see :class:`~agedistill.faces.mtcnn.MtcnnDetector`);
+        Detection settings (see :class:`~agedistill.faces.detection.DetectSettings`);
         ``min_face_size`` is in original pixels and faces smaller than it are rejected as
         ``face too small``.
     select : {"largest", "central"}
@@ -178,11 +188,13 @@ def align_dataset(
     todo, rejects = _list_inputs(sources)
     if limit:
         todo = todo[:limit]
-    detector = MtcnnDetector(min_prob, min_face_size, detect_max_side, batch_size, detect_pad)
+    settings = DetectSettings(detector, min_prob, min_face_size, detect_max_side, detect_pad,
+                              batch_size)  # fmt: skip
+    detector_ = make_detector(detector, settings)
     shape = _CropShape(size, margin, template, min_face_size, select)
     # images are kept at up to twice the detection side: crops come from sharper pixels than
     # detection needs while a 40-megapixel photo still costs only a few megabytes
-    chunks = _AlignChunks(list(_chunks(todo, batch_size)), detector, 2 * detect_max_side, shape)
+    chunks = _AlignChunks(list(_chunks(todo, batch_size)), detector_, 2 * detect_max_side, shape)
     loader = DataLoader(
         chunks, batch_size=None, shuffle=False, num_workers=workers, collate_fn=_as_is,
         multiprocessing_context="fork" if workers else None, prefetch_factor=2 if workers else None,
@@ -218,7 +230,8 @@ def align_with_params(
     ``kwargs`` (``progress``, ``base``) go to :func:`align_dataset` as they are.
     """
     return align_dataset(
-        sources, out_dir, size=p.size, margin=p.margin, template=p.template, min_prob=p.min_prob,
+        sources, out_dir, size=p.size, margin=p.margin, template=p.template, detector=p.detector,
+        min_prob=p.min_prob,
         min_face_size=p.min_face_size, select=p.select, detect_max_side=p.detect_max_side,
         detect_pad=p.detect_pad, batch_size=p.batch_size, workers=p.workers, threads=p.threads,
         limit=p.limit, **kwargs,

@@ -70,7 +70,12 @@ class Detector(Protocol):
     * boxes and landmarks are in the pixels of the image as it was passed in (whatever copy the
       detector searched);
     * each image's faces are sorted by probability, highest first.
+
+    ``detect_max_side`` is the longer side of the copy it searches: callers decode images at a
+    small multiple of it.
     """
+
+    detect_max_side: int
 
     def detect(self, images: list[Image.Image]) -> list[Detection]:
         """The faces of each image (see the class docstring for what is guaranteed)."""
@@ -103,11 +108,15 @@ class DetectSettings:
     On the shared real photos (group shots down to 37-px faces) 20 finds no face that 40 misses
     (41 of 43 labelled faces either way; docs/predict.md).
 
-    Fields are those of :class:`~agedistill.faces.mtcnn.MtcnnDetector` (``pad`` is its ``pad``;
-    ``predict`` takes it from the model file, which records the border its training faces were
-    found with).
+    ``detector`` names the detector (:data:`agedistill.faces.detectors.DETECTORS`): BlazeFace
+    proposals refined by MTCNN's O-Net find the same faces and landmarks as MTCNN's whole cascade
+    at a fraction of its cost (docs/detectors.md). The other fields are those of
+    :class:`~agedistill.faces.mtcnn.MtcnnDetector` (``pad`` is its ``pad``). ``predict`` takes
+    ``detector`` and ``pad`` from the model file, which records how its training faces were
+    found.
     """
 
+    detector: str = "blazeface"
     min_prob: float = 0.95
     min_face_size: int = 40
     detect_max_side: int = 640
@@ -118,8 +127,13 @@ class DetectSettings:
 DETECT = DetectSettings()
 
 # How the faces of a model were found and cropped when its file does not say (files written
-# before ``align.template`` and ``align.detect_pad`` existed).
-CROP_DEFAULTS: dict[str, Any] = {"margin": 0.0, "template": "arcface", "detect_pad": DETECT_PAD}
+# before ``align.template``, ``align.detect_pad`` and ``align.detector`` existed).
+CROP_DEFAULTS: dict[str, Any] = {
+    "margin": 0.0,
+    "template": "arcface",
+    "detect_pad": DETECT_PAD,
+    "detector": "mtcnn",
+}
 
 
 def model_crop(config: dict[str, Any]) -> dict[str, Any]:

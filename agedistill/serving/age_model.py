@@ -61,8 +61,13 @@ class AgeModel:
 
     @property
     def detect_pad(self) -> float:
-        """The border MTCNN searched the training images with (``align.detect_pad``)."""
+        """The border the training images were searched with (``align.detect_pad``)."""
         return float(model_crop(self.config)["detect_pad"])
+
+    @property
+    def detector(self) -> str:
+        """The face detector that found the training faces (``align.detector``)."""
+        return str(model_crop(self.config)["detector"])
 
     @cached_property
     def fast_net(self) -> nn.Module:

@@ -53,7 +53,8 @@ def export_metadata(model: AgeModel) -> dict[str, str]:
         "normalize": f"(pixel / 255 - {MEAN}) / {STD}",
         "align": f"5-point similarity alignment to the {model.align_template!r} template "
         f"(agedistill.faces.geometry.TEMPLATES), size {model.input_size}, "
-        f"margin {model.align_margin}",
+        f"margin {model.align_margin}; landmarks from the {model.detector!r} detector "
+        f"(agedistill.faces.detectors) on a {model.detect_pad} border",
         "min_age": str(model.min_age),
         "outputs": ", ".join(OUTPUT_NAMES),
     }

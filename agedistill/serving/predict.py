@@ -1,6 +1,6 @@
 """Ages for every face in any photo: detection, alignment and the student, as in training.
 
-Faces go through :class:`~agedistill.faces.mtcnn.MtcnnDetector` and
+Faces go through the model's detector (:mod:`agedistill.faces.detectors`) and
 :func:`~agedistill.faces.geometry.align_face`, the functions the ``align`` stage uses, so a photo at
 prediction time meets exactly the geometry the model was trained on. The age is the expectation
 of the model's age distribution and ``age_std`` its standard deviation (a spread, not a
@@ -23,15 +23,15 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Sequence
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Protocol, TextIO
+from typing import Any, TextIO
 
 import numpy as np
 import torch
 from PIL import Image
 
 from agedistill.faces.decode import to_rgb
-from agedistill.faces.detection import DETECT, Detection
-from agedistill.faces.mtcnn import MtcnnDetector
+from agedistill.faces.detection import DETECT, Detection, Detector, DetectSettings
+from agedistill.faces.detectors import make_detector
 from agedistill.serving.age_model import AgeModel
 from agedistill.serving.annotate import AnnotationNamer, annotate, save_annotated
 from agedistill.serving.inputs import iter_input_files, read_input
@@ -58,32 +58,25 @@ PREDICT_BATCH_SIZE = 16
 WORK_SIDE_FACTOR = 2
 
 
-class Detector(Protocol):
-    """A :class:`~agedistill.faces.detection.Detector` with the longer side of the copy it
-    searches: what ``predict`` needs (tests pass stubs)."""
-
-    detect_max_side: int
-
-    def detect(self, images: list[Image.Image]) -> list[Detection]: ...
-
-
 @lru_cache(maxsize=1)
 def _default_model() -> AgeModel:
     return load_age_model()
 
 
 @lru_cache(maxsize=1)
-def _default_detector() -> MtcnnDetector:
+def _default_detector() -> Detector:
     return predict_detector(_default_model())
 
 
-def predict_detector(model: AgeModel, detect: dict[str, Any] | None = None) -> MtcnnDetector:
-    """The detector ``predict`` uses with ``model``: :data:`DETECT_DEFAULTS` with ``detect``'s
-    overrides, the model's border, :data:`PREDICT_BATCH_SIZE`, and batches whose results are
-    those of one-image calls."""
-    defaults = {**DETECT_DEFAULTS, "batch_size": PREDICT_BATCH_SIZE, "pad": model.detect_pad}
-    settings = {**defaults, **(detect or {})}
-    return MtcnnDetector(**settings, pnet_per_image=True)
+def predict_detector(model: AgeModel, detect: dict[str, Any] | None = None) -> Detector:
+    """The detector ``predict`` uses with ``model``: the model's detector and border,
+    :data:`DETECT_DEFAULTS` and :data:`PREDICT_BATCH_SIZE`, with ``detect``'s overrides (keys of
+    :class:`~agedistill.faces.detection.DetectSettings`), in batches whose results are those of
+    one-image calls."""
+    defaults = {**DETECT_DEFAULTS, "batch_size": PREDICT_BATCH_SIZE, "pad": model.detect_pad,
+                "detector": model.detector}  # fmt: skip
+    settings = DetectSettings(**{**defaults, **(detect or {})})
+    return make_detector(settings.detector, settings, exact_batches=True)
 
 
 def as_rgb_image(image: Image.Image | np.ndarray) -> Image.Image:

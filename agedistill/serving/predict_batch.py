@@ -1,7 +1,7 @@
 """``predict`` over many files at the ``align`` stage's speed: chunks of files in worker processes.
 
 The files are cut into chunks of ``detector.batch_size``. A chunk is decoded, searched with one
-call of :meth:`~agedistill.faces.mtcnn.MtcnnDetector.detect` (the ``align`` stage's cascade:
+call of the detector's ``detect`` (the ``align`` stage's detector:
 same-size images share one MTCNN batch), aligned, and all its faces go through the age model as
 one batch. Chunks run in ``workers`` processes (``torch.utils.data.DataLoader`` workers, one
 torch thread each, as in the ``align`` stage: MTCNN's many small operations do not split well
@@ -29,11 +29,11 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from agedistill.faces.detection import Detection, torch_threads
+from agedistill.faces.detection import Detection, Detector, torch_threads
 from agedistill.serving.age_model import AgeModel
 from agedistill.serving.annotate import annotate, save_annotated
 from agedistill.serving.inputs import read_input
-from agedistill.serving.predict import WORK_SIDE_FACTOR, Detector, face_crops, face_predictions
+from agedistill.serving.predict import WORK_SIDE_FACTOR, face_crops, face_predictions
 from agedistill.serving.results import ImageResult
 
 # Files a set of worker processes handles before it is replaced (the start-up of new workers
@@ -155,7 +155,7 @@ def predict_batched(
     files : sequence of InputFile
     model : AgeModel
         PyTorch or ONNX (:class:`agedistill.serving.onnx_model.OnnxAgeModel`).
-    detector : MtcnnDetector
+    detector : Detector
         Its ``batch_size`` is the chunk size (smaller when there are fewer files than
         ``workers`` full chunks, so that every worker has some).
     workers : int

@@ -1,11 +1,11 @@
 """The batched, parallel ``predict`` path against the one-image path, on real photos and chips.
 
 Parity: every file of ``../shared/data/photos`` (group shots, RGBA and 32-bit PNGs, a dog, the
-licence and manifest files) and every 200th UTKFace chip go through :func:`predict_files` (one
-file, one MTCNN call, one model call at a time) with one torch thread, and through
-:func:`predict_batched` in two worker processes (one torch thread each): the same errors, the
-same boxes bit for bit, ages within 1e-4. Both run with one torch thread because the thread count
-itself moves oneDNN's float rounding (in the one-image path too).
+licence and manifest files) and every 200th UTKFace chip go, with each detector, through
+:func:`predict_files` (one file, one detector call, one model call at a time) with one torch
+thread, and through :func:`predict_batched` in two worker processes (one torch thread each):
+the same errors, the same boxes bit for bit, ages within 1e-4. Both run with one torch thread
+because the thread count itself moves oneDNN's float rounding (in the one-image path too).
 
 Bad inputs: every kind the ``align`` stage handles, in one chunk with real faces, each gets its
 error row and the faces beside them are still found.
@@ -54,11 +54,11 @@ def _key(r: ImageResult) -> tuple:
 
 
 def test_batched_results_equal_the_one_image_path(
-    photos: Path, utkface: Path, model: AgeModel, one_thread
+    photos: Path, utkface: Path, model: AgeModel, one_thread, detector_name: str
 ) -> None:
     files = [p for p, _ in iter_input_files([photos])]
     files += sorted(utkface.iterdir())[::200]
-    detector = predict_detector(model)
+    detector = predict_detector(model, {"detector": detector_name})
     reference = list(predict_files(files, model, detector, progress=False))
     batched = list(predict_batched([InputFile(f) for f in files], model, detector, workers=2))
     assert [_key(r) for r in batched] == [_key(r) for r in reference]  # order, errors, counts
@@ -104,7 +104,7 @@ def _bad_inputs(folder: Path, chips: list[Path]) -> dict[str, str]:
 
 @pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")  # the bomb, on open
 def test_every_bad_input_gets_its_error_row_and_its_neighbours_their_ages(
-    utkface: Path, photos: Path, tmp_path: Path
+    utkface: Path, photos: Path, tmp_path: Path, detector_name: str
 ) -> None:
     chips = sorted(utkface.iterdir())[:6]
     folder = tmp_path / "in"
@@ -115,7 +115,8 @@ def test_every_bad_input_gets_its_error_row_and_its_neighbours_their_ages(
     rgba = photos / "face_recognition/test_32bit.png"
     (folder / "h_rgba.png").symlink_to(rgba)
     out = tmp_path / "preds.csv"
-    assert main(["predict", str(folder), "--out", str(out), "--workers", "2"]) == 0
+    args = ["--out", str(out), "--workers", "2", "--detector", detector_name]
+    assert main(["predict", str(folder), *args]) == 0
     with open(out, newline="") as f:
         rows = list(csv.DictReader(f))
     by_name: dict[str, list[dict]] = {}

@@ -42,9 +42,10 @@ def folder(utkface: Path, tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def reference(folder: Path, tmp_path_factory) -> list[dict[str, str]]:
+def reference(folder: Path, tmp_path_factory, detector_name: str) -> list[dict[str, str]]:
     out = tmp_path_factory.mktemp("ref") / "preds.csv"
-    assert main(["predict", str(folder), "--out", str(out), "--workers", "2", "--no-progress"]) == 0
+    args = ["--out", str(out), "--workers", "2", "--no-progress", "--detector", detector_name]
+    assert main(["predict", str(folder), *args]) == 0
     return _rows(out)
 
 
@@ -77,11 +78,11 @@ def _one_row_set_per_file(rows: list[dict[str, str]], folder: Path) -> None:
 
 @pytest.mark.parametrize("suffix", [".csv", ".jsonl"])
 def test_sigkill_mid_folder_then_resume(
-    folder: Path, reference: list[dict[str, str]], tmp_path: Path, suffix: str
+    folder: Path, reference: list[dict[str, str]], tmp_path: Path, suffix: str, detector_name: str
 ) -> None:
     out = tmp_path / f"preds{suffix}"
     cmd = [sys.executable, "-m", "agedistill.cli", "predict", str(folder), "--out", str(out),
-           "--workers", "2", "--no-progress"]  # fmt: skip
+           "--workers", "2", "--no-progress", "--detector", detector_name]  # fmt: skip
     proc = subprocess.Popen(cmd, start_new_session=True, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 300
     while len(set(_paths_in(out))) < KILL_AFTER:
@@ -101,13 +102,13 @@ def test_sigkill_mid_folder_then_resume(
 
 
 def test_shards_concatenate_to_the_unsharded_table(
-    folder: Path, reference: list[dict[str, str]], tmp_path: Path
+    folder: Path, reference: list[dict[str, str]], tmp_path: Path, detector_name: str
 ) -> None:
     parts = []
     for k in (1, 2, 3):
         out = tmp_path / f"part{k}.csv"
-        assert main(["predict", str(folder), "--out", str(out), "--shard", f"{k}/3",
-                     "--workers", "0", "--no-progress"]) == 0  # fmt: skip
+        args = ["--out", str(out), "--shard", f"{k}/3", "--workers", "0", "--no-progress"]
+        assert main(["predict", str(folder), *args, "--detector", detector_name]) == 0
         parts.append(_rows(out))
     assert all(len({r["path"] for r in p}) > N_FILES / 6 for p in parts)  # a real split
     merged = sorted((r for p in parts for r in p), key=lambda r: r["path"])  # stable: faces stay
@@ -115,12 +116,13 @@ def test_shards_concatenate_to_the_unsharded_table(
 
 
 def test_onnx_model_gives_the_same_rows(
-    folder: Path, reference: list[dict[str, str]], tmp_path: Path
+    folder: Path, reference: list[dict[str, str]], tmp_path: Path, detector_name: str
 ) -> None:
     onnx_file = tmp_path / "student.onnx"
     assert main(["export", "--format", "onnx", "--out", str(onnx_file)]) == 0
     out = tmp_path / "onnx.csv"
-    args = ["predict", str(folder), "--out", str(out), "--model", str(onnx_file), "--workers", "2"]
+    args = ["predict", str(folder), "--out", str(out), "--model", str(onnx_file), "--workers", "2",
+            "--detector", detector_name]  # fmt: skip
     assert main([*args, "--no-progress"]) == 0
     rows = _rows(out)
     assert len(rows) == len(reference)
@@ -133,8 +135,9 @@ def test_onnx_model_gives_the_same_rows(
     # unrounded, through the API: same boxes, ages within 1e-4
     files = [InputFile(p) for p in sorted(folder.iterdir())]
     torch_model = load_age_model()
-    detector = predict_detector(torch_model)
+    detector = predict_detector(torch_model, {"detector": detector_name})
     assert load_age_model(onnx_file).detect_pad == torch_model.detect_pad
+    assert load_age_model(onnx_file).detector == torch_model.detector
     ours = list(predict_batched(files, torch_model, detector, workers=2))
     theirs = list(predict_batched(files, load_age_model(onnx_file), detector, workers=2))
     for a, b in zip(ours, theirs, strict=True):
