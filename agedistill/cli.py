@@ -63,7 +63,7 @@ def _parser() -> argparse.ArgumentParser:
     pred.add_argument(
         "--threads",
         type=_positive_int,
-        help="torch threads of each process that predicts (default: 1, the fastest per core)",
+        help="compute threads of each process that predicts (default: 1, the fastest per core)",
     )
 
     rep = sub.add_parser("report", help="print the MAE table of an evaluate metrics file")
@@ -145,9 +145,9 @@ def _predict(args: argparse.Namespace) -> int:
     detect = {k: v for k, v in given.items() if v is not None}
     progress = False if args.no_progress else None
     if args.threads:
-        import torch
+        from agedistill.onnx_sessions import set_threads
 
-        torch.set_num_threads(args.threads)
+        set_threads(args.threads)
     opts = PredictOptions(
         model=args.model, out=args.out, annotate_dir=args.annotate, progress=progress,
         detect=detect, flip=args.flip, workers=args.workers, threads=args.threads or 1,
@@ -202,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     if args.command == "report":
         return _report_exps() if args.exps else _report(args.metrics)
-    from agedistill.models.files import ModelFileError
+    from agedistill.models.errors import ModelFileError
     from agedistill.serving.predict_stream import TableError
 
     try:

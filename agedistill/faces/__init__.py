@@ -1,1 +1,1 @@
-"""Photos to aligned faces: decode, detect, align, read labels. May import config."""
+"""Photos to aligned faces: decode, detect, align, read labels. May import config, onnx_sessions."""

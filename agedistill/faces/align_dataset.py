@@ -17,17 +17,11 @@ from tqdm import tqdm
 
 from agedistill.config import AlignParams
 from agedistill.faces.decode import ImageReadError, load_image
-from agedistill.faces.detection import (
-    DETECT,
-    Detection,
-    Detector,
-    DetectSettings,
-    Face,
-    torch_threads,
-)
+from agedistill.faces.detection import DETECT, Detection, Detector, DetectSettings, Face
 from agedistill.faces.detectors import make_detector
 from agedistill.faces.geometry import align_face, select_face
 from agedistill.faces.sources import Record, make_reader
+from agedistill.onnx_sessions import compute_threads
 
 MANIFEST_COLUMNS = [
     "crop", "source", "source_part", "path", "sha1", "age", "subject", "gender", "race",
@@ -201,7 +195,7 @@ def align_dataset(
     )  # fmt: skip
     rows: list[dict] = []
     with (
-        torch_threads(threads),
+        compute_threads(threads),
         tqdm(total=len(todo), desc="align", unit="img", disable=not progress) as bar,
     ):
         for results in loader:

@@ -8,13 +8,10 @@ settings a model file records (how its training faces were found and framed).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
-import torch
 from PIL import Image
 
 
@@ -80,18 +77,6 @@ class Detector(Protocol):
     def detect(self, images: list[Image.Image]) -> list[Detection]:
         """The faces of each image (see the class docstring for what is guaranteed)."""
         ...
-
-
-@contextmanager
-def torch_threads(n: int) -> Iterator[None]:
-    """Run the block with ``n`` torch intra-op threads (0: unchanged), then restore."""
-    before = torch.get_num_threads()
-    if n > 0:
-        torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 # Black border (fraction of the longer side) added before detection: see MtcnnDetector ``pad``.

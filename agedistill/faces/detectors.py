@@ -30,5 +30,5 @@ def make_detector(name: str, settings: DetectSettings, *, exact_batches: bool = 
     if name == "blazeface":
         from agedistill.faces.blazeface import BlazeFaceDetector
 
-        return BlazeFaceDetector(**kwargs, exact_batches=exact_batches)
+        return BlazeFaceDetector(**kwargs)  # ONNX Runtime's results never depend on the batch
     raise ValueError(f"unknown face detector {name!r}; use one of {', '.join(DETECTORS)}")

@@ -81,8 +81,9 @@ def _padded(
     ``SAME`` padding, with only an asymmetric remainder padded explicitly (a copy)."""
     if opts.get("padding") != "SAME":
         return x, (0, 0)
-    top, bottom = _same_pad(x.shape[2], kh, opts["stride_h"], opts.get("dilation_h", 1))
-    left, right = _same_pad(x.shape[3], kw, opts["stride_w"], opts.get("dilation_w", 1))
+    h, w = int(x.shape[2]), int(x.shape[3])  # static, also when traced for ONNX export
+    top, bottom = _same_pad(h, kh, opts["stride_h"], opts.get("dilation_h", 1))
+    left, right = _same_pad(w, kw, opts["stride_w"], opts.get("dilation_w", 1))
     if top == bottom and left == right:
         return x, (top, left)
     return F.pad(x, (left, right, top, bottom)), (0, 0)
@@ -127,9 +128,8 @@ class TfliteGraph(nn.Module):
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Run the graph on ``x`` (N, C, H, W); returns its outputs in the file's order."""
         values: dict[int, torch.Tensor] = {self.input_id: x}
-        if x.is_contiguous(memory_format=torch.channels_last) or x.shape[1] > 1:
-            x = x.contiguous(memory_format=torch.channels_last)  # oneDNN's fast layout on CPU
-            values[self.input_id] = x
+        x = x.contiguous(memory_format=torch.channels_last)  # oneDNN's fast layout on CPU
+        values[self.input_id] = x
         for op in self.ops:
             args = [values[i] if i in values else self._const(i) for i in op["inputs"]]
             owned = op["inputs"][0] in self._single_use and op["inputs"][0] in values
@@ -145,7 +145,7 @@ class TfliteGraph(nn.Module):
         if kind in ("CONV_2D", "DEPTHWISE_CONV_2D"):
             w, b = args[1], args[2] if len(args) > 2 else None
             x, padding = _padded(x, opts, w.shape[2], w.shape[3])
-            groups = x.shape[1] if kind == "DEPTHWISE_CONV_2D" else 1
+            groups = int(x.shape[1]) if kind == "DEPTHWISE_CONV_2D" else 1
             stride = (opts["stride_h"], opts["stride_w"])
             dilation = (opts.get("dilation_h", 1), opts.get("dilation_w", 1))
             y = F.conv2d(x, w, b, stride, padding, dilation, groups)
@@ -168,9 +168,7 @@ class TfliteGraph(nn.Module):
         if kind == "RESHAPE":
             if x.dim() == 4:  # TFLite reshapes NHWC memory order
                 x = x.permute(0, 2, 3, 1)
-            shape = list(opts["new_shape"])
-            shape[0] = x.shape[0]
-            return x.reshape(shape)
+            return x.reshape(-1, *opts["new_shape"][1:])
         if kind == "CONCATENATION":
             axis = opts["axis"]
             if x.dim() == 4:
@@ -189,7 +187,7 @@ class TfliteGraph(nn.Module):
 
 def _legacy_bilinear(x: torch.Tensor, size: list[int]) -> torch.Tensor:
     """TensorFlow's bilinear resize with neither ``align_corners`` nor ``half_pixel_centers``."""
-    h, w = x.shape[2], x.shape[3]
+    h, w = int(x.shape[2]), int(x.shape[3])
     out_h, out_w = size
 
     def axis(n_in: int, n_out: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

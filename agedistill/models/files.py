@@ -18,13 +18,10 @@ import torch
 from torch import nn
 
 from agedistill import __version__
+from agedistill.models.errors import ModelFileError
 from agedistill.models.nets import ConvNet, RankTeacher
 
 FORMAT = "agedistill-model/1"
-
-
-class ModelFileError(ValueError):
-    """A model file that is missing, corrupt, or not an agedistill model of a known kind."""
 
 
 def build_model(config: dict[str, Any]) -> nn.Module:

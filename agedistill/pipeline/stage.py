@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 from agedistill.config import ParamsError
 from agedistill.data.splits import SplitError
-from agedistill.models.files import ModelFileError
+from agedistill.models.errors import ModelFileError
 
 USER_ERRORS = (ParamsError, SplitError, ModelFileError, FileNotFoundError, ValueError)
 

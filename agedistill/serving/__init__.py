@@ -1,1 +1,4 @@
-"""Ages for photos: load, predict, export. May import: models, faces (not align_dataset: pandas)."""
+"""Ages for photos: load, predict, export.
+
+May import: models, faces (not align_dataset: pandas), onnx_sessions.
+"""

@@ -2,7 +2,8 @@
 
 The PyTorch model (:class:`AgeModel`) and the exported one
 (:class:`~agedistill.serving.onnx_model.OnnxAgeModel`) share this type and this check; files
-become models in :mod:`agedistill.serving.loading`.
+become models in :mod:`agedistill.serving.loading`. This module imports torch only when a
+PyTorch model computes ages, so that ``predict`` with an ONNX model never loads it.
 """
 
 from __future__ import annotations
@@ -10,20 +11,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 from PIL import Image
-from torch import nn
 
 from agedistill import __version__
 from agedistill.faces.detection import model_crop
 from agedistill.faces.geometry import align_face
-from agedistill.models.files import ModelFileError
-from agedistill.models.inputs import normalize
-from agedistill.models.ordinal import age_std, expected_age, mixture_logits
-from agedistill.serving.inference import for_inference
+from agedistill.models.errors import ModelFileError
+
+if TYPE_CHECKING:
+    from torch import nn
 
 # Config keys ``predict`` needs; the ``align_*`` keys default to ``detection.CROP_DEFAULTS``.
 _REQUIRED_KEYS = ("input_size", "min_age", "num_classes")
@@ -72,20 +71,27 @@ class AgeModel:
     @cached_property
     def fast_net(self) -> nn.Module:
         """``net`` with BatchNorm folded and channels-last weights (``serving/inference.py``)."""
+        from agedistill.serving.inference import for_inference
+
         return for_inference(self.net)
 
-    @torch.inference_mode()
-    def ages(self, crops: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Expected age and its standard deviation, each (N,), for uint8 crops (N, 3, S, S).
+    def ages(self, crops: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Expected age and its standard deviation, each (N,), for uint8 crops (N, S, S, 3).
 
         With ``flip`` they are those of the mixture of the face's and its mirror image's age
         distributions (:func:`agedistill.models.ordinal.mixture_logits`).
         """
-        x = normalize(crops)
-        logits = self.fast_net(x)
-        if self.flip:
-            logits = mixture_logits(logits, self.fast_net(x.flip(-1)))
-        return expected_age(logits, self.min_age), age_std(logits)
+        import torch
+
+        from agedistill.models.inputs import normalize
+        from agedistill.models.ordinal import age_std, expected_age, mixture_logits
+
+        with torch.inference_mode():
+            x = normalize(torch.from_numpy(crops).permute(0, 3, 1, 2).contiguous())
+            logits = self.fast_net(x)
+            if self.flip:
+                logits = mixture_logits(logits, self.fast_net(x.flip(-1)))
+            return expected_age(logits, self.min_age).numpy(), age_std(logits).numpy()
 
 
 def _major(version: str) -> str:

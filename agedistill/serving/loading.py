@@ -10,7 +10,7 @@ import zipfile
 from importlib import resources
 from pathlib import Path
 
-from agedistill.models.files import ModelFileError, load_model
+from agedistill.models.errors import ModelFileError
 from agedistill.serving.age_model import AgeModel, check_age_config
 from agedistill.serving.onnx_model import ONNX_SUFFIX, load_onnx_model
 
@@ -18,6 +18,12 @@ from agedistill.serving.onnx_model import ONNX_SUFFIX, load_onnx_model
 def default_model_path() -> Path:
     """The student shipped inside the package (``agedistill/assets/student.pt``)."""
     return Path(str(resources.files("agedistill") / "assets" / "student.pt"))
+
+
+def default_serving_path() -> Path:
+    """The shipped student exported to ONNX (``agedistill/assets/student.onnx``): what the
+    ``predict`` command runs by default, without loading torch."""
+    return Path(str(resources.files("agedistill") / "assets" / "student.onnx"))
 
 
 def load_age_model(path: str | Path | None = None, flip: bool = False) -> AgeModel:
@@ -50,6 +56,8 @@ def load_age_model(path: str | Path | None = None, flip: bool = False) -> AgeMod
         raise ModelFileError(
             f"{path}: not a PyTorch model file (corrupt, truncated or another kind)"
         )
+    from agedistill.models.files import load_model  # torch: only for PyTorch model files
+
     try:
         net, config = load_model(path)
     except ModelFileError:

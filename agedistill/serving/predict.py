@@ -26,7 +26,6 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import numpy as np
-import torch
 from PIL import Image
 
 from agedistill.faces.decode import to_rgb
@@ -127,8 +126,7 @@ def ages_for_detection(
     """
     if not detection.faces:
         return []
-    batch = torch.from_numpy(face_crops(image, detection, model)).permute(0, 3, 1, 2)
-    ages, stds = model.ages(batch.contiguous())  # (N, 3, S, S) uint8 in
+    ages, stds = model.ages(face_crops(image, detection, model))  # (N, S, S, 3) uint8 in
     return face_predictions(detection, ages.tolist(), stds.tolist(), scale)
 
 

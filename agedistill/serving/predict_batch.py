@@ -1,12 +1,12 @@
 """``predict`` over many files at the ``align`` stage's speed: chunks of files in worker processes.
 
 The files are cut into chunks of ``detector.batch_size``. A chunk is decoded, searched with one
-call of the detector's ``detect`` (the ``align`` stage's detector:
-same-size images share one MTCNN batch), aligned, and all its faces go through the age model as
-one batch. Chunks run in ``workers`` processes (``torch.utils.data.DataLoader`` workers, one
-torch thread each, as in the ``align`` stage: MTCNN's many small operations do not split well
-over threads) and come back in input order, a few chunks ahead of the writer at most, so memory
-does not grow with the number of files. A process hands its freed heap back to the system after
+call of the detector's ``detect`` (the ``align`` stage's detector), aligned, and all its faces
+go through the age model as one batch. Chunks run in ``workers`` forked processes (one compute
+thread each, as in the ``align`` stage: small networks do not split well over threads) and come
+back in input order, a few chunks ahead of the writer at most, so memory does not grow with the
+number of files. Nothing here imports torch: with an ONNX model and the ``blazeface`` detector
+the command never loads it. A process hands its freed heap back to the system after
 each chunk (:func:`release_free_memory`), and the workers are forked with the parent's objects
 frozen (:func:`gc.freeze`), so that they share its pages instead of copying them.
 
@@ -18,18 +18,20 @@ from __future__ import annotations
 
 import ctypes
 import gc
+import multiprocessing
 import os
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
-from functools import lru_cache, partial
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
-import torch
-from torch.utils.data import DataLoader, Dataset
 
-from agedistill.faces.detection import Detection, Detector, torch_threads
+from agedistill.faces.detection import Detection, Detector
+from agedistill.onnx_sessions import compute_threads, set_threads
 from agedistill.serving.age_model import AgeModel
 from agedistill.serving.annotate import annotate, save_annotated
 from agedistill.serving.inputs import read_input
@@ -100,25 +102,22 @@ def _ages(model: AgeModel, crops: list[np.ndarray]) -> tuple[list[float], list[f
     batch = np.concatenate(crops) if crops else np.zeros((0,))
     if len(batch) == 0:
         return [], []
-    ages, stds = model.ages(torch.from_numpy(batch).permute(0, 3, 1, 2).contiguous())
+    ages, stds = model.ages(np.ascontiguousarray(batch))
     return ages.tolist(), stds.tolist()
 
 
-class _Chunks(Dataset):
-    """Chunks of input files; an item is the results of one chunk (:func:`predict_chunk`)."""
+# The chunks, model and detector of the worker processes being started: forked workers find them
+# here (nothing is pickled but a chunk's index and its results).
+_WORK: tuple[list[Sequence[InputFile]], AgeModel, Detector] | None = None
 
-    def __init__(
-        self, chunks: list[Sequence[InputFile]], model: AgeModel, detector: Detector
-    ) -> None:
-        self.chunks, self.model, self.detector = chunks, model, detector
 
-    def __len__(self) -> int:
-        return len(self.chunks)
-
-    def __getitem__(self, i: int) -> list[ImageResult]:
-        results = predict_chunk(self.chunks[i], self.model, self.detector)
-        release_free_memory()
-        return results
+def _worker_chunk(i: int) -> list[ImageResult]:
+    """In a worker process: the results of chunk ``i`` of :data:`_WORK`."""
+    assert _WORK is not None, "a worker process forked without work"
+    chunks, model, detector = _WORK
+    results = predict_chunk(chunks[i], model, detector)
+    release_free_memory()
+    return results
 
 
 def release_free_memory() -> None:
@@ -141,10 +140,6 @@ def _malloc_trim() -> Callable[[int], int] | None:
         return None
 
 
-def _as_is(item: list[ImageResult]) -> list[ImageResult]:
-    return item
-
-
 def predict_batched(
     files: Sequence[InputFile], model: AgeModel, detector: Detector, workers: int, threads: int = 1
 ) -> Iterator[ImageResult]:
@@ -162,10 +157,10 @@ def predict_batched(
         Worker processes (forked; they inherit the loaded model and detector); 0, or a single
         chunk, runs in this process, with no start-up cost.
     threads : int
-        Torch threads of each process that predicts (this one included, for the time it does).
-        One is the fastest per core on CPU (see ``workers``); and since the thread count moves
-        oneDNN's float rounding, a fixed count makes a file's row independent of ``workers``
-        and of the other files in the run.
+        Compute threads (torch's and ONNX Runtime's) of each process that predicts (this one
+        included, for the time it does). One is the fastest per core on CPU (see ``workers``);
+        and since the thread count can move the float rounding, a fixed count makes a file's
+        row independent of ``workers`` and of the other files in the run.
 
     Yields
     ------
@@ -179,7 +174,7 @@ def predict_batched(
     workers = min(workers, len(chunks))
     if workers <= 1:  # one worker process would only add its start-up to this process's work
         for chunk in chunks:
-            with torch_threads(threads):  # not across the yields: the caller's code runs there
+            with compute_threads(threads):  # not across the yields: the caller's code runs there
                 results = predict_chunk(chunk, model, detector)
             release_free_memory()
             yield from results
@@ -188,16 +183,38 @@ def predict_batched(
     with _frozen_objects():
         for start in range(0, len(chunks), per_set):
             # fresh workers every WORKER_FILES files: a worker's memory creeps up over thousands
-            # of files (allocator and oneDNN caches), and a new fork starts from the parent's pages
-            gc.freeze()  # what exists now is shared with the new workers: see _frozen_objects
-            loader = DataLoader(
-                _Chunks(chunks[start : start + per_set], model, detector), batch_size=None,
-                shuffle=False, num_workers=workers, collate_fn=_as_is,
-                multiprocessing_context="fork", prefetch_factor=2,
-                worker_init_fn=partial(_set_threads, threads),
-            )  # fmt: skip
-            for results in loader:
-                yield from results
+            # of files (allocator and runtime caches), and a new fork starts from the parent's
+            # pages
+            yield from _in_workers(chunks[start : start + per_set], model, detector, workers,
+                                   threads)  # fmt: skip
+
+
+def _in_workers(
+    chunks: list[Sequence[InputFile]],
+    model: AgeModel,
+    detector: Detector,
+    workers: int,
+    threads: int,
+) -> Iterator[ImageResult]:
+    """Results of ``chunks`` from ``workers`` forked processes, in order, at most two chunks per
+    worker ahead of the caller. A worker that dies (a crash in a decoder) ends the run with
+    ``BrokenProcessPool``, as any error of the run would."""
+    global _WORK
+    _WORK = (chunks, model, detector)
+    gc.freeze()  # what exists now is shared with the new workers: see _frozen_objects
+    pool = ProcessPoolExecutor(workers, multiprocessing.get_context("fork"),
+                               initializer=set_threads, initargs=(threads,))  # fmt: skip
+    pending: deque[Future[list[ImageResult]]] = deque()
+    try:
+        for i in range(len(chunks)):
+            pending.append(pool.submit(_worker_chunk, i))
+            if len(pending) >= 2 * workers:
+                yield from pending.popleft().result()
+        while pending:
+            yield from pending.popleft().result()
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+        _WORK = None
 
 
 @contextmanager
@@ -215,7 +232,3 @@ def _frozen_objects() -> Iterator[None]:
     finally:
         if not already:
             gc.unfreeze()
-
-
-def _set_threads(threads: int, worker_id: int) -> None:
-    torch.set_num_threads(threads)

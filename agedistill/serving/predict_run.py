@@ -15,7 +15,7 @@ from typing import Any
 
 from agedistill.serving.annotate import AnnotationNamer
 from agedistill.serving.inputs import iter_input_files
-from agedistill.serving.loading import load_age_model
+from agedistill.serving.loading import default_serving_path, load_age_model
 from agedistill.serving.predict import predict_detector
 from agedistill.serving.predict_batch import InputFile, default_workers, predict_batched
 from agedistill.serving.predict_stream import open_table, table_format
@@ -28,10 +28,11 @@ from agedistill.serving.sharding import Shard, shard_key
 class PredictOptions:
     """Everything ``agedistill predict`` takes besides its input paths.
 
-    ``detect`` overrides :data:`agedistill.serving.predict.DETECT_DEFAULTS` (keys of
-    :class:`~agedistill.faces.mtcnn.MtcnnDetector`); ``progress`` ``None`` shows a bar when an input
-    is a folder; ``workers`` ``None`` is one per core; ``threads`` are the torch threads of
-    each predicting process (:func:`~agedistill.serving.predict_batch.predict_batched`).
+    ``model`` ``None`` is the shipped student (its ONNX twin); ``detect`` overrides
+    :data:`agedistill.serving.predict.DETECT_DEFAULTS` (keys of
+    :class:`~agedistill.faces.detection.DetectSettings`); ``progress`` ``None`` shows a bar when
+    an input is a folder; ``workers`` ``None`` is one per core; ``threads`` are the compute
+    threads of each predicting process (:func:`~agedistill.serving.predict_batch.predict_batched`).
     """
 
     model: str | Path | None = None
@@ -88,14 +89,15 @@ def run_predict(paths: list[str | Path], opts: PredictOptions) -> int:
 
     Returns 0 when at least one input of this run could be read (faceless images count as read)
     or there was nothing left to do, 1 when none could. Raises
-    :class:`~agedistill.models.files.ModelFileError` for an unusable model file and
+    :class:`~agedistill.models.errors.ModelFileError` for an unusable model file and
     :class:`~agedistill.serving.predict_stream.TableError` for an output in a format ``predict``
     does not write (before any model or file is read) or one ``--resume`` cannot continue.
     """
     from tqdm import tqdm
 
     table_format(opts.out)  # first: a wrong --out fails before a model or a file is read
-    model = load_age_model(opts.model, opts.flip)  # before anything else: a bad --model fails fast
+    # before anything else: a bad --model fails fast; by default the shipped student's ONNX twin
+    model = load_age_model(opts.model or default_serving_path(), opts.flip)
     detector = predict_detector(model, opts.detect)
     table = open_table(opts.out, opts.resume)
     try:

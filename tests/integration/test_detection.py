@@ -6,13 +6,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
 import torch
 from PIL import Image
 
+from agedistill.evaluation.boxes import annotated_boxes, matched
 from agedistill.faces.decode import read_image
-from agedistill.faces.detection import Detection, Detector, DetectSettings
+from agedistill.faces.detection import Detector, DetectSettings
 from agedistill.faces.detectors import make_detector
 from agedistill.faces.geometry import align_face
 from agedistill.faces.mtcnn import MtcnnDetector
@@ -31,42 +31,12 @@ def detector(detector_name: str) -> Detector:
     return make_detector(detector_name, settings)
 
 
-def iou(a: np.ndarray, b: np.ndarray) -> float:
-    """Intersection over union of two ``(x1, y1, x2, y2)`` boxes."""
-    w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = w * h
-    return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
-
-
-def ground_truth(photos: Path) -> dict[str, list[np.ndarray]]:
-    table = pd.read_csv(photos / "manifest.csv").dropna(subset=["gt_boxes_ltwh"])
-    boxes = {}
-    for path, spec in zip(table["path"], table["gt_boxes_ltwh"], strict=True):
-        ltwh = [np.array([float(v) for v in box.split(",")]) for box in spec.split(";")]
-        boxes[path] = [np.array([x, y, x + w, y + h]) for x, y, w, h in ltwh]
-    return boxes
-
-
-def matched(gt: list[np.ndarray], det: Detection, thresh: float = 0.5) -> int:
-    """Ground-truth boxes matched one-to-one (greedy by IoU) by a detection with IoU >= thresh."""
-    pairs = sorted(
-        ((iou(g, f.box), i, j) for i, g in enumerate(gt) for j, f in enumerate(det.faces)),
-        reverse=True,
-    )
-    used_gt, used_det = set(), set()
-    for score, i, j in pairs:
-        if score >= thresh and i not in used_gt and j not in used_det:
-            used_gt.add(i)
-            used_det.add(j)
-    return len(used_gt)
-
-
 def test_recall_on_dlib_ground_truth(photos: Path, detector: Detector) -> None:
-    gt = ground_truth(photos)
+    gt = annotated_boxes(photos)
     assert sum(len(b) for b in gt.values()) >= 40
     dets = detector.detect([read_image(photos / p) for p in gt])
-    hits = sum(matched(boxes, d) for boxes, d in zip(gt.values(), dets, strict=True))
+    hits = sum(matched(boxes, [f.box for f in d.faces])
+               for boxes, d in zip(gt.values(), dets, strict=True))  # fmt: skip
     recall = hits / sum(len(b) for b in gt.values())
     print(f"recall at IoU>=0.5: {hits}/{sum(len(b) for b in gt.values())} = {recall:.3f}")
     assert recall >= RECALL_BAR

@@ -100,3 +100,15 @@ def test_parity_check_can_fail(model: AgeModel, faces: torch.Tensor) -> None:
     shifted = [ref["logits"] + 1e-3, ref["age"], ref["age_std"]]
     with pytest.raises(AssertionError):
         _assert_close(shifted, ref)
+
+
+def test_the_shipped_onnx_student_is_the_export_of_the_shipped_pt(tmp_path: Path) -> None:
+    """``predict`` runs ``assets/student.onnx`` by default: it must be ``student.pt`` exported
+    (the export is deterministic: the same bytes)."""
+    from agedistill.serving.loading import default_model_path, default_serving_path
+
+    out = tmp_path / "student.onnx"
+    assert main(["export", "--format", "onnx", "--out", str(out)]) == 0
+    assert out.read_bytes() == default_serving_path().read_bytes()
+    assert load_age_model(default_serving_path()).config == load_age_model().config
+    assert default_model_path().with_suffix(".onnx") == default_serving_path()

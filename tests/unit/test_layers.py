@@ -17,13 +17,14 @@ PACKAGE = ROOT / "agedistill"
 ALLOWED = {
     "models": {"agedistill"},
     "data": set(),
-    "faces": {"config"},
+    "onnx_sessions": set(),  # per-process ONNX Runtime sessions: a leaf anyone may use
+    "faces": {"config", "onnx_sessions"},
     "config": {"faces", "models"},  # DETECT_PAD and stage_sides, validated against
-    "serving": {"agedistill", "models", "faces"},
+    "serving": {"agedistill", "models", "faces", "onnx_sessions"},
     "evaluation": {"config", "models", "data", "serving"},
     "pipeline": {"config", "models", "data"},
     "training": {"config", "models", "data", "faces", "pipeline"},
-    "cli": {"config", "models", "evaluation", "pipeline", "serving"},
+    "cli": {"config", "models", "faces", "evaluation", "pipeline", "serving", "onnx_sessions"},
 }
 
 

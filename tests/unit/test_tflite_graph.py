@@ -1,15 +1,15 @@
-"""The TFLite-graph port: the shipped BlazeFace files against TFLite's own outputs, and errors."""
+"""The TFLite-graph port and the shipped BlazeFace files against TFLite's own outputs; errors."""
 
 from __future__ import annotations
 
-from importlib import resources
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from agedistill.faces.blazeface import MODELS, _weighted_nms
+from agedistill.faces.blazeface import MODELS, _weighted_nms, asset
+from agedistill.faces.tflite_convert import convert_wheel_model
 from agedistill.faces.tflite_graph import (
     FORMAT,
     GraphFileError,
@@ -18,27 +18,27 @@ from agedistill.faces.tflite_graph import (
     check_graph,
     load_graph,
 )
+from agedistill.onnx_sessions import session
 from scripts.blazeface_reference import CHIP, reference_input
 
 REFERENCE = Path(__file__).resolve().parents[1] / "data" / "blazeface_reference.npz"
 
 
-def _asset(name: str) -> Path:
-    return Path(str(resources.files("agedistill.assets") / f"{name}.pt"))
-
-
 @pytest.mark.parametrize("key", ["short_range", "full_range"])
-def test_shipped_graphs_give_tflites_outputs(key: str) -> None:
+def test_the_port_and_the_shipped_onnx_give_tflites_outputs(key: str) -> None:
     """TFLite's outputs were written by scripts/blazeface_reference.py (TFLite 2.14, XNNPACK);
-    measured: the port differs by at most 1.5e-4 on regressors up to 170 and scores up to 2."""
+    measured: the port and the ONNX files differ by at most 1.5e-4 on regressors up to 170 and
+    scores up to 2."""
     model = MODELS[key]
     ref = np.load(REFERENCE)
-    x = torch.from_numpy(reference_input(CHIP, model.input_size)).permute(0, 3, 1, 2)
+    x = reference_input(CHIP, model.input_size).transpose(0, 3, 1, 2).copy()
     with torch.inference_mode():
-        reg, scores = TfliteGraph(load_graph(_asset(model.name))).eval()(x)
-    assert reg.shape[1] == scores.shape[1] == len(model.anchors())
-    np.testing.assert_allclose(reg.numpy(), ref[f"{key}_regressors"], rtol=0, atol=1e-3)
-    np.testing.assert_allclose(scores.numpy(), ref[f"{key}_scores"], rtol=0, atol=1e-3)
+        ported = TfliteGraph(convert_wheel_model(key)).eval()(torch.from_numpy(x))
+    shipped = session(asset(model.file)).run(None, {"images": x})
+    for reg, scores in ([t.numpy() for t in ported], shipped):
+        assert reg.shape[1] == scores.shape[1] == len(model.anchors())
+        np.testing.assert_allclose(reg, ref[f"{key}_regressors"], rtol=0, atol=1e-3)
+        np.testing.assert_allclose(scores, ref[f"{key}_scores"], rtol=0, atol=1e-3)
 
 
 def test_tensorflow_same_padding_puts_the_extra_pixel_after() -> None:
@@ -86,8 +86,8 @@ def test_a_file_that_is_not_a_graph_is_a_one_line_error(tmp_path: Path) -> None:
 
 
 def test_weighted_suppression_averages_overlapping_boxes_by_score() -> None:
-    boxes = torch.tensor([[0.0, 0, 10, 10], [1, 1, 11, 11], [50, 50, 60, 60]])
-    scores = torch.tensor([0.9, 0.3, 0.8])
+    boxes = np.array([[0.0, 0, 10, 10], [1, 1, 11, 11], [50, 50, 60, 60]])
+    scores = np.array([0.9, 0.3, 0.8])
     out = _weighted_nms(boxes, scores, 0.3)
     assert out.shape == (2, 5)
     np.testing.assert_allclose(out[0, :4], [0.25, 0.25, 10.25, 10.25], atol=1e-6)

@@ -1,0 +1,29 @@
+"""The numpy age arithmetic of the torch-free serving path equals training's torch functions."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from agedistill.models import ordinal
+from agedistill.models.inputs import normalize
+from agedistill.serving import distribution
+
+
+def test_numpy_and_torch_give_the_same_ages() -> None:
+    logits = np.random.default_rng(0).normal(0, 3, (64, 101)).astype(np.float32)
+    other = np.random.default_rng(1).normal(0, 3, (64, 101)).astype(np.float32)
+    t, u = torch.from_numpy(logits), torch.from_numpy(other)
+    np.testing.assert_allclose(
+        distribution.expected_age(logits, 3), ordinal.expected_age(t, 3).numpy(), atol=1e-4
+    )
+    np.testing.assert_allclose(distribution.age_std(logits), ordinal.age_std(t).numpy(), atol=1e-4)
+    np.testing.assert_allclose(
+        distribution.mixture_logits(logits, other), ordinal.mixture_logits(t, u).numpy(), atol=1e-5
+    )
+
+
+def test_numpy_normalisation_is_torchs_bit_for_bit() -> None:
+    crops = np.random.default_rng(2).integers(0, 256, (4, 64, 64, 3), dtype=np.uint8)
+    ref = normalize(torch.from_numpy(crops).permute(0, 3, 1, 2)).numpy()
+    assert np.array_equal(distribution.normalized(crops), ref)
