@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from agedistill.faces.detection import DETECT, Detection, Face
+from agedistill.faces.detection import DETECT, Detection, DetectSettings, Face
 from agedistill.onnx_sessions import session
 
 RAW_SCORE_LIMIT = 80.0  # MediaPipe clips raw scores before the sigmoid
@@ -102,27 +102,22 @@ def asset(name: str) -> Path:
 class BlazeFaceDetector:
     """BlazeFace proposals refined by MTCNN's O-Net: the :class:`Detector` named ``blazeface``.
 
-    Parameters are those of :class:`~agedistill.faces.mtcnn.MtcnnDetector` (``min_face_size``
-    drops faces below :data:`MIN_SIDE_FACTOR` of it: BlazeFace has no pyramid that starts at it)
-    plus ``settings``.
+    ``detect`` holds the settings both detectors share (``min_face_size`` drops faces below
+    :data:`MIN_SIDE_FACTOR` of it: BlazeFace has no pyramid that starts at it; ``detector`` is
+    not read), ``settings`` BlazeFace's own.
     """
 
     def __init__(
-        self,
-        min_prob: float = DETECT.min_prob,
-        min_face_size: int = DETECT.min_face_size,
-        detect_max_side: int = DETECT.detect_max_side,
-        batch_size: int = DETECT.batch_size,
-        pad: float = DETECT.pad,
-        settings: BlazeFaceSettings | None = None,
+        self, detect: DetectSettings = DETECT, settings: BlazeFaceSettings | None = None
     ) -> None:
-        if pad < 0:
-            raise ValueError(f"pad must be >= 0 (got {pad})")
+        if detect.pad < 0:
+            raise ValueError(f"pad must be >= 0 (got {detect.pad})")
         self.settings = settings or BlazeFaceSettings()
         if self.settings.model not in CHOICES:
             raise ValueError(f"unknown BlazeFace model {self.settings.model!r}; use {CHOICES}")
-        self.min_prob, self.min_face_size = min_prob, min_face_size
-        self.detect_max_side, self.batch_size, self.pad = detect_max_side, batch_size, pad
+        self.min_prob, self.min_face_size = detect.min_prob, detect.min_face_size
+        self.detect_max_side, self.batch_size = detect.detect_max_side, detect.batch_size
+        pad = self.pad = detect.pad
         for name in [m.file for m in MODELS.values()] + [ONET_FILE]:
             if not asset(name).is_file():
                 raise FileNotFoundError(f"{asset(name)}: the blazeface detector's file is missing")

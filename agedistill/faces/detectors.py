@@ -22,13 +22,13 @@ def make_detector(name: str, settings: DetectSettings, *, exact_batches: bool = 
     the batch it comes in (``predict`` sets it; the ``align`` stage does not, so its crops stay
     those its models were trained on).
     """
-    kwargs = {k: v for k, v in asdict(settings).items() if k != "detector"}
     if name == "mtcnn":
         from agedistill.faces.mtcnn import MtcnnDetector
 
+        kwargs = {k: v for k, v in asdict(settings).items() if k != "detector"}
         return MtcnnDetector(**kwargs, pnet_per_image=exact_batches)
     if name == "blazeface":
         from agedistill.faces.blazeface import BlazeFaceDetector
 
-        return BlazeFaceDetector(**kwargs)  # ONNX Runtime's results never depend on the batch
+        return BlazeFaceDetector(settings)  # ONNX Runtime's results never depend on the batch
     raise ValueError(f"unknown face detector {name!r}; use one of {', '.join(DETECTORS)}")

@@ -65,7 +65,8 @@ class AgeModel:
 
     @property
     def detector(self) -> str:
-        """The face detector that found the training faces (``align.detector``)."""
+        """The face detector ``predict`` searches photos with for this model (``align_detector``:
+        the ``align`` stage's detector, when the pipeline wrote the file)."""
         return str(model_crop(self.config)["detector"])
 
     @cached_property
