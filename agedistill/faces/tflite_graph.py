@@ -1,10 +1,10 @@
 """Run a converted TensorFlow Lite graph (convolutions, pools, adds, pads, reshapes) in PyTorch.
 
-``scripts/convert_blazeface.py`` turns a ``.tflite`` file into a plain file of this module's
-format: an ordered list of operators (type, input and output tensor ids, options) and the graph's
-constant tensors, already in PyTorch's layouts (convolution weights OIHW). :class:`TfliteGraph`
-executes that list on NCHW activations. No TensorFlow is needed at run time, and the file loads
-with ``torch.load(weights_only=True)``.
+:mod:`agedistill.faces.tflite_convert` turns a ``.tflite`` file into a graph dict of this
+module's format: an ordered list of operators (type, input and output tensor ids, options) and
+the graph's constant tensors, already in PyTorch's layouts (convolution weights OIHW).
+:class:`TfliteGraph` executes that list on NCHW activations, with no TensorFlow;
+:mod:`agedistill.faces.detector_files` exports it to the ONNX file that ships.
 
 Only the operators BlazeFace uses are supported; :func:`check_graph` names any other one.
 TensorFlow's ``SAME`` padding (asymmetric for even kernels and strided convolutions: the extra
@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -41,7 +40,7 @@ _NHWC_TO_NCHW = {0: 0, 1: 2, 2: 3, 3: 1, -1: 1}
 
 
 class GraphFileError(Exception):
-    """A graph file that is not of this module's format, or holds an operator it cannot run."""
+    """A graph dict that is not of this module's format, or holds an operator it cannot run."""
 
 
 def check_graph(graph: dict[str, Any]) -> None:
@@ -52,19 +51,6 @@ def check_graph(graph: dict[str, Any]) -> None:
     unknown = sorted({op["op"] for op in graph["ops"]} - SUPPORTED)
     if unknown:
         raise GraphFileError(f"unsupported TFLite operators: {', '.join(unknown)}")
-
-
-def load_graph(path: str | Path) -> dict[str, Any]:
-    """Read a converted graph file (weights only) and check it."""
-    try:
-        graph = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else ""
-        raise GraphFileError(
-            f"{path}: unreadable graph file ({type(e).__name__}: {reason})"
-        ) from None
-    check_graph(graph)
-    return graph
 
 
 def _same_pad(size: int, kernel: int, stride: int, dilation: int = 1) -> tuple[int, int]:
