@@ -18,18 +18,27 @@ _SESSIONS: dict[tuple[str, int, int], Any] = {}  # (file, process id, threads) -
 _threads = 1  # intra-op threads of the sessions opened from now on in this process
 
 
-def session(path: str | Path) -> Any:
-    """This process's ONNX Runtime session of ``path`` (opened on first use, CPU only)."""
-    key = (str(path), os.getpid(), _threads)
+def session(path: str | Path, threads: int | None = None) -> Any:
+    """This process's ONNX Runtime session of ``path`` (opened on first use, CPU only), with
+    ``threads`` intra-op threads (default: the process's setting, :func:`set_threads`)."""
+    threads = threads or _threads
+    key = (str(path), os.getpid(), threads)
     if key not in _SESSIONS:
         import onnxruntime as ort
 
         opts = ort.SessionOptions()
-        opts.intra_op_num_threads = _threads
+        opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1
         opts.log_severity_level = 3
         _SESSIONS[key] = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
     return _SESSIONS[key]
+
+
+def opened(path: str | Path) -> Any:
+    """A one-thread session of ``path``, to check the file and read its metadata before any work
+    (and before worker processes fork: one thread leaves no thread pool behind in the parent).
+    Raises what ONNX Runtime raises for a file it cannot load."""
+    return session(path, threads=1)
 
 
 def set_threads(n: int) -> None:

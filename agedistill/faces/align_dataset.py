@@ -21,7 +21,7 @@ from agedistill.faces.detection import DETECT, Detection, Detector, DetectSettin
 from agedistill.faces.detectors import make_detector
 from agedistill.faces.geometry import align_face, select_face
 from agedistill.faces.sources import Record, make_reader
-from agedistill.onnx_sessions import compute_threads
+from agedistill.onnx_sessions import compute_threads, set_threads
 
 MANIFEST_COLUMNS = [
     "crop", "source", "source_part", "path", "sha1", "age", "subject", "gender", "race",
@@ -114,6 +114,11 @@ def _as_is(item: Any) -> Any:
     return item
 
 
+def _one_thread(worker_id: int) -> None:
+    """A worker process computes with one thread (torch's and ONNX Runtime's): one per core."""
+    set_threads(1)
+
+
 def align_dataset(
     sources: Sequence[SourceSpec],
     out_dir: str | Path,
@@ -192,6 +197,7 @@ def align_dataset(
     loader = DataLoader(
         chunks, batch_size=None, shuffle=False, num_workers=workers, collate_fn=_as_is,
         multiprocessing_context="fork" if workers else None, prefetch_factor=2 if workers else None,
+        worker_init_fn=_one_thread,
     )  # fmt: skip
     rows: list[dict] = []
     with (

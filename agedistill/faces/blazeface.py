@@ -31,7 +31,7 @@ import numpy as np
 from PIL import Image
 
 from agedistill.faces.detection import DETECT, Detection, DetectSettings, Face
-from agedistill.onnx_sessions import session
+from agedistill.onnx_sessions import opened, session
 
 RAW_SCORE_LIMIT = 80.0  # MediaPipe clips raw scores before the sigmoid
 # Boxes shorter than this share of ``min_face_size`` are dropped. MTCNN's cascade, which searches
@@ -119,8 +119,11 @@ class BlazeFaceDetector:
         self.detect_max_side, self.batch_size = detect.detect_max_side, detect.batch_size
         pad = self.pad = detect.pad
         for name in [m.file for m in MODELS.values()] + [ONET_FILE]:
-            if not asset(name).is_file():
-                raise FileNotFoundError(f"{asset(name)}: the blazeface detector's file is missing")
+            try:  # here, not per image: a broken install is an error, not a row per file
+                opened(asset(name))
+            except Exception as e:
+                raise RuntimeError(f"{asset(name)}: the blazeface detector cannot load it "
+                                   f"({type(e).__name__}: {e})") from None  # fmt: skip
         first = "all" if self.settings.model == "both" else self.settings.model
         self.first_pass = _Search(pad, first, self.settings.min_score)
         self.retry_pass = _Search(0.0, "all", self.settings.retry_min_score)

@@ -42,7 +42,7 @@ def mixture_logits(*logits: np.ndarray) -> np.ndarray:
     logp = np.stack([x - x.max(-1, keepdims=True) for x in logits])
     logp = logp - np.log(np.exp(logp).sum(-1, keepdims=True))
     top = logp.max(0)
-    return top + np.log(np.exp(logp - top).sum(0)) - np.log(len(logits))
+    return (top + np.log(np.exp(logp - top).sum(0)) - np.log(len(logits))).astype(logp.dtype)
 
 
 def normalized(crops: np.ndarray) -> np.ndarray:

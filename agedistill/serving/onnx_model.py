@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from agedistill.models.errors import ModelFileError
-from agedistill.onnx_sessions import session
+from agedistill.onnx_sessions import opened, session
 from agedistill.serving.age_model import AgeModel, check_age_config
 from agedistill.serving.distribution import age_std, expected_age, mixture_logits, normalized
 
@@ -69,7 +69,7 @@ def load_onnx_model(path: str | Path, flip: bool = False) -> OnnxAgeModel:
     if not path.is_file():
         raise ModelFileError(f"{path}: no such model file")
     try:  # ONNX Runtime reads the graph and its metadata (the onnx package is slow to import)
-        graph = session(path)
+        graph = opened(path)
     except Exception as e:  # not an ONNX file, or one ONNX Runtime cannot run
         reason = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
         raise ModelFileError(

@@ -27,3 +27,8 @@ def test_numpy_normalisation_is_torchs_bit_for_bit() -> None:
     crops = np.random.default_rng(2).integers(0, 256, (4, 64, 64, 3), dtype=np.uint8)
     ref = normalize(torch.from_numpy(crops).permute(0, 3, 1, 2)).numpy()
     assert np.array_equal(distribution.normalized(crops), ref)
+
+
+def test_the_mixture_keeps_float32() -> None:
+    logits = np.zeros((2, 5), np.float32)
+    assert distribution.mixture_logits(logits, logits).dtype == np.float32

@@ -84,3 +84,15 @@ def test_weighted_suppression_averages_overlapping_boxes_by_score() -> None:
     assert out.shape == (2, 5)
     np.testing.assert_allclose(out[0, :4], [0.25, 0.25, 10.25, 10.25], atol=1e-6)
     assert out[0, 4] == pytest.approx(0.9) and out[1, 4] == pytest.approx(0.8)
+
+
+def test_a_detector_file_that_cannot_load_fails_the_detector_not_each_image(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from agedistill.faces import blazeface
+
+    junk = tmp_path / "blazeface_short_range.onnx"
+    junk.write_bytes(b"not onnx")
+    monkeypatch.setattr(blazeface, "asset", lambda name: junk)
+    with pytest.raises(RuntimeError, match=r"blazeface_short_range\.onnx: the blazeface detector"):
+        blazeface.BlazeFaceDetector()
