@@ -14,7 +14,6 @@ row or column goes after) is applied explicitly, so outputs match TFLite's to fl
 from __future__ import annotations
 
 import math
-from collections import Counter
 from typing import Any
 
 import torch
@@ -103,10 +102,6 @@ class TfliteGraph(nn.Module):
         self.input_shape: list[int] = graph["input_shape"]  # NHWC, as TFLite states it
         for key, value in graph["tensors"].items():
             self.register_buffer(f"t{key}", value.float())
-        reads = Counter(t for op in self.ops for t in op["inputs"])
-        # activations read once (not the input, not an output) may be overwritten in place
-        self._single_use = {t for t, n in reads.items() if n == 1} - {self.input_id}
-        self._single_use -= set(self.output_ids)
 
     def _const(self, tid: int) -> torch.Tensor:
         return getattr(self, f"t{tid}")
@@ -114,18 +109,13 @@ class TfliteGraph(nn.Module):
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Run the graph on ``x`` (N, C, H, W); returns its outputs in the file's order."""
         values: dict[int, torch.Tensor] = {self.input_id: x}
-        x = x.contiguous(memory_format=torch.channels_last)  # oneDNN's fast layout on CPU
-        values[self.input_id] = x
         for op in self.ops:
             args = [values[i] if i in values else self._const(i) for i in op["inputs"]]
-            owned = op["inputs"][0] in self._single_use and op["inputs"][0] in values
-            values[op["outputs"][0]] = self._run(op["op"], args, op.get("options", {}), owned)
+            values[op["outputs"][0]] = self._run(op["op"], args, op.get("options", {}))
         return [values[i] for i in self.output_ids]
 
-    def _run(
-        self, kind: str, args: list[torch.Tensor], opts: dict[str, Any], owned: bool
-    ) -> torch.Tensor:
-        """One operator; ``owned``: its first input is read by no other operator (in place)."""
+    def _run(self, kind: str, args: list[torch.Tensor], opts: dict[str, Any]) -> torch.Tensor:
+        """One operator on its input tensors."""
         x = args[0]
         act = opts.get("fused_activation")
         if kind in ("CONV_2D", "DEPTHWISE_CONV_2D"):
@@ -137,10 +127,9 @@ class TfliteGraph(nn.Module):
             y = F.conv2d(x, w, b, stride, padding, dilation, groups)
             return _activation(y, act)
         if kind == "ADD":
-            y = x.add_(args[1]) if owned else x + args[1]
-            return _activation(y, act)
+            return _activation(x + args[1], act)
         if kind == "RELU":
-            return x.relu_() if owned else F.relu(x)
+            return F.relu(x)
         if kind == "PAD":
             (n0, n1), (h0, h1), (w0, w1), (c0, c1) = opts["paddings"]  # NHWC pairs
             if n0 or n1:
