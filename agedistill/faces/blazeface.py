@@ -67,6 +67,7 @@ MODELS = {
     "short_range": BlazeFaceModel("blazeface_short_range.onnx", 128, (8, 16), (2, 6)),
     "full_range": BlazeFaceModel("blazeface_full_range.onnx", 192, (4,), (1,)),
 }
+ANCHORS = {key: model.anchors() for key, model in MODELS.items()}
 ONET_FILE = "mtcnn_onet.onnx"
 CHOICES = ("auto", "short_range", "full_range", "both")
 
@@ -218,7 +219,7 @@ class BlazeFaceDetector:
             x = pixels.transpose(0, 3, 1, 2).astype(np.float32) / 127.5 - 1.0
             reg, raw = session(asset(model.file)).run(None, {"images": x})
             scores = 1.0 / (1.0 + np.exp(-np.clip(raw[..., 0], -RAW_SCORE_LIMIT, RAW_SCORE_LIMIT)))
-            anchors = model.anchors()
+            anchors = ANCHORS[key]
             for row, (i, view) in enumerate(zip(members, views, strict=True)):
                 keep = scores[row] >= search.min_score
                 if not keep.any():
