@@ -51,11 +51,6 @@ def set_threads(n: int) -> None:
             sys.modules["torch"].set_num_threads(n)
 
 
-def get_threads() -> int:
-    """The intra-op threads of sessions opened from now on."""
-    return _threads
-
-
 @contextmanager
 def compute_threads(n: int) -> Iterator[None]:
     """Run the block with ``n`` compute threads (0: unchanged; see :func:`set_threads`), then

@@ -187,8 +187,9 @@ def align_dataset(
     todo, rejects = _list_inputs(sources)
     if limit:
         todo = todo[:limit]
-    settings = DetectSettings(detector, min_prob, min_face_size, detect_max_side, detect_pad,
-                              batch_size)  # fmt: skip
+    settings = DetectSettings(detector=detector, min_prob=min_prob, min_face_size=min_face_size,
+                              detect_max_side=detect_max_side, pad=detect_pad,
+                              batch_size=batch_size)  # fmt: skip
     detector_ = make_detector(detector, settings)
     shape = _CropShape(size, margin, template, min_face_size, select)
     # images are kept at up to twice the detection side: crops come from sharper pixels than

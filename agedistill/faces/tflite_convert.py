@@ -181,7 +181,6 @@ def convert(path: str | Path) -> dict[str, Any]:
     out = {
         "format": FORMAT,
         "input": int(graph.Inputs(0)),
-        "input_shape": [int(s) for s in graph.Tensors(graph.Inputs(0)).ShapeAsNumpy()],
         "outputs": [int(graph.Outputs(i)) for i in range(graph.OutputsLength())],
         "ops": ops,
         "tensors": {k: torch.from_numpy(v.copy()) for k, v in tensors.items()},

@@ -99,7 +99,6 @@ class TfliteGraph(nn.Module):
         self.ops: list[dict[str, Any]] = graph["ops"]
         self.input_id: int = graph["input"]
         self.output_ids: list[int] = graph["outputs"]
-        self.input_shape: list[int] = graph["input_shape"]  # NHWC, as TFLite states it
         for key, value in graph["tensors"].items():
             self.register_buffer(f"t{key}", value.float())
 

@@ -50,7 +50,7 @@ def test_tensorflow_same_padding_puts_the_extra_pixel_after() -> None:
 def _tiny_graph(op: str = "CONV_2D") -> dict:
     w = torch.ones(2, 3, 3, 3)
     return {
-        "format": FORMAT, "input": 0, "input_shape": [1, 4, 4, 3], "outputs": [2],
+        "format": FORMAT, "input": 0, "outputs": [2],
         "ops": [{"op": op, "inputs": [0, 1], "outputs": [2],
                  "options": {"padding": "SAME", "stride_h": 2, "stride_w": 2,
                              "fused_activation": "RELU"}}],
