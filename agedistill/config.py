@@ -14,7 +14,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from agedistill.faces.detection import DETECT
-from agedistill.models.nets import stage_sides
+from agedistill.models.nets import backbone_sides, stage_sides
 
 PosInt = Annotated[int, Field(gt=0)]
 NonNegFloat = Annotated[float, Field(ge=0)]
@@ -24,6 +24,8 @@ Probability = Annotated[float, Field(ge=0, le=1)]
 
 # train.precision: float32, or bfloat16 autocast (agedistill.training.precision)
 PRECISIONS = ("fp32", "bf16")
+# ImageNet-pretrained backbones of the teachers: agedistill.models.backbones.BACKBONE_NAMES
+PRETRAINED = ("mobilenet_v2", "efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
 
 
 class ParamsError(ValueError):
@@ -41,12 +43,13 @@ class SourceParams(_Strict):
     in ``data/inventory/NAME.csv`` (the list of its files that makes every source a DVC dependency).
     ``csv`` (reader ``csv``) is the label table, relative to ``path`` and inside it; the paths in it
     are relative to the table's own folder. ``test_part``: rows whose table ``split`` value is this
-    are the source's fixed test part (APPA-REAL: ``valid``).
+    are the source's fixed test part (APPA-REAL: ``valid``). Reader ``unlabelled``: faces without
+    ages (LFW, CelebA), aligned like the others but kept out of train/val/test (``unlabelled.csv``).
     """
 
     name: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")]
     path: str
-    reader: Literal["utkface", "fgnet", "csv"] = "utkface"
+    reader: Literal["utkface", "fgnet", "csv", "unlabelled"] = "utkface"
     csv: str | None = None
     test_part: str | None = None
 
@@ -140,6 +143,18 @@ class TrainParams(_Strict):
     channels_last: bool = False  # conv weights (and so activations) laid out NHWC
 
 
+class ClassTeacherParams(TrainParams):
+    """``class_teacher``: its training knobs, and its network.
+
+    ``backbone: student`` is the paper's setting, the student's own network (``student``);
+    a name of :data:`PRETRAINED` fine-tunes that ImageNet-pretrained backbone. ``input_size``
+    0 reads faces at the student's side.
+    """
+
+    backbone: Literal[("student", *PRETRAINED)] = "student"
+    input_size: Annotated[int, Field(ge=0)] = 0
+
+
 class RankTrainParams(TrainParams):
     """``rank_teacher.train``: the same knobs, a shorter schedule over batches of sequences."""
 
@@ -157,8 +172,19 @@ class ModelParams(_Strict):
     dropout: Annotated[float, Field(ge=0, lt=1)] = 0.1
 
 
+class RankModelParams(ModelParams):
+    """``rank_teacher.model``: a conv net trained from scratch or a pretrained backbone.
+
+    ``backbone: convnet`` builds a :class:`~agedistill.models.nets.ConvNet` of ``widths``,
+    ``stem_stride`` and ``depthwise``; a name of :data:`PRETRAINED` fine-tunes that
+    ImageNet-pretrained backbone (those three keys are then unused).
+    """
+
+    backbone: Literal[("convnet", *PRETRAINED)] = "convnet"
+
+
 class RankTeacherParams(_Strict):
-    model: ModelParams
+    model: RankModelParams
     train: RankTrainParams
     k: Annotated[int, Field(ge=2, le=5)] = 3
     min_gap: Annotated[int, Field(ge=1)] = 5
@@ -188,6 +214,9 @@ class DistillParams(_Strict):
     hint_weight: NonNegFloat = 1.0
     hint_stage: Annotated[int, Field(ge=0)] = 2
     mixup: NonNegFloat = 0.2  # Beta(a, a) blend of face pairs, fed to student and teachers; 0 = off
+    # unlabelled faces (align sources with reader: unlabelled) per labelled face in each batch;
+    # read by the soft-target and hint terms only; 0 = off
+    unlabelled_ratio: NonNegFloat = 0.0
 
 
 class EvaluateParams(_Strict):
@@ -212,7 +241,7 @@ class Params(_Strict):
     split: SplitParams
     student: ModelParams
     rank_teacher: RankTeacherParams
-    class_teacher: TrainParams
+    class_teacher: ClassTeacherParams
     age_loss: AgeLossParams = AgeLossParams()
     distill: DistillParams
     evaluate: EvaluateParams
@@ -239,19 +268,23 @@ class Params(_Strict):
             return self
         s, t = self.student, self.rank_teacher.model
         s_stage, t_stage = self.distill.hint_stage, self.rank_teacher.hint_stage
-        if s_stage >= len(s.widths) or t_stage >= len(t.widths):
+        if t.backbone == "convnet":
+            t_sides = stage_sides(t.input_size, t.stem_stride, len(t.widths))
+        else:
+            t_sides = backbone_sides(t.input_size)
+        if s_stage >= len(s.widths) or t_stage >= len(t_sides):
             raise ValueError(
                 f"distill.hint_stage={s_stage} / rank_teacher.hint_stage={t_stage}: the student "
-                f"has {len(s.widths)} stages, the ranking teacher {len(t.widths)}"
+                f"has {len(s.widths)} stages, the ranking teacher {len(t_sides)}"
             )
         s_side = stage_sides(s.input_size, s.stem_stride, len(s.widths))[s_stage]
-        t_side = stage_sides(t.input_size, t.stem_stride, len(t.widths))[t_stage]
-        if s_side != t_side:
+        t_side = t_sides[t_stage]
+        if t_side < s_side:
             raise ValueError(
                 f"the hint matches the student's stage {s_stage} ({s_side}x{s_side} at "
                 f"{s.input_size} px) with the ranking teacher's stage {t_stage} ({t_side}x{t_side} "
-                f"at {t.input_size} px): choose distill.hint_stage and rank_teacher.hint_stage "
-                "whose maps have the same side"
+                f"at {t.input_size} px): the teacher's map must be at least the student's side "
+                "(it is average-pooled to it); choose other hint stages"
             )
         return self
 

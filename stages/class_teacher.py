@@ -23,8 +23,9 @@ def main() -> None:
     args = ap.parse_args()
     params = load_params()
     arch, tp = params.student, params.class_teacher
-    train = load_table(Path(args.split) / "train.csv", args.crops, arch.input_size)
-    val = load_table(Path(args.split) / "val.csv", args.crops, arch.input_size)
+    size = tp.input_size or arch.input_size
+    train = load_table(Path(args.split) / "train.csv", args.crops, size)
+    val = load_table(Path(args.split) / "val.csv", args.crops, size)
     stage_params = {
         "train": tp.model_dump(),
         "model": arch.model_dump(),

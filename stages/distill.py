@@ -24,10 +24,15 @@ def main() -> None:
     args = ap.parse_args()
     params = load_params()
     arch, d = params.student, params.distill
-    train = load_table(Path(args.split) / "train.csv", args.crops, arch.input_size)
-    val = load_table(Path(args.split) / "val.csv", args.crops, arch.input_size)
-    class_teacher, _ = load_model(args.class_teacher)
+    class_teacher, class_config = load_model(args.class_teacher)
     rank_teacher, rank_config = load_model(args.rank_teacher)
+    size = params.align.size  # each network reads the batch resized to its own side
+    split = Path(args.split)
+    train = load_table(split / "train.csv", args.crops, size)
+    val = load_table(split / "val.csv", args.crops, arch.input_size)
+    unlabelled = None
+    if d.unlabelled_ratio > 0:
+        unlabelled = load_table(split / "unlabelled.csv", args.crops, size, labelled=False)
     stage_params = {
         **d.model_dump(),
         "model": arch.model_dump(),
@@ -37,15 +42,18 @@ def main() -> None:
     }
     data = [train.images, train.ages, val.images, val.ages,
             file_digest(args.class_teacher), file_digest(args.rank_teacher)]  # fmt: skip
+    if unlabelled is not None:
+        data.append(unlabelled.images)
     with training_stage(
         "distill", stage_params, args.model, args.checkpoints, data, params.distributed.backend
     ) as (run, tracker):
         teachers = Teachers(
-            class_teacher, rank_teacher, params.rank_teacher.hint_stage, rank_config["input_size"]
-        )
+            class_teacher, rank_teacher, params.rank_teacher.hint_stage,
+            rank_config["input_size"], class_config["input_size"],
+        )  # fmt: skip
         metrics = train_student(
             train, val, arch, d, params.ages, teachers, out=run, loss=params.age_loss,
-            crop=params.align.crop_settings(),
+            crop=params.align.crop_settings(), unlabelled=unlabelled,
         )  # fmt: skip
         publish(run, tracker, metrics, args.metrics)
 

@@ -1,10 +1,11 @@
-"""Stage `evaluate`: test-set metrics, plots and cost of the student and both teachers."""
+"""Stage `evaluate`: test-set metrics, plots and cost of the student, its twin and both teachers."""
 
 import argparse
+from functools import cache
 from pathlib import Path
 
 from agedistill.config import load_params, raw_params
-from agedistill.data.tables import load_table
+from agedistill.data.tables import FaceTable, load_table
 from agedistill.evaluation.scoring import evaluate_models, summary_table, write_plots
 from agedistill.pipeline.headline import headline, source_key
 from agedistill.pipeline.outputs import write_json
@@ -17,6 +18,7 @@ def main() -> None:
     ap.add_argument("--crops", required=True)
     ap.add_argument("--split", required=True)
     ap.add_argument("--student", required=True)
+    ap.add_argument("--twin", required=True, help="the student's no-distillation twin")
     ap.add_argument("--class-teacher", required=True)
     ap.add_argument("--rank-teacher", required=True)
     ap.add_argument("--metrics", required=True)
@@ -24,16 +26,22 @@ def main() -> None:
     args = ap.parse_args()
     params = load_params()
     e, ages = params.evaluate, params.ages
-    size = params.student.input_size
-    train = load_table(Path(args.split) / "train.csv", args.crops, size)
-    test = load_table(Path(args.split) / "test.csv", args.crops, size)
+
+    @cache
+    def tables(size: int) -> tuple[FaceTable, FaceTable]:  # each model's faces at its side
+        split = Path(args.split)
+        return load_table(split / "train.csv", args.crops, size), load_table(
+            split / "test.csv", args.crops, size
+        )
+
     paths = {
         "student": args.student,
+        "twin": args.twin,
         "class_teacher": args.class_teacher,
         "rank_teacher": args.rank_teacher,
     }
     with mlflow_run("evaluate", e.model_dump(), raw_params()) as run:
-        results, preds = evaluate_models(paths, train, test, ages, e)
+        results, preds = evaluate_models(paths, tables, ages, e)
         write_json(results, args.metrics)
         pngs = write_plots(results, preds, args.plots)
         for name, r in results.items():

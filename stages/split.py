@@ -6,7 +6,16 @@ from pathlib import Path
 import pandas as pd
 
 from agedistill.config import load_params
-from agedistill.data.splits import PARTS, SplitError, apply_age_range, make_split
+from agedistill.data.splits import (
+    PARTS,
+    UNLABELLED,
+    SplitError,
+    apply_age_range,
+    make_split,
+    separate_unlabelled,
+    split_counts,
+    unlabelled_part,
+)
 from agedistill.pipeline.outputs import write_json
 from agedistill.pipeline.stage import stage_main
 
@@ -14,14 +23,18 @@ from agedistill.pipeline.stage import stage_main
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--manifest", required=True)
-    ap.add_argument("--out", required=True, help="folder for train.csv, val.csv, test.csv")
+    ap.add_argument(
+        "--out", required=True, help="folder for train.csv, val.csv, test.csv, unlabelled.csv"
+    )
     ap.add_argument("--metrics", required=True)
     args = ap.parse_args()
     params = load_params()
     s, ages = params.split, params.ages
     manifest = pd.read_csv(args.manifest, dtype={"subject": str})
-    kept, excluded = apply_age_range(manifest, ages.min_age, ages.max_age, ages.out_of_range)
+    unlabelled_sources = {src.name for src in params.align.sources if src.reader == UNLABELLED}
     try:
+        labelled, unlabelled, duplicates = separate_unlabelled(manifest, unlabelled_sources)
+        kept, excluded = apply_age_range(labelled, ages.min_age, ages.max_age, ages.out_of_range)
         table = make_split(
             kept, method=s.method, seed=s.seed, val_fraction=s.val_fraction,
             test_fraction=s.test_fraction, test_size=s.test_size, folds=s.folds, fold=s.fold,
@@ -34,13 +47,9 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     for part in PARTS:
         table[table["split"] == part].to_csv(out / f"{part}.csv", index=False)
+    unlabelled_part(unlabelled, table).to_csv(out / f"{UNLABELLED}.csv", index=False)
     excluded.to_csv(out / "excluded.csv", index=False)
-    counts = {p: int((table["split"] == p).sum()) for p in PARTS} | {"excluded": len(excluded)}
-    if "source" in table:
-        by_source = table.groupby(["source", "split"]).size().unstack(fill_value=0)
-        counts["by_source"] = {
-            src: {p: int(row.get(p, 0)) for p in PARTS} for src, row in by_source.iterrows()
-        }
+    counts = split_counts(table, excluded, unlabelled, duplicates)
     write_json(counts, args.metrics)
     print(f"split: {counts}")
 

@@ -21,6 +21,11 @@ Ages outside ``[min_age, max_age]`` (the ``ages`` params) are clipped to the ran
 the models' classes are the integer ages of the range. The stage writes ``train.csv``,
 ``val.csv``, ``test.csv`` (and ``excluded.csv``) so a split is a file, not a seed to re-derive.
 
+Faces of unlabelled sources (``reader: unlabelled``: no ages) are taken out before all this
+(:func:`separate_unlabelled`) and written to ``unlabelled.csv`` (:func:`unlabelled_part`), for
+distillation's label-free losses only; an exact copy (same SHA-1) of a labelled face is dropped
+from it, so that no test face is ever trained on.
+
 Leakage guard: :func:`check_no_leakage` runs on every split; when the data cannot be split without
 leakage or without an empty part (one subject, loso without subjects, too few groups for the
 folds), :class:`SplitError` says why and the stage exits with that message.
@@ -28,12 +33,14 @@ folds), :class:`SplitError` says why and the stage exits with that message.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
 PARTS = ("train", "val", "test")
+UNLABELLED = "unlabelled"  # the split value (and table name) of unlabelled faces
 
 
 class SplitError(ValueError):
@@ -91,6 +98,94 @@ def apply_age_range(
         return df, df.iloc[0:0].assign(reason=[])
     excluded = df[outside].assign(reason=f"age outside [{min_age}, {max_age}]")
     return df[~outside].copy(), excluded
+
+
+def separate_unlabelled(
+    manifest: pd.DataFrame, unlabelled_sources: Collection[str]
+) -> tuple[pd.DataFrame, pd.DataFrame, int]:
+    """Take the faces of unlabelled sources out of ``manifest`` before its ages are used.
+
+    Parameters
+    ----------
+    manifest : pandas.DataFrame
+        The aligned faces (``source``, ``age``, optional ``sha1``).
+    unlabelled_sources : collection of str
+        The ``source`` values of the sources read with ``reader: unlabelled``.
+
+    Returns
+    -------
+    labelled : pandas.DataFrame
+        The other rows, to split (``age`` as integers).
+    unlabelled : pandas.DataFrame
+        The rows of ``unlabelled_sources`` less exact copies (same ``sha1``) of a labelled row.
+    duplicates : int
+        How many unlabelled rows were dropped as such copies.
+
+    Raises
+    ------
+    SplitError
+        When every face is unlabelled, or a labelled row has no age.
+    """
+    is_unlabelled = _sources(manifest).isin(set(unlabelled_sources))
+    labelled, unlabelled = manifest[~is_unlabelled].copy(), manifest[is_unlabelled].copy()
+    if labelled.empty and not unlabelled.empty:
+        raise SplitError(
+            f"all {len(unlabelled)} faces are from unlabelled sources: the split needs labelled "
+            "faces (a source with reader utkface, fgnet or csv)"
+        )
+    labelled["age"] = _integer_ages(labelled)
+    if "sha1" not in manifest:
+        return labelled, unlabelled, 0
+    copy = unlabelled["sha1"].isin(set(labelled["sha1"].dropna()))
+    return labelled, unlabelled[~copy], int(copy.sum())
+
+
+def _integer_ages(labelled: pd.DataFrame) -> pd.Series:
+    """The ages of labelled rows as integers (read beside unlabelled rows' empty ages, they are
+    floats); a labelled row without an age is a :class:`SplitError`."""
+    ages = labelled["age"]
+    missing = ages.isna()
+    if missing.any():
+        example = labelled.loc[missing].iloc[0].get("path", labelled.index[missing][0])
+        raise SplitError(f"{int(missing.sum())} labelled face(s) have no age, e.g. {example}")
+    if ages.dtype.kind == "f" and (ages == ages.round()).all():
+        return ages.astype("int64")
+    return ages
+
+
+def unlabelled_part(unlabelled: pd.DataFrame, table: pd.DataFrame) -> pd.DataFrame:
+    """The ``unlabelled.csv`` table: ``unlabelled`` rows with the columns of the split ``table``.
+
+    ``split`` is :data:`UNLABELLED`; ``group`` holds their own leakage-free groups (shared subject
+    or content), numbered after ``table``'s; ``age`` (and ``fold``) are empty.
+    """
+    df = unlabelled.reset_index(drop=True).copy()
+    df["split"] = UNLABELLED
+    start = int(table["group"].max()) + 1 if len(table) else 0
+    df["group"] = _groups(df) + start if len(df) else pd.Series(dtype="int64")
+    df["age"] = df["age"].astype("Int64")
+    return df.reindex(columns=table.columns)
+
+
+def split_counts(
+    table: pd.DataFrame, excluded: pd.DataFrame, unlabelled: pd.DataFrame, duplicates: int
+) -> dict:
+    """The split stage's metrics: rows per part, excluded rows, unlabelled rows and the exact
+    copies of labelled faces dropped from them, and the rows per part of each source."""
+    counts: dict = {p: int((table["split"] == p).sum()) for p in PARTS}
+    counts |= {
+        "excluded": len(excluded),
+        UNLABELLED: len(unlabelled),
+        "unlabelled_duplicates": duplicates,
+    }
+    if "source" in table:
+        by_source = table.groupby(["source", "split"]).size().unstack(fill_value=0)
+        counts["by_source"] = {
+            src: {p: int(row.get(p, 0)) for p in PARTS} for src, row in by_source.iterrows()
+        }
+        for src, n in unlabelled.groupby("source").size().items():
+            counts["by_source"][src] = {UNLABELLED: int(n)}
+    return counts
 
 
 def _age_bins(ages: pd.Series, width: int) -> np.ndarray:
@@ -289,10 +384,15 @@ def make_split(
     ------
     SplitError
         When the data cannot be split as asked (no subjects for loso, too few groups, an empty
-        part) or the result would leak.
+        part, a row without an age) or the result would leak.
     """
     if manifest.empty:
         raise SplitError("the manifest has no rows to split")
+    if manifest["age"].isna().any():
+        raise SplitError(
+            f"{int(manifest['age'].isna().sum())} row(s) have no age: take the faces of unlabelled "
+            "sources out first (separate_unlabelled)"
+        )
     df = manifest.reset_index(drop=True).copy()
     rng = np.random.default_rng(seed)
     gid = _groups(df)

@@ -30,8 +30,17 @@ class FaceTable:
         return self.ages - min_age
 
 
-def load_table(csv: str | Path, crops_dir: str | Path, size: int | None = None) -> FaceTable:
-    """Read a split CSV and its crops; ``size`` resizes crops if the model wants another size."""
+UNLABELLED_AGE = -1  # the age of every face of an unlabelled table: no valid class
+
+
+def load_table(
+    csv: str | Path, crops_dir: str | Path, size: int | None = None, labelled: bool = True
+) -> FaceTable:
+    """Read a split CSV and its crops; ``size`` resizes crops if the model wants another size.
+
+    ``labelled=False`` reads a table of faces without ages (``unlabelled.csv``): every age is
+    :data:`UNLABELLED_AGE`, which no loss accepts as a class.
+    """
     rows = pd.read_csv(csv)
     crops_dir = Path(crops_dir)
     arrays = []
@@ -45,5 +54,8 @@ def load_table(csv: str | Path, crops_dir: str | Path, size: int | None = None) 
         images = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
     else:
         images = torch.empty(0, 3, size or 1, size or 1, dtype=torch.uint8)
-    ages = torch.tensor(rows["age"].to_numpy(), dtype=torch.long)
+    if labelled:
+        ages = torch.tensor(rows["age"].to_numpy(), dtype=torch.long)
+    else:
+        ages = torch.full((len(rows),), UNLABELLED_AGE, dtype=torch.long)
     return FaceTable(images, ages, rows)

@@ -35,6 +35,16 @@ def cumulative_score(pred: np.ndarray, true: np.ndarray, max_theta: int = 10) ->
     return [float(np.mean(err <= t)) for t in range(max_theta + 1)]
 
 
+def std_coverage(pred: np.ndarray, std: np.ndarray, true: np.ndarray) -> float:
+    """Fraction of faces whose true age lies within the predicted age plus or minus its std.
+
+    >>> std_coverage(np.array([10.0, 20.0]), np.array([2.0, 1.0]), np.array([11.0, 25.0]))
+    0.5
+    """
+    err = np.abs(np.asarray(pred, float) - np.asarray(true, float))
+    return float(np.mean(err <= np.asarray(std, float)))
+
+
 def group_label(age: int) -> str:
     """Name of the age group an age falls in, e.g. ``20-39`` or ``60+``."""
     for lo, hi in AGE_GROUPS:

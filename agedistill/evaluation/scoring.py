@@ -1,7 +1,8 @@
-"""The ``evaluate`` stage: score the student, the class teacher and the ranking teacher."""
+"""The ``evaluate`` stage: score the student, its twin, the class and the ranking teacher."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,14 +18,19 @@ from agedistill.evaluation.metrics import (
     file_size_mb,
     grouped_mae,
     mae,
+    std_coverage,
 )
 from agedistill.models.files import load_model
 from agedistill.models.inputs import normalize, resize_faces
 from agedistill.models.nets import count_parameters
-from agedistill.models.predictions import predict_ages_and_flipped
+from agedistill.models.predictions import (
+    STD_SCALE_KEY,
+    predict_age_and_std,
+    predict_ages_and_flipped,
+)
 from agedistill.serving.inference import for_inference
 
-MODELS = ("student", "class_teacher", "rank_teacher")
+MODELS = ("student", "twin", "class_teacher", "rank_teacher")
 
 
 @torch.inference_mode()
@@ -139,15 +145,20 @@ def _metrics(
 
 def evaluate_models(
     model_paths: dict[str, str | Path],
-    train: FaceTable,
-    test: FaceTable,
+    tables: Callable[[int], tuple[FaceTable, FaceTable]],
     ages: AgesParams,
     params: EvaluateParams,
 ) -> tuple[dict[str, Any], pd.DataFrame]:
     """Metrics per model and a table of per-face predictions (one column per model).
 
+    ``tables(side)`` gives the train and test faces (the same rows for every side) at a model's
+    input side; the first model's test rows label the predictions table.
+
     ``ages`` bounds the ranking teacher's probe; ``params`` sets the cumulative score's range and
     the latency measurement.
+
+    The age models also report ``std_coverage``: the share of test faces whose true age lies
+    within the predicted age +- its calibrated ``age_std`` (the model's ``age_std_scale``).
 
     The metrics are those of each model as it is; ``mae_flip`` and ``mae_21_60_flip`` are its MAE
     with test-time flip augmentation, at twice the cost: for the classifiers each face is also fed
@@ -162,9 +173,13 @@ def evaluate_models(
         params.latency_repeats,
     )
     results: dict[str, Any] = {}
-    preds = pd.DataFrame({"crop": test.rows["crop"], "true_age": test.ages.numpy()})
+    preds: pd.DataFrame | None = None
     for name, path in model_paths.items():
         model, config = load_model(path)
+        train, test = tables(config["input_size"])
+        if preds is None:
+            preds = pd.DataFrame({"crop": test.rows["crop"], "true_age": test.ages.numpy()})
+        coverage: dict[str, Any] = {}
         if config["arch"] == "rank_teacher":
             pred, pred_flip = (
                 np.clip(p, min_age, max_age)
@@ -175,10 +190,15 @@ def evaluate_models(
             pred, pred_flip = (
                 p.numpy() for p in predict_ages_and_flipped(model, test.images, config["min_age"])
             )
+            coverage = std_coverage_by_source(model, config, test)
             cost_model = model
         preds[name] = pred
+        scores = score(pred, test, cs_max, pred_flip)
+        for source, value in coverage.get("by_source", {}).items():
+            scores.get("by_source", {}).get(source, {})["std_coverage"] = value
         results[name] = {
-            **score(pred, test, cs_max, pred_flip),
+            **scores,
+            **({"std_coverage": coverage["all"]} if coverage else {}),
             "params": count_parameters(cost_model),
             "file_mb": file_size_mb(path),
             # as predict runs it (BatchNorm folded, channels-last), and the plain module
@@ -190,6 +210,23 @@ def evaluate_models(
             )["faces_per_s"],
         }
     return results, preds
+
+
+def std_coverage_by_source(
+    model: torch.nn.Module, config: dict[str, Any], test: FaceTable
+) -> dict[str, Any]:
+    """Share of test faces within the predicted age +- calibrated ``age_std``: all, per source."""
+    age, std = (t.numpy() for t in predict_age_and_std(model, test.images, config["min_age"]))
+    std = std * float(config.get(STD_SCALE_KEY, 1.0))
+    true = test.ages.numpy()
+    out: dict[str, Any] = {"all": std_coverage(age, std, true)}
+    if "source" in test.rows:
+        sources = test.rows["source"].astype("string").fillna("unknown").to_numpy(dtype=object)
+        out["by_source"] = {
+            str(s): std_coverage(age[sources == s], std[sources == s], true[sources == s])
+            for s in sorted(set(sources))
+        }
+    return out
 
 
 def write_plots(

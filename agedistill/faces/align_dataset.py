@@ -75,16 +75,27 @@ def _chunks(items: Sequence, n: int) -> Iterator[Sequence]:
 
 
 def _list_inputs(sources: Sequence[SourceSpec]) -> tuple[list[tuple[Record, str]], list[dict]]:
-    """Every file of every source: labelled ones to align, the others as reject rows."""
+    """Every file of every source: labelled ones (and those of unlabelled sources) to align, the
+    others as reject rows."""
     todo: list[tuple[Record, str]] = []
     rejects: list[dict] = []
     for spec in sources:
-        for rec in make_reader(spec.reader, spec.path, spec.csv).records():
-            if rec.error is None:
+        reader = make_reader(spec.reader, spec.path, spec.csv)
+        for rec in reader.records():
+            error = _label_error(rec, reader.labelled)
+            if error is None:
                 todo.append((rec, spec.label))  # the decoder decides what is an image, not the name
             else:
-                rejects.append({"source": spec.label, "path": rec.path, "reason": rec.error})
+                rejects.append({"source": spec.label, "path": rec.path, "reason": error})
     return todo, rejects
+
+
+def _label_error(rec: Record, labelled: bool) -> str | None:
+    """Why ``rec`` cannot be aligned for its labels, or None: a labelled source's record needs an
+    age; an unlabelled source's record (``age=None``) is an input as it is."""
+    if rec.error is None and labelled and rec.age is None:
+        return "label unparsable: no age"
+    return rec.error
 
 
 class _AlignChunks(Dataset):
@@ -177,7 +188,7 @@ def align_dataset(
     -------
     manifest : pandas.DataFrame
         One row per aligned crop (:data:`MANIFEST_COLUMNS`); box and landmarks in original
-        upright-image pixels.
+        upright-image pixels; ``age`` is a nullable integer, missing for unlabelled sources.
     rejects : pandas.DataFrame
         One row per other input file with its reason (:data:`REJECT_COLUMNS`). Every input file
         is in exactly one of the two tables.
@@ -215,6 +226,7 @@ def align_dataset(
                 rows.append(row)
             bar.update(len(results))
     manifest = pd.DataFrame(rows, columns=MANIFEST_COLUMNS)
+    manifest["age"] = manifest["age"].astype("Int64")  # unlabelled faces: empty, not NaN floats
     reject_df = pd.DataFrame(rejects, columns=REJECT_COLUMNS)
     if base is not None:
         for df in (manifest, reject_df):

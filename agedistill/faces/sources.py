@@ -2,7 +2,8 @@
 
 A reader is one small class with :meth:`LabelReader.parse`; adding a dataset means adding one.
 Files whose labels cannot be read are returned too, with a reason, so that ``align`` can account
-for every input.
+for every input. The ``unlabelled`` reader gives faces without ages (LFW, CelebA): ``align`` crops
+them like any other and ``split`` keeps them out of train/val/test, in ``unlabelled.csv``.
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ class LabelReader:
     """Base class: list a source's files and read their labels."""
 
     name = "base"
+    labelled = True  # its records carry an age; one without an age is a label error
 
     def __init__(self, root: str | Path, csv: str | Path | None = None) -> None:
         self.root = Path(root)
@@ -171,7 +173,26 @@ class CsvReader(LabelReader):
         return self._row_record(path, rows.iloc[0])
 
 
-READERS: dict[str, type[LabelReader]] = {r.name: r for r in (UTKFaceReader, FGNetReader, CsvReader)}
+class UnlabelledReader(LabelReader):
+    """Faces without labels: every file is an input with ``age=None`` (its content decides whether
+    it is an image, as for the other readers).
+
+    A file in a sub-folder gets that folder's path relative to the root as its ``subject`` (LFW's
+    ``Person_Name/Person_Name_0001.jpg``: the person), so one person's faces stay together; a file
+    directly in the root (CelebA's ``000001.jpg``) has no subject.
+    """
+
+    name = "unlabelled"
+    labelled = False
+
+    def parse(self, path: Path) -> Record:
+        folder = path.parent.relative_to(self.root).as_posix()
+        return Record(str(path), None, subject=None if folder == "." else folder)
+
+
+READERS: dict[str, type[LabelReader]] = {
+    r.name: r for r in (UTKFaceReader, FGNetReader, CsvReader, UnlabelledReader)
+}
 
 
 def make_reader(reader: str, root: str | Path, csv: str | Path | None = None) -> LabelReader:

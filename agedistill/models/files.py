@@ -19,7 +19,7 @@ from torch import nn
 
 from agedistill import __version__
 from agedistill.models.errors import ModelFileError
-from agedistill.models.nets import ConvNet, RankTeacher
+from agedistill.models.nets import ConvNet, PretrainedNet, RankTeacher
 
 FORMAT = "agedistill-model/1"
 
@@ -32,10 +32,12 @@ def build_model(config: dict[str, Any]) -> nn.Module:
             config["widths"], config["num_classes"], config["stem_stride"],
             config["depthwise"], config.get("dropout", 0.0),
         )  # fmt: skip
+    if arch == "pretrained":
+        return PretrainedNet(config["backbone"], config["num_classes"], config.get("dropout", 0.0))
     if arch == "rank_teacher":
         return RankTeacher(
             config["widths"], config["k"], config["feature_dim"], config["stem_stride"],
-            config["depthwise"], config.get("dropout", 0.0),
+            config["depthwise"], config.get("dropout", 0.0), config.get("backbone", "convnet"),
         )  # fmt: skip
     raise ModelFileError(f"unknown architecture {arch!r}")
 

@@ -1,4 +1,4 @@
-"""Networks: the compact conv net (student and class teacher) and the ranking teacher."""
+"""Networks: the compact conv net (student), pretrained-backbone nets and the ranking teacher."""
 
 from __future__ import annotations
 
@@ -68,12 +68,54 @@ class ConvNet(nn.Module):
         return self.head(self.dropout(emb))
 
 
+class PretrainedNet(nn.Module):
+    """A pretrained backbone (:mod:`agedistill.models.backbones`), global pooling, a linear head.
+
+    The same interface as :class:`ConvNet`: ``forward`` returns (B, num_outputs) and
+    :meth:`forward_features` the pooled embedding and one map per stride (2, 4, 8, 16, 32), whose
+    channels are ``widths``. It is built with random weights; the recipes load the ImageNet
+    weights (:func:`~agedistill.models.backbones.load_pretrained`) before training, and a model
+    file brings its own.
+    """
+
+    def __init__(self, backbone: str, num_outputs: int, dropout: float = 0.1) -> None:
+        super().__init__()
+        from agedistill.models.backbones import build_backbone  # torchvision: only when used
+
+        self.net = build_backbone(backbone)
+        self.dropout = nn.Dropout(dropout)
+        self.head = nn.Linear(self.net.out_features, num_outputs)
+        self.widths = list(self.net.widths)
+
+    def forward_features(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Pooled embedding (B, out_features) and the backbone's map at every stride."""
+        return self.net.forward_features(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        emb, _ = self.forward_features(x)
+        return self.head(self.dropout(emb))
+
+
+def backbone_sides(input_size: int, n_stages: int = 5) -> list[int]:
+    """Side of each map of a :class:`PretrainedNet` for ``input_size`` faces: one per stride 2^i.
+
+    Every stride-2 convolution of the backbones pads so that its output is ``ceil(side / 2)``.
+    """
+    sides, side = [], input_size
+    for _ in range(n_stages):
+        side = -(-side // 2)
+        sides.append(side)
+    return sides
+
+
 class RankTeacher(nn.Module):
-    """A larger conv net embedding each face; a head classifies the permutation of K faces.
+    """A network embedding each face; a head classifies the permutation of K faces.
 
     Input (B, K, 3, H, W) in shuffled order; output (B, K!) logits over
     :func:`agedistill.models.ordinal.permutations`. Each face is embedded independently (shared
     weights), the K embeddings are concatenated in input order and an MLP names the permutation.
+    ``backbone`` ``"convnet"`` embeds with a :class:`ConvNet` of ``widths`` trained from scratch;
+    any name of :data:`agedistill.models.backbones.BACKBONE_NAMES` with a :class:`PretrainedNet`.
     """
 
     def __init__(
@@ -84,10 +126,15 @@ class RankTeacher(nn.Module):
         stem_stride: int = 1,
         depthwise: bool = False,
         dropout: float = 0.1,
+        backbone: str = "convnet",
     ) -> None:
         super().__init__()
         self.k = k
-        self.backbone = ConvNet(widths, feature_dim, stem_stride, depthwise, dropout)
+        self.backbone: ConvNet | PretrainedNet
+        if backbone == "convnet":
+            self.backbone = ConvNet(widths, feature_dim, stem_stride, depthwise, dropout)
+        else:
+            self.backbone = PretrainedNet(backbone, feature_dim, dropout)
         self.perm_head = nn.Sequential(
             nn.Linear(k * feature_dim, 256),
             nn.ReLU(inplace=True),

@@ -6,7 +6,11 @@ import torch
 from torch import nn
 
 from agedistill.models.inputs import normalize
-from agedistill.models.ordinal import expected_age, mixture_logits
+from agedistill.models.ordinal import age_std, expected_age, mixture_logits
+
+# model config key: the factor on the distribution's spread that calibrates ``age_std``
+# (agedistill.training.calibration); files without it read 1
+STD_SCALE_KEY = "age_std_scale"
 
 
 @torch.inference_mode()
@@ -55,6 +59,16 @@ def predict_ages_and_flipped(
     if not len(plain):
         return torch.empty(0), torch.empty(0)
     return expected_age(plain, min_age), expected_age(mixture_logits(plain, mirrored), min_age)
+
+
+def predict_age_and_std(
+    model: nn.Module, images: torch.Tensor, min_age: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Expected age and the age distribution's standard deviation of each uint8 face (no flip)."""
+    logits = predict_logits(model, images)
+    if not len(logits):
+        return torch.empty(0), torch.empty(0)
+    return expected_age(logits, min_age), age_std(logits)
 
 
 def age_mae(model: nn.Module, images: torch.Tensor, ages: torch.Tensor, min_age: int) -> float:

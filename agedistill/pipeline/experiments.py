@@ -32,13 +32,15 @@ class ExpRow:
     changed: dict[str, Any]
     student_mae: float | None
     class_teacher_mae: float | None
+    twin_mae: float | None = None
 
     @property
     def gain(self) -> float | None:
-        """Years the student is below its class teacher (None without both MAEs)."""
-        if self.student_mae is None or self.class_teacher_mae is None:
+        """Years the student is below its twin (runs before the twin: its class teacher)."""
+        baseline = self.twin_mae if self.twin_mae is not None else self.class_teacher_mae
+        if self.student_mae is None or baseline is None:
             return None
-        return gain(self.student_mae, self.class_teacher_mae)
+        return gain(self.student_mae, baseline)
 
 
 def _file_data(data: dict[str, Any], kind: str, path: str) -> dict[str, Any]:
@@ -60,7 +62,7 @@ def _row(name: str, data: dict[str, Any], base_params: dict[str, Any]) -> ExpRow
     metrics = _file_data(data, "metrics", EVALUATE_FILE)
     params = _file_data(data, "params", PARAMS_FILE)
     return ExpRow(name, _changed(params, base_params), _mae(metrics, "student"),
-                  _mae(metrics, "class_teacher"))  # fmt: skip
+                  _mae(metrics, "class_teacher"), _mae(metrics, "twin"))  # fmt: skip
 
 
 def rows(exp_show: list[dict[str, Any]]) -> list[ExpRow]:
@@ -96,19 +98,21 @@ def _number(x: float | None, signed: bool = False) -> str:
 
 
 def format_rows(table: list[ExpRow]) -> str:
-    """A text table: experiment, changed params, student MAE, class-teacher MAE, gain."""
+    """A text table: experiment, changed params, student, twin and class-teacher MAE, gain."""
     cells = [
         (r.name, ", ".join(f"{k}={_value(v)}" for k, v in r.changed.items()) or "-",
-         _number(r.student_mae), _number(r.class_teacher_mae), _number(r.gain, signed=True))
+         _number(r.student_mae), _number(r.twin_mae), _number(r.class_teacher_mae),
+         _number(r.gain, signed=True))
         for r in table
     ]  # fmt: skip
-    head = ("experiment", "changed params", "student MAE", "class-teacher MAE", "gain")
+    head = ("experiment", "changed params", "student MAE", "twin MAE", "class-teacher MAE", "gain")
     widths = [max(len(c[i]) for c in [head, *cells]) for i in range(len(head))]
     fmt = "  ".join(f"{{:<{w}}}" if i < 2 else f"{{:>{w}}}" for i, w in enumerate(widths))
     lines = [fmt.format(*head), "  ".join("-" * w for w in widths)]
     lines += [fmt.format(*c) for c in cells]
     lines.append(
-        "gain: class-teacher MAE - student MAE (> 0: distillation helped); test part, years"
+        "gain: twin MAE - student MAE (> 0: distillation helped; without a twin, the class "
+        "teacher's); test part, years"
     )
     return "\n".join(lines)
 

@@ -12,6 +12,7 @@ from typing import Any
 # (metric name, model, key in that model's evaluate results)
 FROM_RESULTS = (
     ("student_mae", "student", "mae"),
+    ("twin_mae", "twin", "mae"),
     ("class_teacher_mae", "class_teacher", "mae"),
     ("rank_teacher_mae", "rank_teacher", "mae"),
     ("student_cs5", "student", "cs5"),
@@ -19,6 +20,7 @@ FROM_RESULTS = (
     ("student_params", "student", "params"),
     ("student_file_mb", "student", "file_mb"),
     ("student_faces_per_s", "student", "faces_per_s"),
+    ("student_std_coverage", "student", "std_coverage"),
 )
 
 
@@ -34,18 +36,21 @@ def source_key(name: str) -> str:
     return re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_") or "unknown"
 
 
-def gain(student_mae: float, class_teacher_mae: float) -> float:
-    """Years of MAE distillation took off the class teacher's (> 0: the student is better)."""
-    return class_teacher_mae - student_mae
+def gain(student_mae: float, baseline_mae: float) -> float:
+    """Years of MAE the student is below a baseline's (> 0: the student is better)."""
+    return baseline_mae - student_mae
 
 
 def headline(results: dict[str, Any]) -> dict[str, float]:
     """Headline metrics of one ``evaluate`` results mapping (``metrics/evaluate.json``).
 
-    >>> r = {"student": {"mae": 5.2, "cs5": 0.6}, "class_teacher": {"mae": 5.6}}
+    >>> r = {"student": {"mae": 5.2, "cs5": 0.6}, "twin": {"mae": 5.5}, "class_teacher": {"mae": 5}}
     >>> h = headline(r)
-    >>> round(h["gain_over_class_teacher"], 2), h["student_cs5"]
-    (0.4, 0.6)
+    >>> round(h["gain_over_twin"], 2), round(h["gain_over_class_teacher"], 2), h["student_cs5"]
+    (0.3, -0.2, 0.6)
+
+    ``gain_over_twin`` is distillation's gain: the student against the same network trained
+    without the teachers.
 
     Keys a results file lacks (an older one, a model not scored) are left out, not invented.
     The student's MAE on each test source is ``student_mae_<source>`` (see :func:`source_key`).
@@ -57,22 +62,26 @@ def headline(results: dict[str, Any]) -> dict[str, float]:
         value = results.get(model, {}).get(key)
         if isinstance(value, int | float) and not isinstance(value, bool):
             out[name] = round(float(value), DECIMALS)
-    if "student_mae" in out and "class_teacher_mae" in out:
-        g = gain(results["student"]["mae"], results["class_teacher"]["mae"])
-        out["gain_over_class_teacher"] = round(g, DECIMALS)
+    for baseline in ("twin", "class_teacher"):
+        if "student_mae" in out and f"{baseline}_mae" in out:
+            g = gain(results["student"]["mae"], results[baseline]["mae"])
+            out[f"gain_over_{baseline}"] = round(g, DECIMALS)
     for source, r in results.get("student", {}).get("by_source", {}).items():
         out[f"student_mae_{source_key(source)}"] = round(float(r["mae"]), DECIMALS)
     return out
 
 
 def gain_line(results: dict[str, Any]) -> str | None:
-    """One sentence on the student against its class teacher, or None without both.
+    """One sentence on the student against its twin (or, in older results, its class teacher).
 
-    >>> gain_line({"student": {"mae": 11.6}, "class_teacher": {"mae": 11.9}})
-    "distillation: the student's test MAE is 0.30 years below its class teacher's"
+    >>> gain_line({"student": {"mae": 11.6}, "twin": {"mae": 11.9}})
+    "distillation: the student's test MAE is 0.30 years below its no-distillation twin's"
     """
-    if "mae" not in results.get("student", {}) or "mae" not in results.get("class_teacher", {}):
+    if "mae" not in results.get("student", {}):
         return None
-    g = gain(results["student"]["mae"], results["class_teacher"]["mae"])
-    side = "below" if g > 0 else "above"
-    return f"distillation: the student's test MAE is {abs(g):.2f} years {side} its class teacher's"
+    for baseline, what in (("twin", "no-distillation twin"), ("class_teacher", "class teacher")):
+        if "mae" in results.get(baseline, {}):
+            g = gain(results["student"]["mae"], results[baseline]["mae"])
+            side = "below" if g > 0 else "above"
+            return f"distillation: the student's test MAE is {abs(g):.2f} years {side} its {what}'s"
+    return None

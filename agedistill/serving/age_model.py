@@ -24,6 +24,8 @@ from agedistill.models.errors import ModelFileError
 if TYPE_CHECKING:
     from torch import nn
 
+# Architectures with an age head: the student's net, and a class teacher on a pretrained backbone
+AGE_ARCHS = ("convnet", "pretrained")
 # Config keys ``predict`` needs; the ``align_*`` keys default to ``detection.CROP_DEFAULTS``.
 _REQUIRED_KEYS = ("input_size", "min_age", "num_classes")
 
@@ -44,6 +46,12 @@ class AgeModel:
     @property
     def min_age(self) -> int:
         return int(self.config["min_age"])
+
+    @property
+    def std_scale(self) -> float:
+        """The factor on the distribution's spread that makes ``age_std`` a one-sigma error bar
+        (``age_std_scale``, fitted on the validation part; 1 in files written before it)."""
+        return float(self.config.get("age_std_scale", 1.0))
 
     @property
     def align_margin(self) -> float:
@@ -92,7 +100,8 @@ class AgeModel:
             logits = self.fast_net(x)
             if self.flip:
                 logits = mixture_logits(logits, self.fast_net(x.flip(-1)))
-            return expected_age(logits, self.min_age).numpy(), age_std(logits).numpy()
+            std = age_std(logits) * self.std_scale
+            return expected_age(logits, self.min_age).numpy(), std.numpy()
 
 
 def _major(version: str) -> str:
@@ -115,10 +124,10 @@ def check_age_config(config: dict[str, Any], path: Path) -> None:
             f"{path}: written by agedistill {version or 'of unknown version'}, "
             f"this is {__version__} (major versions differ): retrain or use a matching release"
         )
-    if config.get("arch") != "convnet":
+    if config.get("arch") not in AGE_ARCHS:
         raise ModelFileError(
             f"{path}: a {config.get('arch')!r} model has no age head; predict needs a student "
-            "or class-teacher model (arch 'convnet')"
+            f"or class-teacher model (arch {' or '.join(map(repr, AGE_ARCHS))})"
         )
     missing = [k for k in _REQUIRED_KEYS if k not in config]
     if missing:

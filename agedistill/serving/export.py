@@ -33,16 +33,24 @@ OPSET = 17
 
 
 class AgeOutputs(nn.Module):
-    """The classifier followed by its age expectation and spread: faces -> (logits, age, std)."""
+    """The classifier followed by its age expectation and spread: faces -> (logits, age, std).
 
-    def __init__(self, net: nn.Module, min_age: int) -> None:
+    ``std_scale`` calibrates the spread (the model's ``age_std_scale``); at 1 the graph has no
+    multiplication at all.
+    """
+
+    def __init__(self, net: nn.Module, min_age: int, std_scale: float = 1.0) -> None:
         super().__init__()
         self.net = net
         self.min_age = min_age
+        self.std_scale = std_scale
 
     def forward(self, faces: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         logits = self.net(faces)  # (B, C)
-        return logits, expected_age(logits, self.min_age), age_std(logits)
+        std = age_std(logits)
+        if self.std_scale != 1.0:
+            std = std * self.std_scale
+        return logits, expected_age(logits, self.min_age), std
 
 
 def export_metadata(model: AgeModel) -> dict[str, str]:
@@ -69,7 +77,7 @@ def export_onnx(model: AgeModel, out: Path) -> None:
     """Write ``model`` as ONNX with a dynamic batch axis and preprocessing metadata."""
     import onnx
 
-    wrapper = AgeOutputs(model.net, model.min_age).eval()
+    wrapper = AgeOutputs(model.net, model.min_age, model.std_scale).eval()
     axes: dict[str, dict[int, str]] = {name: {0: "batch"} for name in [INPUT_NAME, *OUTPUT_NAMES]}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)  # the legacy exporter, on purpose
@@ -86,7 +94,7 @@ def export_onnx(model: AgeModel, out: Path) -> None:
 
 def export_torchscript(model: AgeModel, out: Path) -> None:
     """Write ``model`` as a traced TorchScript module (``torch.jit.load``, no Python classes)."""
-    wrapper = AgeOutputs(model.net, model.min_age).eval()
+    wrapper = AgeOutputs(model.net, model.min_age, model.std_scale).eval()
     extra = {"agedistill.json": json.dumps(export_metadata(model))}
     with torch.no_grad(), warnings.catch_warnings():
         # TorchScript is deprecated upstream but still what PyTorch Mobile / LibTorch load
@@ -131,5 +139,5 @@ def export_model(fmt: str, out: str | Path, model_path: str | Path | None = None
 def torch_outputs(model: AgeModel, faces: torch.Tensor) -> dict[str, Any]:
     """The reference outputs of the PyTorch model for normalised faces, as numpy arrays."""
     with torch.inference_mode():
-        outs = AgeOutputs(model.net, model.min_age).eval()(faces)
+        outs = AgeOutputs(model.net, model.min_age, model.std_scale).eval()(faces)
     return {name: t.numpy() for name, t in zip(OUTPUT_NAMES, outs, strict=True)}

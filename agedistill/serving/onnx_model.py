@@ -53,7 +53,7 @@ class OnnxAgeModel(AgeModel):
         logits = self.logits(x)
         if self.flip:
             logits = mixture_logits(logits, self.logits(x[..., ::-1]))
-        return expected_age(logits, self.min_age), age_std(logits)
+        return expected_age(logits, self.min_age), age_std(logits) * self.std_scale
 
 
 def load_onnx_model(path: str | Path, flip: bool = False) -> OnnxAgeModel:

@@ -26,10 +26,12 @@ from agedistill.data.augment import mix_pairs
 from agedistill.data.tables import FaceTable
 from agedistill.faces.detection import CROP_DEFAULTS
 from agedistill.models.files import build_model
+from agedistill.models.folding import fold_batchnorm
 from agedistill.models.inputs import normalize, resize_faces
 from agedistill.models.nets import HintAdapter, count_parameters
 from agedistill.models.ordinal import SequenceSampler, permutations, shuffle_sequences
 from agedistill.models.predictions import age_mae
+from agedistill.training.calibration import calibrate_model_file
 from agedistill.training.loop import (
     EpochLogger,
     EpochRandom,
@@ -40,7 +42,6 @@ from agedistill.training.loop import (
     seed_everything,
 )
 from agedistill.training.losses import age_loss, hint_loss, kd_loss, mixed_age_loss
-from agedistill.training.precision import to_memory_format
 
 
 def _arch_config(model: ModelParams) -> dict[str, Any]:
@@ -66,6 +67,38 @@ def convnet_config(
     }
 
 
+def classifier_config(
+    model: ModelParams, opt: TrainParams, ages: AgesParams, crop: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Model config of the class teacher: the student's net, or a pretrained backbone.
+
+    ``opt`` is ``class_teacher``'s section: its ``backbone`` (``student`` when ``opt`` is a plain
+    :class:`TrainParams`) picks the network and its ``input_size`` (0: the student's) the side.
+    """
+    backbone = getattr(opt, "backbone", "student")
+    if backbone == "student":
+        return convnet_config(model, ages, crop)
+    base = convnet_config(model, ages, crop)
+    keep = ("num_classes", "min_age", "dropout")
+    return {
+        "arch": "pretrained",
+        "backbone": backbone,
+        "input_size": getattr(opt, "input_size", 0) or model.input_size,
+        **{k: base[k] for k in keep},
+        **{k: v for k, v in base.items() if k.startswith("align_")},
+    }
+
+
+def _load_pretrained(net: nn.Module, config: dict[str, Any]) -> None:
+    """Load the ImageNet weights into a network built from ``config``, if it has a backbone."""
+    from agedistill.models.backbones import load_pretrained
+
+    if config["arch"] == "pretrained":
+        load_pretrained(net.net)
+    elif config["arch"] == "rank_teacher" and config.get("backbone", "convnet") != "convnet":
+        load_pretrained(net.backbone.net)
+
+
 def train_classifier(
     train: FaceTable,
     val: FaceTable,
@@ -78,17 +111,23 @@ def train_classifier(
     crop: dict[str, Any] | None = None,
     log: EpochLogger | None = None,
 ) -> dict[str, float]:
-    """Train a student-shaped network on the ground truth; save the best (val MAE) to ``out``.
+    """Train an age classifier on the ground truth; save the best (val MAE) to ``out``.
 
-    The loss is :func:`~agedistill.training.losses.age_loss` with ``loss``'s settings. ``out``
-    is a model path, or a :class:`TrainingSetup` (data-parallel context, checkpoints, logger).
-    ``crop`` (``AlignParams.crop_settings()``) is recorded in the model file for ``predict``.
+    The network is the student's (``model``) or, when ``opt`` is ``class_teacher``'s section
+    naming a pretrained ``backbone``, that backbone with its ImageNet weights
+    (:func:`classifier_config`); ``train`` and ``val`` hold faces at its input side. The saved
+    model's ``age_std_scale`` is calibrated on ``val``
+    (:func:`~agedistill.training.calibration.calibrate_model_file`). The loss is
+    :func:`~agedistill.training.losses.age_loss` with ``loss``'s settings. ``out`` is a model
+    path, or a :class:`TrainingSetup` (data-parallel context, checkpoints, logger). ``crop``
+    (``AlignParams.crop_settings()``) is recorded in the model file for ``predict``.
     """
     run = as_setup(out, log)
     loss = loss or AgeLossParams()  # plain cross-entropy
     seed_everything(opt.seed, opt.threads)
-    config = convnet_config(model, ages, crop)
+    config = classifier_config(model, opt, ages, crop)
     net = build_model(config)
+    _load_pretrained(net, config)
     min_age = ages.min_age
     labels = train.labels(min_age)
     dev = run.ctx.device
@@ -104,6 +143,8 @@ def train_classifier(
         n_val=len(val), select="val_mae", lower_is_better=True, best_model=(net, config),
         desc="class_teacher",
     )  # fmt: skip
+    if run.ctx.is_main:
+        result.update(calibrate_model_file(run.out, val))
     return {**result, "params": count_parameters(net)}
 
 
@@ -116,7 +157,7 @@ def _check_hint_maps(
     s_stage: int,
     t_stage: int,
 ) -> None:
-    """Raise a clear error unless the hinted maps of the two networks have the same side.
+    """Raise a clear error unless the teacher's hinted map is at least the student's side.
 
     Each network reads a blank face on the device its weights are on (the student may not have
     been moved to the training device yet).
@@ -128,11 +169,11 @@ def _check_hint_maps(
     student.train(was_training)
     t_probe = torch.zeros(1, 3, t_size, t_size, device=next(rank_teacher.parameters()).device)
     t_map = rank_teacher.backbone.forward_features(t_probe)[1][t_stage]
-    if s_map.shape[-2:] != t_map.shape[-2:]:
+    if t_map.shape[-1] < s_map.shape[-1] or t_map.shape[-2] < s_map.shape[-2]:
         raise ValueError(
             f"hint: the student's stage {s_stage} map is {tuple(s_map.shape[-2:])} at {s_size} px "
             f"but the ranking teacher's stage {t_stage} map is {tuple(t_map.shape[-2:])} at "
-            f"{t_size} px; choose hint stages whose maps have the same side"
+            f"{t_size} px; choose hint stages whose teacher map is at least the student's side"
         )
 
 
@@ -177,7 +218,11 @@ def train_rank_teacher(
     out: str | Path | TrainingSetup,
     log: EpochLogger | None = None,
 ) -> dict[str, float]:
-    """Train the ranking teacher to recover the age order of K shuffled faces."""
+    """Train the ranking teacher to recover the age order of K shuffled faces.
+
+    Its backbone is a conv net trained from scratch or, with ``params.model.backbone`` naming a
+    pretrained one, that backbone starting from its ImageNet weights.
+    """
     run = as_setup(out, log)
     opt, k, min_gap, sampling = params.train, params.k, params.min_gap, params.sampling
     sequences_per_epoch = params.sequences_per_epoch
@@ -185,10 +230,12 @@ def train_rank_teacher(
     config = {
         "arch": "rank_teacher",
         **_arch_config(params.model),
+        "backbone": params.model.backbone,
         "k": k,
         "feature_dim": params.feature_dim,
     }
     model = build_model(config)
+    _load_pretrained(model, config)
     dev = run.ctx.device
     sampler = SequenceSampler(train.ages.numpy(), k, min_gap, sampling)
     val_sampler = SequenceSampler(val.ages.numpy(), k, min_gap, sampling)
@@ -230,6 +277,10 @@ class Teachers:
     ranker: nn.Module  # the ranking teacher: hinted feature maps
     hint_stage: int  # the ranker's stage the student's hint matches (rank_teacher.hint_stage)
     input_size: int | None = None  # the ranker's input side, when it differs from the student's
+    classifier_input_size: int | None = None  # the class teacher's, likewise
+
+
+_NO_TEACHERS = Teachers(classifier=None, ranker=None, hint_stage=0)  # type: ignore[arg-type]
 
 
 def train_student(
@@ -238,72 +289,107 @@ def train_student(
     model: ModelParams,
     params: DistillParams,
     ages: AgesParams,
-    teachers: Teachers,
+    teachers: Teachers | None,
     *,
     out: str | Path | TrainingSetup,
     loss: AgeLossParams | None = None,
     crop: dict[str, Any] | None = None,
+    unlabelled: FaceTable | None = None,
     log: EpochLogger | None = None,
 ) -> dict[str, float]:
     """Distil: ground truth + soft targets of the class teacher + hints of the rank teacher.
 
-    ``teachers.input_size``: the ranking teacher's input side when it differs from the student's
-    (its model file's ``input_size``); it then reads each batch resized to that side
-    (:func:`~agedistill.models.inputs.resize_faces`), and its hinted map must have the student's
-    side.
+    ``teachers`` None trains the student's no-distillation twin: the same network, data, batches
+    and schedule, on the ground-truth term alone (``params``' ``kd_weight`` and ``hint_weight``
+    are then ignored, and ``unlabelled`` faces are not read).
+
+    ``train`` holds faces at the aligned crops' side (``align.size``); each network reads every
+    augmented batch resized to its own side
+    (:func:`~agedistill.models.inputs.resize_faces`), and ``val`` holds faces at the student's.
+    The ranking teacher's hinted map is average-pooled to the student's hinted map's side.
 
     The ground-truth term is :func:`~agedistill.training.losses.age_loss`, as for the class
     teacher. ``params.mixup`` > 0 trains on blends of face pairs
     (:func:`~agedistill.data.augment.mix_pairs`): the teachers read the same blend, and the
     ground-truth term is blended with the same weight.
+
+    ``unlabelled`` (faces without ages, at ``train``'s side): with ``params.unlabelled_ratio``
+    r > 0 every batch of B labelled faces gets round(r * B) of them, drawn at random, which only
+    the soft-target and hint terms read; they are not blended by mixup.
     """
+    desc = "distill"
+    if teachers is None:  # the twin
+        params = params.model_copy(update={"kd_weight": 0.0, "hint_weight": 0.0})
+        teachers, unlabelled, desc = _NO_TEACHERS, None, "twin"
     opt, temperature, mixup = params.train, params.temperature, params.mixup
     gt_weight, kd_weight, hint_weight = params.gt_weight, params.kd_weight, params.hint_weight
     student_hint_stage, teacher_hint_stage = params.hint_stage, teachers.hint_stage
     class_teacher, rank_teacher = teachers.classifier, teachers.ranker
     loss = loss or AgeLossParams()  # plain cross-entropy
     label_sigma, mae_weight, min_age = loss.label_sigma, loss.mae_weight, ages.min_age
+    ratio = params.unlabelled_ratio if unlabelled is not None and len(unlabelled) else 0.0
+    if ratio and unlabelled.images.shape[1:] != train.images.shape[1:]:
+        raise ValueError(
+            f"unlabelled faces are {tuple(unlabelled.images.shape[1:])}, the labelled "
+            f"{tuple(train.images.shape[1:])}: load both at the same side"
+        )
     run = as_setup(out, log)
     seed_everything(opt.seed, opt.threads)
     config = convnet_config(model, ages, crop)
     student = build_model(config)
-    if student_hint_stage >= len(student.widths):
-        raise ValueError(
-            f"distill.hint_stage={student_hint_stage}: student has {len(student.widths)} stages"
-        )
-    t_widths = rank_teacher.backbone.widths
-    if teacher_hint_stage >= len(t_widths):
-        raise ValueError(
-            f"rank_teacher.hint_stage={teacher_hint_stage}: teacher has {len(t_widths)} stages"
-        )
-    adapter = HintAdapter(student.widths[student_hint_stage], t_widths[teacher_hint_stage])
     dev = run.ctx.device
+    adapter = None
+    if hint_weight > 0:
+        if student_hint_stage >= len(student.widths):
+            raise ValueError(
+                f"distill.hint_stage={student_hint_stage}: student has {len(student.widths)} stages"
+            )
+        t_widths = rank_teacher.backbone.widths
+        if teacher_hint_stage >= len(t_widths):
+            raise ValueError(
+                f"rank_teacher.hint_stage={teacher_hint_stage}: teacher has {len(t_widths)} stages"
+            )
+        adapter = HintAdapter(student.widths[student_hint_stage], t_widths[teacher_hint_stage])
     for t in (class_teacher, rank_teacher):
-        t.eval().requires_grad_(False).to(dev)
-    to_memory_format([class_teacher, rank_teacher], opt.channels_last)
+        if t is not None:  # None: the twin
+            t.eval().requires_grad_(False)
+    # the teachers only infer: BatchNorm folded and channels-last, exact rewrites, ~3x faster
+    class_teacher, rank_teacher = (
+        None if t is None else fold_batchnorm(t).to(dev, memory_format=torch.channels_last)
+        for t in (class_teacher, rank_teacher)
+    )
     s_size = config["input_size"]
     t_size = teachers.input_size or s_size
+    c_size = teachers.classifier_input_size or s_size
     if hint_weight > 0:
         _check_hint_maps(student, rank_teacher, s_size, t_size, student_hint_stage,
                          teacher_hint_stage)  # fmt: skip
     labels = train.labels(min_age)
+
+    def extra_faces(n: int, rand: EpochRandom) -> torch.Tensor:
+        idx = torch.randint(len(unlabelled), (n,), generator=rand.aug)
+        return normalize(augment_batch(opt, unlabelled.images[idx], rand.aug))
 
     def loss_fn(idx, rand):
         x = normalize(augment_batch(opt, train.images[idx], rand.aug)).to(dev)
         y = labels[idx].to(dev)
         if mixup > 0:
             x, partner, lam = mix_pairs(x, mixup, rand.np, rand.aug)
-        emb, maps = student.forward_features(x)
+        n_extra = round(ratio * len(idx))
+        if n_extra:
+            x = torch.cat([x, extra_faces(n_extra, rand).to(dev)])
+        emb, maps = student.forward_features(resize_faces(x, s_size))
         logits = student.head(student.dropout(emb))
+        labelled = logits[: len(idx)]
         if mixup > 0:
-            gt = mixed_age_loss(logits, y, partner, lam, label_sigma, mae_weight)
+            gt = mixed_age_loss(labelled, y, partner, lam, label_sigma, mae_weight)
         else:
-            gt = age_loss(logits, y, label_sigma, mae_weight)
+            gt = age_loss(labelled, y, label_sigma, mae_weight)
         loss = gt_weight * gt
         logs = {"gt_loss": gt.item()}
         if kd_weight > 0:
             with torch.no_grad():
-                t_logits = class_teacher(x)
+                t_logits = class_teacher(resize_faces(x, c_size))
             kd = kd_loss(logits, t_logits, temperature)
             loss = loss + kd_weight * kd
             logs["kd_loss"] = kd.item()
@@ -317,11 +403,13 @@ def train_student(
         return loss, logs
 
     # the adapter only learns when hints are on (an unused module would get no gradient)
-    modules = [student, adapter] if hint_weight > 0 else [student]
+    modules = [student, adapter] if adapter is not None else [student]
     result = fit(
         modules, loss_fn, len(train), opt, run,
         validate=lambda vi: {"val_mae": age_mae(student, val.images[vi], val.ages[vi], min_age)},
         n_val=len(val), select="val_mae", lower_is_better=True, best_model=(student, config),
-        desc="distill",
+        desc=desc,
     )  # fmt: skip
+    if run.ctx.is_main:
+        result.update(calibrate_model_file(run.out, val))
     return {**result, "params": count_parameters(student)}

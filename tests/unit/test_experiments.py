@@ -29,17 +29,25 @@ def test_format_rows_puts_the_headline_in_one_line_per_experiment():
         [ExpRow("main", {}, 12.6, 12.72), ExpRow("exp-t4", {"distill.temperature": 4}, 12.4, 12.72)]
     )
     lines = text.splitlines()
-    assert lines[0].split() == ["experiment", "changed", "params", "student", "MAE",
+    assert lines[0].split() == ["experiment", "changed", "params", "student", "MAE", "twin", "MAE",
                                 "class-teacher", "MAE", "gain"]  # fmt: skip
-    assert lines[2].split() == ["main", "-", "12.600", "12.720", "+0.120"]
-    assert lines[3].split() == ["exp-t4", "distill.temperature=4", "12.400", "12.720", "+0.320"]
+    assert lines[2].split() == ["main", "-", "12.600", "-", "12.720", "+0.120"]
+    assert lines[3].split() == ["exp-t4", "distill.temperature=4", "12.400", "-", "12.720",
+                                "+0.320"]  # fmt: skip
+
+
+def test_the_gain_is_over_the_twin_where_there_is_one():
+    row = ExpRow("exp", {}, 5.0, 4.6, twin_mae=5.3)
+    assert row.gain == pytest.approx(0.3)  # the twin, not the (pretrained, stronger) teacher
+    line = format_rows([row]).splitlines()[2].split()
+    assert line == ["exp", "-", "5.000", "5.300", "4.600", "+0.300"]
 
 
 def test_a_run_without_evaluate_metrics_has_no_gain():
     row = ExpRow("failed", {"distill.temperature": 4}, None, None)
     assert row.gain is None
     assert format_rows([row]).splitlines()[2].split() == ["failed", "distill.temperature=4", "-",
-                                                          "-", "-"]  # fmt: skip
+                                                          "-", "-", "-"]  # fmt: skip
 
 
 def test_outside_a_dvc_repo_exp_show_is_a_clear_error(tmp_path, capsys, monkeypatch):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -21,6 +23,7 @@ ARCH = {"widths": [8, 16], "stem_stride": 2, "depthwise": False, "dropout": 0.0,
 OVERALL = {"mae", "mae_21_60", "mae_flip", "mae_21_60_flip", *(f"cs{t}" for t in range(6)),
            "mae_age_group", "params", "file_mb", "faces_per_s", "latency_batch_ms",
            "latency_single_ms", "faces_per_s_eager"}  # fmt: skip
+STD_SCALE = 1.7  # the student's age_std_scale
 UTK, APPA, ONE = "utkface", "/data/raw/APPA-REAL", "one_child"  # any strings, a path among them
 
 
@@ -34,19 +37,26 @@ def faces(sample_images) -> FaceTable:
 
 
 @pytest.fixture(scope="module")
-def evaluated(faces, tmp_path_factory):
-    """(results, predictions) of evaluate_models on three untrained, saved tiny models."""
+def saved_models(tmp_path_factory) -> dict[str, Path]:
+    """Three untrained tiny models saved to files; the student with an ``age_std_scale``."""
     tmp = tmp_path_factory.mktemp("scoring")
     torch.manual_seed(0)
     classifier = {"arch": "convnet", **ARCH, "num_classes": 101, "min_age": 0}
     ranker = {"arch": "rank_teacher", **ARCH, "k": 3, "feature_dim": 4}
     paths = {}
-    for name, config in (("student", classifier), ("class_teacher", classifier),
+    calibrated = {**classifier, "age_std_scale": STD_SCALE}
+    for name, config in (("student", calibrated), ("class_teacher", classifier),
                          ("rank_teacher", ranker)):  # fmt: skip
         paths[name] = tmp / f"{name}.pt"
         save_model(paths[name], build_model(config), config)
+    return paths
+
+
+@pytest.fixture(scope="module")
+def evaluated(faces, saved_models):
+    """(results, predictions) of evaluate_models on the saved tiny models."""
     params = EvaluateParams(cs_max=5, latency_batch=2, latency_repeats=1)
-    return evaluate_models(paths, faces, faces, AGES, params)
+    return evaluate_models(saved_models, lambda size: (faces, faces), AGES, params)
 
 
 def test_every_metric_is_also_given_per_source(faces, evaluated):
@@ -54,7 +64,8 @@ def test_every_metric_is_also_given_per_source(faces, evaluated):
     true = faces.ages.numpy()
     source = faces.rows["source"].to_numpy()
     for name, r in results.items():
-        assert set(r) == OVERALL | {"by_source"}
+        age_model = name != "rank_teacher"
+        assert set(r) == OVERALL | {"by_source"} | ({"std_coverage"} if age_model else set())
         # the overall numbers are those of all faces, as before
         assert r["mae"] == pytest.approx(mae(preds[name], true))
         groups = grouped_mae(preds[name], faces.rows)["age_group"]
@@ -70,7 +81,37 @@ def test_every_metric_is_also_given_per_source(faces, evaluated):
                 max(s["mae_age_group"].values()) / s["mae"]
             )
             assert "mae_flip" in s
+            assert ("std_coverage" in s) == age_model
     assert len({r["by_source"][UTK]["mae"] for r in results.values()}) == 3  # each model's own
+
+
+def test_std_coverage_is_the_share_within_the_calibrated_spread(faces, evaluated, saved_models):
+    """Coverage by hand: softmax, mean and spread in numpy, the spread times the file's scale."""
+    from agedistill.models.files import load_model
+    from agedistill.models.inputs import normalize
+
+    results, preds = evaluated
+    true = faces.ages.numpy().astype(float)
+    source = faces.rows["source"].to_numpy()
+    by_hand = {}
+    for name, scale in (("student", STD_SCALE), ("class_teacher", 1.0)):
+        model, _ = load_model(saved_models[name])
+        with torch.no_grad():
+            logits = model.eval()(normalize(faces.images)).double().numpy()
+        p = np.exp(logits - logits.max(1, keepdims=True))
+        p /= p.sum(1, keepdims=True)
+        k = np.arange(p.shape[1])
+        mean = p @ k
+        spread = np.sqrt(np.clip(p @ k**2 - mean**2, 0, None))
+        inside = np.abs(mean - true) <= spread * scale
+        by_hand[name] = inside.mean(), (np.abs(mean - true) <= spread).mean()
+        assert np.allclose(mean, preds[name], atol=1e-3)
+        assert results[name]["std_coverage"] == pytest.approx(inside.mean())
+        for src in (UTK, APPA, ONE):
+            got = results[name]["by_source"][src]["std_coverage"]
+            assert got == pytest.approx(inside[source == src].mean())
+    scaled, unscaled = by_hand["student"]
+    assert scaled > unscaled  # the file's scale widened the spread: more true ages inside
 
 
 def test_a_one_face_source_leaves_out_what_it_has_no_faces_for(evaluated):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 
@@ -137,7 +139,8 @@ def test_distillation_with_hints_trains_on_a_gpu(faces, tmp_path):
 def test_rank_teacher_learns_order_above_chance(faces, tmp_path):
     history = []
     params = RankTeacherParams(
-        model=model_params({**ARCH, "widths": [8, 16, 32]}), train=opt(6).model_dump(), k=3,
+        model=model_params({**ARCH, "widths": [8, 16, 32]}).model_dump(),
+        train=opt(6).model_dump(), k=3,
         min_gap=10, sampling="uniform_age", sequences_per_epoch=192, val_sequences=96,
         feature_dim=8,
     )  # fmt: skip
@@ -157,6 +160,11 @@ class Recorder(torch.nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.inputs.append(x.clone())
         return self.net(x)
+
+    def __deepcopy__(self, memo: dict) -> Recorder:  # the trainer's copy records here too
+        clone = Recorder(copy.deepcopy(self.net, memo))
+        clone.inputs = self.inputs
+        return clone
 
 
 def test_mixup_feeds_the_teacher_the_blend_the_student_reads(faces, tmp_path, monkeypatch):
