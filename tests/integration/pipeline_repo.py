@@ -11,11 +11,13 @@ from pathlib import Path
 
 import yaml
 
+LIMIT = 250  # sample chips the tiny pipeline aligns
 TINY = {
-    "align": {"limit": 160, "batch_size": 16},
+    # enough faces and steps that the student learns: it must beat the train part's mean age
+    "align": {"limit": LIMIT, "batch_size": 16, "size": 64},  # pretrained teachers at 64 px
     "split": {"val_fraction": 0.15, "test_fraction": 0.25},
     "rank_teacher": {
-        "model": {"widths": [16, 32, 48]},
+        "model": {"input_size": 64},
         "train": {"epochs": 1, "batch_size": 16},
         "sequences_per_epoch": 48,
         "val_sequences": 32,
@@ -23,8 +25,8 @@ TINY = {
         "hint_stage": 1,
     },
     "student": {"widths": [8, 16, 24]},
-    "class_teacher": {"epochs": 2, "batch_size": 32},
-    "distill": {"train": {"epochs": 2, "batch_size": 32}, "hint_stage": 1},
+    "class_teacher": {"epochs": 6, "batch_size": 16, "input_size": 64},
+    "distill": {"train": {"epochs": 25, "batch_size": 16}, "hint_stage": 1},
     "evaluate": {"latency_repeats": 2},
 }
 
