@@ -84,7 +84,7 @@ class AlignParams(_Strict):
             raise ValueError(f"source names must be unique, got {names}")
         return self
 
-    size: PosInt = 64
+    size: PosInt = 112  # the largest input side of the three networks (each reads its resize)
     margin: Annotated[float, Field(ge=-0.25, le=1.0)] = 0.0
     template: Literal["arcface", "utkface"] = "utkface"  # crop framing (faces.geometry.TEMPLATES)
     # detection defaults: agedistill.faces.detection.DETECT, shared with ``predict``
@@ -127,7 +127,7 @@ class TrainParams(_Strict):
     weight_decay: NonNegFloat = 5e-4
     seed: int = 0
     threads: Annotated[int, Field(ge=0)] = 2  # 0 = torch default
-    max_shift: Annotated[int, Field(ge=0)] = 4
+    max_shift: Annotated[int, Field(ge=0)] = 7  # pixels at the side of the faces read
     flip: bool = True
     rotate: Annotated[float, Field(ge=0, le=45)] = 0.0  # degrees, per face; 0 = off
     scale: Annotated[float, Field(ge=0, lt=0.5)] = 0.0  # relative zoom, per face; 0 = off
@@ -151,15 +151,20 @@ class ClassTeacherParams(TrainParams):
     0 reads faces at the student's side.
     """
 
-    backbone: Literal[("student", *PRETRAINED)] = "student"
-    input_size: Annotated[int, Field(ge=0)] = 0
+    backbone: Literal[("student", *PRETRAINED)] = "mobilenet_v2"
+    input_size: Annotated[int, Field(ge=0)] = 112
+    epochs: PosInt = 6
+    lr: PosFloat = 1e-3  # fine-tuning ImageNet weights
+    channels_last: bool = True
 
 
 class RankTrainParams(TrainParams):
     """``rank_teacher.train``: the same knobs, a shorter schedule over batches of sequences."""
 
-    epochs: PosInt = 4
+    epochs: PosInt = 3
     batch_size: PosInt = 32  # sequences per batch (each K faces)
+    lr: PosFloat = 1e-3  # fine-tuning ImageNet weights
+    channels_last: bool = True
 
 
 class ModelParams(_Strict):
@@ -180,7 +185,8 @@ class RankModelParams(ModelParams):
     ImageNet-pretrained backbone (those three keys are then unused).
     """
 
-    backbone: Literal[("convnet", *PRETRAINED)] = "convnet"
+    backbone: Literal[("convnet", *PRETRAINED)] = "mobilenet_v2"
+    input_size: PosInt = 112
 
 
 class RankTeacherParams(_Strict):
@@ -189,7 +195,7 @@ class RankTeacherParams(_Strict):
     k: Annotated[int, Field(ge=2, le=5)] = 3
     min_gap: Annotated[int, Field(ge=1)] = 5
     sampling: Literal["uniform_age", "uniform_image"] = "uniform_age"
-    sequences_per_epoch: PosInt = 1000
+    sequences_per_epoch: PosInt = 800
     val_sequences: PosInt = 300
     feature_dim: PosInt = 128
     hint_stage: Annotated[int, Field(ge=0)] = 2

@@ -125,9 +125,11 @@ def class_teacher_score(ws: Workspace) -> dict[str, Any]:
     """The class teacher's test metrics: the no-distillation baseline of every row."""
     from agedistill.config import load_params
     from agedistill.data.tables import load_table
+    from agedistill.models.files import load_model
 
     params = load_params(ws.params)
-    test = load_table(ws.split / "test.csv", ws.crops, params.student.input_size)
+    _, config = load_model(ws.class_teacher)
+    test = load_table(ws.split / "test.csv", ws.crops, config["input_size"])  # its own side
     return test_score(ws.class_teacher, test, params.evaluate.cs_max)
 
 
@@ -146,10 +148,14 @@ def _train_and_score(job: tuple[Workspace, str, int, Path, int]) -> dict[str, An
     arch, d = params.student, params.distill
     weights = VARIANTS[variant]
     opt = d.train.model_copy(update={"seed": seed, "threads": threads})
-    train = load_table(ws.split / "train.csv", ws.crops, arch.input_size)
+    train = load_table(ws.split / "train.csv", ws.crops, params.align.size)  # as distill reads it
     val = load_table(ws.split / "val.csv", ws.crops, arch.input_size)
     test = load_table(ws.split / "test.csv", ws.crops, arch.input_size)
-    class_teacher, _ = load_model(ws.class_teacher)
+    unlabelled = None
+    if d.unlabelled_ratio > 0:
+        unlabelled = load_table(ws.split / "unlabelled.csv", ws.crops, params.align.size,
+                                labelled=False)  # fmt: skip
+    class_teacher, class_config = load_model(ws.class_teacher)
     rank_teacher, rank_config = load_model(ws.rank_teacher)
     name = run_name(variant, seed)
     model_file = out / "models" / f"{name}.pt"
@@ -162,12 +168,14 @@ def _train_and_score(job: tuple[Workspace, str, int, Path, int]) -> dict[str, An
     state = TrainState(out / "checkpoints" / name, key)  # a killed run resumes its last epoch
     with mlflow_run("ablation", stage_params, raw_params(ws.params), state.mlflow_run_id()) as run:
         teachers = Teachers(class_teacher, rank_teacher, params.rank_teacher.hint_stage,
-                            rank_config["input_size"])  # fmt: skip
+                            rank_config["input_size"], class_config["input_size"])  # fmt: skip
+        if variant == "none":  # the twin stage's own recipe: no teachers, no unlabelled faces
+            teachers = None
         fit = train_student(
             train, val, arch, d.model_copy(update={"train": opt, **weights}), params.ages, teachers,
             out=TrainingSetup(model_file, state=state, log=run.log_metrics,
                               mlflow_run_id=run.run_id, has_logged=run.has_metric),
-            loss=params.age_loss, crop=params.align.crop_settings(),
+            loss=params.age_loss, crop=params.align.crop_settings(), unlabelled=unlabelled,
         )  # fmt: skip
         result = {"variant": variant, "seed": seed, "fit": fit, "teachers": ws.digests(),
                   "test": test_score(model_file, test, params.evaluate.cs_max)}  # fmt: skip

@@ -59,8 +59,12 @@ def run(cmd: list[str], cwd: Path, timeout: int = 900) -> str:
     return text
 
 
-def make_repo(src: Path, dst: Path, overrides: dict | None = None) -> Path:
-    """Copy the tracked and untracked-unignored files of ``src`` into a new git repo ``dst``."""
+def make_repo(src: Path, dst: Path, overrides: dict | None = None, tiny: bool = True) -> Path:
+    """Copy the tracked and untracked-unignored files of ``src`` into a new git repo ``dst``.
+
+    Its params are ``src``'s with :data:`TINY` (unless ``tiny`` is false: the bundled sample's
+    own) and then ``overrides`` laid on top.
+    """
     files = subprocess.run(
         ["git", "ls-files", "-co", "--exclude-standard"], cwd=src, capture_output=True, text=True,
         check=True,
@@ -71,7 +75,7 @@ def make_repo(src: Path, dst: Path, overrides: dict | None = None) -> Path:
         (dst / rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(src / rel, dst / rel)
     params = yaml.safe_load((dst / "params.yaml").read_text())
-    _merge(params, _merge(TINY.copy(), overrides or {}))
+    _merge(params, _merge(TINY.copy() if tiny else {}, overrides or {}))
     (dst / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     for cmd in (
         ["git", "init", "-q"],
@@ -88,13 +92,14 @@ def make_repo(src: Path, dst: Path, overrides: dict | None = None) -> Path:
 FAST_EVALUATE = {"evaluate": {"register_model": False}}
 
 
-def two_experiments(src: Path, dst: Path) -> dict[str, dict]:
+def two_experiments(src: Path, dst: Path, tiny: bool = True) -> dict[str, dict]:
     """As a new user would: ``dvc repro``, commit, ``dvc exp run -S distill.temperature=4``.
 
     Returns each run's ``metrics/evaluate.json`` ({"baseline": ..., "temp4": ...}); ``dst`` ends
-    with the experiment's outputs in its workspace.
+    with the experiment's outputs in its workspace. ``tiny`` false runs the bundled sample's own
+    params (minutes, not seconds).
     """
-    make_repo(src, dst, FAST_EVALUATE)
+    make_repo(src, dst, FAST_EVALUATE, tiny)
     run(["dvc", "repro"], dst)
     run(["git", "add", "-A"], dst)
     run(["git", "commit", "-qm", "baseline results"], dst)

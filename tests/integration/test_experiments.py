@@ -19,9 +19,9 @@ from tests.integration.pipeline_repo import run, two_experiments
 
 pytestmark = pytest.mark.integration
 
-HEADLINE = {"student_mae", "class_teacher_mae", "rank_teacher_mae", "gain_over_class_teacher",
-            "student_cs5", "student_mae_21_60", "student_params", "student_file_mb",
-            "student_faces_per_s"}  # fmt: skip
+HEADLINE = {"student_mae", "twin_mae", "class_teacher_mae", "rank_teacher_mae", "gain_over_twin",
+            "gain_over_class_teacher", "student_cs5", "student_mae_21_60", "student_params",
+            "student_file_mb", "student_faces_per_s", "student_std_coverage"}  # fmt: skip
 PLOTS = 4  # the plots dvc.yaml declares
 
 
@@ -60,14 +60,15 @@ def test_one_parent_run_per_pipeline_execution(experiments, store):
         assert got["class_teacher_mae"] == pytest.approx(
             results[key]["class_teacher"]["mae"], **near
         )
-        assert got["gain_over_class_teacher"] == pytest.approx(
-            results[key]["class_teacher"]["mae"] - results[key]["student"]["mae"], **near
+        assert got["gain_over_twin"] == pytest.approx(
+            results[key]["twin"]["mae"] - results[key]["student"]["mae"], **near
         )
         assert parent["info"]["status"] == "FINISHED"
         # the whole pipeline's params, flattened
         p = params(parent)
         assert p["align.size"] == "64" and p["split.seed"] == "0"
-        assert p["class_teacher.epochs"] == "2" and p["rank_teacher.train.epochs"] == "1"
+        assert p["class_teacher.epochs"] == "6" and p["rank_teacher.train.epochs"] == "1"
+        assert p["class_teacher.backbone"] == "mobilenet_v2"
 
 
 def test_stage_runs_are_children_of_their_execution(store):
@@ -77,7 +78,7 @@ def test_stage_runs_are_children_of_their_execution(store):
         if not is_parent(r):
             children[tags(r)["mlflow.parentRunId"]].add(tags(r)["agedistill.stage"])
     assert children[parents[2.0]["info"]["run_id"]] == {
-        "rank_teacher", "class_teacher", "distill", "evaluate"
+        "rank_teacher", "class_teacher", "twin", "distill", "evaluate"
     }  # fmt: skip
     # DVC reran only what the temperature reaches; those runs sit under the experiment's parent
     assert children[parents[4.0]["info"]["run_id"]] == {"distill", "evaluate"}
@@ -90,9 +91,10 @@ def test_report_exps_puts_the_headline_first(experiments):
     assert lines[0].split()[:3] == ["experiment", "changed", "params"]
     (exp,) = [line for line in lines if line.startswith("temp4 ")]
     student, teacher = results["temp4"]["student"]["mae"], results["temp4"]["class_teacher"]["mae"]
+    twin = results["temp4"]["twin"]["mae"]
     assert exp.split() == [
-        "temp4", "distill.temperature=4", f"{student:.3f}", f"{teacher:.3f}",
-        f"{teacher - student:+.3f}",
+        "temp4", "distill.temperature=4", f"{student:.3f}", f"{twin:.3f}", f"{teacher:.3f}",
+        f"{twin - student:+.3f}",
     ]  # fmt: skip
     (base,) = [line for line in lines if line.startswith("master ")]
     assert base.split()[1] == "-"  # the baseline commit: nothing changed against itself

@@ -68,8 +68,8 @@ def test_the_comparison_walks_nested_sections_and_sees_a_difference() -> None:
 
 
 def test_a_section_built_from_defaults_is_the_pipeline_s() -> None:
-    from agedistill.config import DistillParams, TrainParams, load_params
+    from agedistill.config import ClassTeacherParams, DistillParams, TrainParams, load_params
 
     params = load_params(PARAMS)
     assert DistillParams(train=TrainParams()) == params.distill
-    assert TrainParams() == params.class_teacher
+    assert ClassTeacherParams() == params.class_teacher
