@@ -43,7 +43,9 @@ class SourceParams(_Strict):
     in ``data/inventory/NAME.csv`` (the list of its files that makes every source a DVC dependency).
     ``csv`` (reader ``csv``) is the label table, relative to ``path`` and inside it; the paths in it
     are relative to the table's own folder. ``test_part``: rows whose table ``split`` value is this
-    are the source's fixed test part (APPA-REAL: ``valid``). Reader ``unlabelled``: faces without
+    are the source's fixed test part (APPA-REAL: ``valid``). ``test_list``: a CSV whose ``file``
+    column lists the source's test part by path relative to ``path``, so that the test part stays
+    the same faces when the detector or the other sources change (``data/test_parts/``). Reader ``unlabelled``: faces without
     ages (LFW, CelebA), aligned like the others but kept out of train/val/test (``unlabelled.csv``).
     """
 
@@ -52,6 +54,7 @@ class SourceParams(_Strict):
     reader: Literal["utkface", "fgnet", "csv", "unlabelled"] = "utkface"
     csv: str | None = None
     test_part: str | None = None
+    test_list: str | None = None  # CSV (column `file`, relative to `path`): the fixed test part
 
 
 class AgesParams(_Strict):

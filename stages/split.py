@@ -12,6 +12,7 @@ from agedistill.data.splits import (
     SplitError,
     apply_age_range,
     make_split,
+    read_test_list,
     separate_unlabelled,
     split_counts,
     unlabelled_part,
@@ -40,6 +41,8 @@ def main() -> None:
             test_fraction=s.test_fraction, test_size=s.test_size, folds=s.folds, fold=s.fold,
             age_bin=s.age_bin, holdout=s.holdout,
             test_parts={src.name: src.test_part for src in params.align.sources if src.test_part},
+            test_lists={src.name: (src.path, read_test_list(src.test_list))
+                        for src in params.align.sources if src.test_list},
         )  # fmt: skip
     except SplitError as e:  # the data cannot be split as asked: say why, no traceback
         raise SystemExit(f"split: {e}") from None

@@ -33,6 +33,7 @@ folds), :class:`SplitError` says why and the stage exits with that message.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Collection
 from dataclasses import dataclass
 
@@ -225,6 +226,25 @@ def _assign_stratified(
     return np.array([part[g] for g in gid])
 
 
+def listed_rows(df: pd.DataFrame, root: str, files: Collection[str]) -> np.ndarray:
+    """Which rows' ``path`` is one of ``files`` (paths relative to the folder ``root``)."""
+    wanted = {os.path.normpath(f) for f in files}
+    base = os.path.abspath(root)
+    rel = [os.path.normpath(os.path.relpath(os.path.abspath(p), base)) for p in df["path"]]
+    return np.array([r in wanted for r in rel], dtype=bool)
+
+
+def read_test_list(path: str | os.PathLike) -> list[str]:
+    """The files of a test list: a CSV with a ``file`` column (paths relative to its source)."""
+    try:
+        table = pd.read_csv(path)
+    except (OSError, pd.errors.ParserError) as e:
+        raise SplitError(f"{path}: cannot read the test list ({e})") from None
+    if "file" not in table:
+        raise SplitError(f"{path}: a test list needs a 'file' column, got {list(table.columns)}")
+    return table["file"].astype(str).tolist()
+
+
 def _sources(df: pd.DataFrame) -> pd.Series:
     return df["source"].astype(str) if "source" in df else pd.Series("", index=df.index)
 
@@ -245,6 +265,8 @@ def _assign_per_source(
         if "source_part" in df
         else np.full(len(df), "", dtype=object)
     )
+    for src, (root, files) in opts.test_lists.items():
+        fixed |= (sources == src) & listed_rows(df, root, files)
     for src, value in opts.test_parts.items():
         rows = (sources == src) & (given == value)
         if not rows.any():  # a typo would otherwise leave the source without a test part
@@ -265,7 +287,7 @@ def _assign_per_source(
         if not rows.any():
             continue
         rng = np.random.default_rng(opts.seed if i == 0 else [opts.seed, i])
-        has_test_part = opts.holdout is not None or src in opts.test_parts
+        has_test_part = opts.holdout is not None or src in opts.test_parts or src in opts.test_lists
         n = int((row_owner == src).sum())
         test_frac = 0.0 if has_test_part else (
             opts.test_size / n if opts.test_size else opts.test_fraction
@@ -282,6 +304,7 @@ class _SourceSplit:
     test_size: int
     test_parts: dict[str, str]
     holdout: str | None
+    test_lists: dict[str, tuple[str, Collection[str]]]
 
 
 def _assign_kfold(
@@ -347,6 +370,7 @@ def make_split(
     age_bin: int = 5,
     holdout: str | None = None,
     test_parts: dict[str, str] | None = None,
+    test_lists: dict[str, tuple[str, Collection[str]]] | None = None,
 ) -> pd.DataFrame:
     """Assign every row of ``manifest`` to train, val or test without leakage.
 
@@ -371,6 +395,11 @@ def make_split(
         Width in years of the stratification bins.
     holdout : str, optional
         ``cross_dataset``: the source whose every row is the test part.
+    test_lists : dict, optional
+        ``stratified``: source name -> (its folder, the files of its test part, relative to the
+        folder): a fixed test part that survives a change of detector or of the other sources
+        (the whole leakage group of a listed face joins it); such a source gets no other test
+        rows. Listed files the manifest lacks (no face found) are simply absent.
     test_parts : dict, optional
         ``stratified``: source name -> the ``source_part`` value whose rows are that source's
         test part (``{"appa_real": "valid"}``); such a source gets no other test rows.
@@ -402,7 +431,7 @@ def make_split(
             raise SplitError(f"split.holdout={holdout!r} is not a source of the manifest")
         opts = _SourceSplit(
             seed, val_fraction, test_fraction, test_size, dict(test_parts or {}),
-            holdout if method == "cross_dataset" else None,
+            holdout if method == "cross_dataset" else None, dict(test_lists or {}),
         )  # fmt: skip
         if test_fraction + val_fraction >= 1:
             raise SplitError("val and test parts leave nothing to train on")
