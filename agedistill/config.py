@@ -45,8 +45,9 @@ class SourceParams(_Strict):
     are relative to the table's own folder. ``test_part``: rows whose table ``split`` value is this
     are the source's fixed test part (APPA-REAL: ``valid``). ``test_list``: a CSV whose ``file``
     column lists the source's test part by path relative to ``path``, so that the test part stays
-    the same faces when the detector or the other sources change (``data/test_parts/``). Reader ``unlabelled``: faces without
-    ages (LFW, CelebA), aligned like the others but kept out of train/val/test (``unlabelled.csv``).
+    the same faces when the detector or the other sources change (``data/test_parts/``).
+    Reader ``unlabelled``: faces without ages (LFW, CelebA), aligned like the others but kept out
+    of train/val/test (``unlabelled.csv``).
     """
 
     name: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")]

@@ -19,7 +19,8 @@ def manifest(n: int = 120) -> pd.DataFrame:
     rows = []
     for i in range(n):
         src = "a" if i % 2 else "b"
-        rows.append({"source": src, "path": f"/data/{src}/img/{i:03d}.jpg", "age": int(rng.integers(1, 90)),
+        age = int(rng.integers(1, 90))
+        rows.append({"source": src, "path": f"/data/{src}/img/{i:03d}.jpg", "age": age,
                      "sha1": f"{i:040d}"})  # fmt: skip
     return pd.DataFrame(rows)
 
