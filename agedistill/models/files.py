@@ -37,7 +37,8 @@ def build_model(config: dict[str, Any]) -> nn.Module:
     if arch == "rank_teacher":
         return RankTeacher(
             config["widths"], config["k"], config["feature_dim"], config["stem_stride"],
-            config["depthwise"], config.get("dropout", 0.0), config.get("backbone", "convnet"),
+            config["depthwise"], config.get("dropout", 0.0),
+            backbone=config.get("backbone", "convnet"),
         )  # fmt: skip
     raise ModelFileError(f"unknown architecture {arch!r}")
 

@@ -126,6 +126,7 @@ class RankTeacher(nn.Module):
         stem_stride: int = 1,
         depthwise: bool = False,
         dropout: float = 0.1,
+        *,
         backbone: str = "convnet",
     ) -> None:
         super().__init__()

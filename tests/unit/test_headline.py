@@ -30,12 +30,19 @@ def test_headline_leaves_out_what_results_lack():
     assert h == {"student_mae": 6.0}  # no teacher: no gain; a bool is not a metric
 
 
-def test_report_says_how_the_student_did_against_its_class_teacher(capsys):
+def test_report_says_how_the_student_did_against_its_twin(capsys):
     from agedistill.cli import main
 
     results = json.loads((ROOT / "metrics/evaluate.json").read_text())
     assert main(["report", str(ROOT / "metrics/evaluate.json")]) == 0
     out = capsys.readouterr().out
-    g = results["class_teacher"]["mae"] - results["student"]["mae"]
+    g = results["twin"]["mae"] - results["student"]["mae"]
     side = "below" if g > 0 else "above"
-    assert f"the student's test MAE is {abs(g):.2f} years {side} its class teacher's" in out
+    assert f"the student's test MAE is {abs(g):.2f} years {side} its no-distillation twin's" in out
+
+
+def test_older_results_without_a_twin_compare_with_the_class_teacher():
+    from agedistill.pipeline.headline import gain_line
+
+    line = gain_line({"student": {"mae": 5.5}, "class_teacher": {"mae": 5.7}})
+    assert line == "distillation: the student's test MAE is 0.20 years below its class teacher's"

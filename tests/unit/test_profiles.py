@@ -26,14 +26,19 @@ def test_full_profile_makes_source_paths_absolute(repo, tmp_path, monkeypatch):
     sets = dict(a.split("=", 1) for a in args[1::2])
     assert args[0::2] == ["-S"] * len(sets)
     shared = (tmp_path / "../shared/data").resolve()
+    unlabelled = (tmp_path / "../unlabelled").resolve()
     assert sets["align.sources"] == (
-        f"[{{name:'utkface',path:'{shared}/utkface/images',reader:'utkface'}},"
-        f"{{name:'aaf',path:'{shared}/aaf',reader:'csv',csv:'labels.csv'}},"
+        f"[{{name:'utkface',path:'{shared}/utkface/images',reader:'utkface',"
+        "test_list:'data/test_parts/utkface.csv'},"
+        f"{{name:'aaf',path:'{shared}/aaf',reader:'csv',csv:'labels.csv',"
+        "test_list:'data/test_parts/aaf.csv'},"
         f"{{name:'appa_real',path:'{shared}/appa_real',reader:'csv',csv:'labels.csv',"
-        "test_part:'valid'}]"
+        "test_part:'valid'},"
+        f"{{name:'lfw',path:'{unlabelled}/lfw',reader:'unlabelled'}},"
+        f"{{name:'celeba',path:'{unlabelled}/celebA',reader:'unlabelled'}}]"
     )
     assert sets["split.test_size"] == "2000" and sets["distill.train.epochs"] == "20"
-    assert sets["distill.mixup"] == "0.2"
+    assert sets["distill.unlabelled_ratio"] == "0.5"
 
 
 def test_a_bad_profile_fails_before_dvc_starts(repo, tmp_path, monkeypatch):
@@ -44,7 +49,7 @@ def test_a_bad_profile_fails_before_dvc_starts(repo, tmp_path, monkeypatch):
         profile_overrides(tmp_path / "bad.yaml")
 
 
-@pytest.mark.parametrize("name", ["full.yaml", "full-128.yaml"])
+@pytest.mark.parametrize("name", ["full.yaml", "full-paper.yaml"])
 def test_every_shipped_profile_is_valid_against_the_params(repo, tmp_path, monkeypatch, name):
     monkeypatch.delenv("DVC_ROOT", raising=False)
     shutil.copy(repo / "params.yaml", tmp_path / "params.yaml")
@@ -52,17 +57,3 @@ def test_every_shipped_profile_is_valid_against_the_params(repo, tmp_path, monke
     monkeypatch.chdir(tmp_path)
     sets = dict(a.split("=", 1) for a in profile_overrides(repo / "profiles" / name)[1::2])
     assert sets["split.test_size"] == "2000"
-
-
-def test_the_128_px_profile_hints_matching_maps(repo):
-    from agedistill.config import parse_params, raw_params
-    from agedistill.models.nets import stage_sides
-    from agedistill.pipeline.profiles import merge
-
-    profile = yaml.safe_load((repo / "profiles/full-128.yaml").read_text())
-    p = parse_params(merge(raw_params(repo / "params.yaml"), profile))
-    assert p.align.size == p.student.input_size == 128 and p.rank_teacher.model.input_size == 64
-    s, t = p.student, p.rank_teacher.model
-    s_side = stage_sides(128, s.stem_stride, len(s.widths))[p.distill.hint_stage]
-    t_side = stage_sides(64, t.stem_stride, len(t.widths))[p.rank_teacher.hint_stage]
-    assert s_side == t_side == 8
