@@ -47,10 +47,10 @@ class AgeOutputs(nn.Module):
 
     def forward(self, faces: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         logits = self.net(faces)  # (B, C)
-        std = age_std(logits)
+        age, std = expected_age(logits, self.min_age), age_std(logits)
         if self.std_scale != 1.0:
             std = std * self.std_scale
-        return logits, expected_age(logits, self.min_age), std
+        return logits, age, std
 
 
 def export_metadata(model: AgeModel) -> dict[str, str]:
