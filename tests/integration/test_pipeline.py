@@ -15,8 +15,10 @@ pytestmark = pytest.mark.integration
 STAGES = ["align", "split", "rank_teacher", "class_teacher", "twin", "distill", "evaluate"]
 
 
-# years the tiny pipeline's student must be below the train-mean baseline on its 40 test faces
-MARGIN = 0.0
+# years the tiny pipeline's student must be below the train-mean baseline on its ~60 test faces:
+# measured 2.66 (student 4.56, train mean 7.22) and 2.91 with 112-px teachers; a model answering
+# one constant age scores the baseline or worse
+MARGIN = 1.0
 
 
 def ran_stages(output: str) -> list[str]:

@@ -107,5 +107,5 @@ def test_two_process_gloo_training_writes_one_set_of_outputs(pipeline, tmp_path)
     from agedistill.models.files import load_model
 
     _, config = load_model(repo / "models/class_teacher.pt")
-    assert config["arch"] == "convnet"
+    assert config["arch"] == "pretrained" and config["backbone"] == "mobilenet_v2"  # the default
     assert not (repo / "checkpoints/class_teacher").exists()

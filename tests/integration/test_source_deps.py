@@ -33,7 +33,9 @@ def test_an_edit_to_any_source_reruns_align_and_only_that_inventory(repo, tmp_pa
     ]
     dst = make_repo(repo, tmp_path / "repo", {"align": {"sources": sources, "limit": 0}})
     first = run(["dvc", "repro", "split"], dst)
-    assert ran(first) == ["inventory@0", "inventory@1", "align", "split"]
+    # the two inventories are independent: DVC may run them in either order
+    assert sorted(ran(first)[:2]) == ["inventory@0", "inventory@1"]
+    assert ran(first)[2:] == ["align", "split"]
     manifest = (dst / "data/aligned/manifest.csv").read_text()
     assert manifest.count(",second,") >= 10  # the second source's faces, under its name
     split = json.loads((dst / "metrics/split.json").read_text())
