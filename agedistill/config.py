@@ -125,7 +125,7 @@ class SplitParams(_Strict):
 class TrainParams(_Strict):
     """Optimisation knobs shared by the three training stages (``class_teacher``'s defaults)."""
 
-    epochs: PosInt = 20
+    epochs: PosInt = 12
     batch_size: PosInt = 64
     lr: PosFloat = 3e-3
     weight_decay: NonNegFloat = 5e-4
@@ -157,7 +157,7 @@ class ClassTeacherParams(TrainParams):
 
     backbone: Literal[("student", *PRETRAINED)] = "mobilenet_v2"
     input_size: Annotated[int, Field(ge=0)] = 112
-    epochs: PosInt = 6
+    epochs: PosInt = 5
     lr: PosFloat = 1e-3  # fine-tuning ImageNet weights
     channels_last: bool = True
 
@@ -199,8 +199,8 @@ class RankTeacherParams(_Strict):
     k: Annotated[int, Field(ge=2, le=5)] = 3
     min_gap: Annotated[int, Field(ge=1)] = 5
     sampling: Literal["uniform_age", "uniform_image"] = "uniform_age"
-    sequences_per_epoch: PosInt = 800
-    val_sequences: PosInt = 300
+    sequences_per_epoch: PosInt = 500
+    val_sequences: PosInt = 200
     feature_dim: PosInt = 128
     hint_stage: Annotated[int, Field(ge=0)] = 2
 
@@ -232,7 +232,7 @@ class DistillParams(_Strict):
 class EvaluateParams(_Strict):
     cs_max: Annotated[int, Field(ge=0)] = 10
     latency_batch: PosInt = 64
-    latency_repeats: PosInt = 20
+    latency_repeats: PosInt = 10
     register_model: bool = True
 
 
