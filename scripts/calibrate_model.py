@@ -6,8 +6,8 @@ share of true ages within the predicted age +- ``age_std`` before and after. Wha
 does at the end of ``distill``, for a model file trained before it did (the shipped student):
 
     python scripts/calibrate_model.py --model agedistill/assets/student.pt \\
-        --crops RUN/data/aligned/crops --val RUN/data/split/val.csv --test RUN/data/split/test.csv \\
-        --out results/research/shipped_std_calibration.json
+        --crops RUN/data/aligned/crops --val RUN/data/split/val.csv \\
+        --test RUN/data/split/test.csv --out results/research/shipped_std_calibration.json
 
 (``RUN``: a rebuild of the model's own split; for the shipped student, ``full-v6``'s, rebuilt at
 commit ``191a3b7`` with ``agedistill exp profiles/full.yaml -n v6split -S align.detector=mtcnn
