@@ -29,6 +29,7 @@ sys.path.insert(0, str(ROOT))
 from agedistill.data.tables import load_table  # noqa: E402
 from agedistill.models.files import load_model  # noqa: E402
 from agedistill.models.predictions import predict_age_and_std  # noqa: E402
+from agedistill.pipeline.outputs import write_json  # noqa: E402
 from agedistill.training.calibration import calibrate_model_file  # noqa: E402
 
 
@@ -64,11 +65,9 @@ def main() -> None:
     result = {"command": "python scripts/calibrate_model.py " + " ".join(sys.argv[1:]),
               "model": str(args.model), **fitted,
               "test": coverage_by_source(args.model, args.test, args.crops)}  # fmt: skip
-    text = json.dumps(result, indent=2)
     if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text + "\n")
-    print(text)
+        write_json(result, args.out)
+    print(json.dumps(result, indent=2))
 
 
 if __name__ == "__main__":

@@ -14,8 +14,14 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import sys
 from datetime import datetime, timedelta
 from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from agedistill.pipeline.outputs import write_json  # noqa: E402
 
 STAMP = re.compile(r"^(\d\d:\d\d:\d\d) (.*)$")
 STAGE = re.compile(r"Running stage '([^']+)'")
@@ -69,11 +75,9 @@ def main() -> None:
     args = ap.parse_args()
     times = stage_times(args.log.read_text(errors="replace").splitlines(), args.pause)
     result = {"stage_wall_s": times, "total_wall_s": sum(times.values())}
-    text = json.dumps(result, indent=2)
     if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text + "\n")
-    print(text)
+        write_json(result, args.out)
+    print(json.dumps(result, indent=2))
 
 
 if __name__ == "__main__":
