@@ -23,11 +23,7 @@ from agedistill.evaluation.metrics import (
 from agedistill.models.files import load_model
 from agedistill.models.inputs import normalize, resize_faces
 from agedistill.models.nets import count_parameters
-from agedistill.models.predictions import (
-    STD_SCALE_KEY,
-    predict_age_and_std,
-    predict_ages_and_flipped,
-)
+from agedistill.models.predictions import STD_SCALE_KEY, predict_ages_std_and_flipped
 from agedistill.serving.inference import for_inference
 
 MODELS = ("student", "twin", "class_teacher", "rank_teacher")
@@ -78,12 +74,17 @@ def linear_probe(
 
 
 def score(
-    pred: np.ndarray, test: FaceTable, cs_max: int, pred_flip: np.ndarray | None = None
+    pred: np.ndarray,
+    test: FaceTable,
+    cs_max: int,
+    pred_flip: np.ndarray | None = None,
+    std: np.ndarray | None = None,
 ) -> dict[str, Any]:
     """MAE, CS(0..cs_max) and grouped MAE of predictions on ``test``, overall and per source.
 
     ``pred_flip``: the same model's predictions with test-time flip augmentation, scored as
-    ``mae_flip`` and ``mae_21_60_flip``.
+    ``mae_flip`` and ``mae_21_60_flip``. ``std``: each prediction's (calibrated) ``age_std``,
+    scored as ``std_coverage``, the share of true ages within ``pred`` +- ``std``.
 
     Where ``test.rows`` has a ``source`` column, ``by_source`` maps each source name to the same
     metrics on that source's rows alone (from the same predictions), plus ``n`` and
@@ -91,9 +92,9 @@ def score(
     for (MAE 21-60 of a source without adults, an age group it lacks) is left out there.
     """
     true = test.ages.numpy()
-    out = _metrics(pred, true, test.rows, cs_max, pred_flip)
+    out = _metrics(pred, true, test.rows, cs_max, pred_flip, std)
     if "source" in test.rows:
-        out["by_source"] = by_source(pred, true, test.rows, cs_max, pred_flip)
+        out["by_source"] = by_source(pred, true, test.rows, cs_max, pred_flip, std)
     return out
 
 
@@ -103,6 +104,7 @@ def by_source(
     rows: pd.DataFrame,
     cs_max: int,
     pred_flip: np.ndarray | None = None,
+    std: np.ndarray | None = None,
 ) -> dict[str, dict[str, Any]]:
     """:func:`score`'s metrics per value of ``rows["source"]`` (sorted by name), with ``n``."""
     sources = rows["source"].astype("string").fillna("unknown").to_numpy(dtype=object)
@@ -110,7 +112,8 @@ def by_source(
     for name in sorted(set(sources)):
         keep = sources == name
         flip = None if pred_flip is None else pred_flip[keep]
-        m = _metrics(pred[keep], true[keep], rows[keep], cs_max, flip)
+        spread = None if std is None else std[keep]
+        m = _metrics(pred[keep], true[keep], rows[keep], cs_max, flip, spread)
         m = {k: v for k, v in m.items() if not (isinstance(v, float) and np.isnan(v))}
         groups = m["mae_age_group"]
         ratio = max(groups.values()) / m["mae"] if m["mae"] > 0 else 1.0  # all exact: none worse
@@ -124,6 +127,7 @@ def _metrics(
     rows: pd.DataFrame,
     cs_max: int,
     pred_flip: np.ndarray | None,
+    std: np.ndarray | None = None,
 ) -> dict[str, Any]:
     cs = cumulative_score(pred, true, cs_max)
     adult = (true >= 21) & (true <= 60)
@@ -131,13 +135,15 @@ def _metrics(
     def adult_mae(p: np.ndarray) -> float:
         return mae(p[adult], true[adult]) if adult.any() else float("nan")
 
-    flip = {} if pred_flip is None else {
+    extra = {} if pred_flip is None else {
         "mae_flip": mae(pred_flip, true), "mae_21_60_flip": adult_mae(pred_flip)
     }  # fmt: skip
+    if std is not None:
+        extra["std_coverage"] = std_coverage(pred, std, true)
     return {
         "mae": mae(pred, true),
         "mae_21_60": adult_mae(pred),
-        **flip,
+        **extra,
         **{f"cs{t}": v for t, v in enumerate(cs)},
         **{f"mae_{kind}": groups for kind, groups in grouped_mae(pred, rows).items()},
     }
@@ -179,7 +185,7 @@ def evaluate_models(
         train, test = tables(config["input_size"])
         if preds is None:
             preds = pd.DataFrame({"crop": test.rows["crop"], "true_age": test.ages.numpy()})
-        coverage: dict[str, Any] = {}
+        std = None
         if config["arch"] == "rank_teacher":
             pred, pred_flip = (
                 np.clip(p, min_age, max_age)
@@ -187,18 +193,15 @@ def evaluate_models(
             )
             cost_model = model.backbone
         else:
-            pred, pred_flip = (
-                p.numpy() for p in predict_ages_and_flipped(model, test.images, config["min_age"])
+            pred, std, pred_flip = (
+                p.numpy()
+                for p in predict_ages_std_and_flipped(model, test.images, config["min_age"])
             )
-            coverage = std_coverage_by_source(model, config, test)
+            std = std * float(config.get(STD_SCALE_KEY, 1.0))  # the calibrated age_std
             cost_model = model
         preds[name] = pred
-        scores = score(pred, test, cs_max, pred_flip)
-        for source, value in coverage.get("by_source", {}).items():
-            scores.get("by_source", {}).get(source, {})["std_coverage"] = value
         results[name] = {
-            **scores,
-            **({"std_coverage": coverage["all"]} if coverage else {}),
+            **score(pred, test, cs_max, pred_flip, std),
             "params": count_parameters(cost_model),
             "file_mb": file_size_mb(path),
             # as predict runs it (BatchNorm folded, channels-last), and the plain module
@@ -210,23 +213,6 @@ def evaluate_models(
             )["faces_per_s"],
         }
     return results, preds
-
-
-def std_coverage_by_source(
-    model: torch.nn.Module, config: dict[str, Any], test: FaceTable
-) -> dict[str, Any]:
-    """Share of test faces within the predicted age +- calibrated ``age_std``: all, per source."""
-    age, std = (t.numpy() for t in predict_age_and_std(model, test.images, config["min_age"]))
-    std = std * float(config.get(STD_SCALE_KEY, 1.0))
-    true = test.ages.numpy()
-    out: dict[str, Any] = {"all": std_coverage(age, std, true)}
-    if "source" in test.rows:
-        sources = test.rows["source"].astype("string").fillna("unknown").to_numpy(dtype=object)
-        out["by_source"] = {
-            str(s): std_coverage(age[sources == s], std[sources == s], true[sources == s])
-            for s in sorted(set(sources))
-        }
-    return out
 
 
 def write_plots(

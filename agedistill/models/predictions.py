@@ -61,6 +61,17 @@ def predict_ages_and_flipped(
     return expected_age(plain, min_age), expected_age(mixture_logits(plain, mirrored), min_age)
 
 
+def predict_ages_std_and_flipped(
+    model: nn.Module, images: torch.Tensor, min_age: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Expected age and spread without flip, and expected age with flip TTA: one pass each way."""
+    plain, mirrored = _logits(model, images, 256, True)
+    if not len(plain):
+        return torch.empty(0), torch.empty(0), torch.empty(0)
+    flipped = expected_age(mixture_logits(plain, mirrored), min_age)
+    return expected_age(plain, min_age), age_std(plain), flipped
+
+
 def predict_age_and_std(
     model: nn.Module, images: torch.Tensor, min_age: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
