@@ -107,7 +107,7 @@ class AlignParams(_Strict):
     def crop_settings(self) -> dict[str, Any]:
         """How faces were found and cropped: what a model file records for ``predict``."""
         return {"margin": self.margin, "template": self.template, "detect_pad": self.detect_pad,
-                "detector": self.detector}  # fmt: skip
+                "detector": self.detector, "size": self.size}  # fmt: skip
 
 
 class SplitParams(_Strict):

@@ -40,8 +40,7 @@ import torch
 from PIL import Image
 
 from agedistill.faces.decode import ImageReadError, load_image
-from agedistill.faces.detection import model_crop
-from agedistill.faces.geometry import align_face
+from agedistill.faces.geometry import model_face
 from agedistill.faces.mtcnn import MtcnnDetector
 from agedistill.models.files import load_model
 from agedistill.models.inputs import normalize
@@ -159,12 +158,7 @@ def end_to_end(
         for name, (forward, config) in models.items():
             t1 = time.perf_counter()
             if faces:  # the same steps as agedistill.serving.predict.ages_for_detection
-                crop = model_crop(config)
-                crops = [
-                    np.asarray(align_face(image, f.landmarks, config["input_size"],
-                                          crop["margin"], crop["template"]))
-                    for f in faces
-                ]  # fmt: skip
+                crops = [np.asarray(model_face(image, f.landmarks, config)) for f in faces]
                 forward(normalize(torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2)))
             own_ms[name].append(1e3 * (time.perf_counter() - t1))
     out: dict[str, Any] = {

@@ -39,6 +39,8 @@ class Workspace:
     rank_teacher: Path = Path("models/rank_teacher.pt")
     student: Path = Path("models/student.pt")
     distill_metrics: Path = Path("metrics/distill.json")
+    twin: Path = Path("models/twin.pt")
+    twin_metrics: Path = Path("metrics/twin.json")
 
     @classmethod
     def of(cls, folder: Path) -> Workspace:
@@ -186,48 +188,66 @@ def _train_and_score(job: tuple[Workspace, str, int, Path, int]) -> dict[str, An
     return result
 
 
-def adopt_pipeline_student(ws: Workspace, out: Path) -> dict[str, Any]:
-    """Score the pipeline's own distilled student as the ablation run its params make it.
+def adopt_pipeline_models(ws: Workspace, out: Path) -> list[dict[str, Any]]:
+    """Score the pipeline's distilled student and its twin as the ablation runs they are.
 
     The ``distill`` stage trains exactly one ablation run: the variant its ``kd_weight`` and
-    ``hint_weight`` select, at its ``seed``, on the same teachers. Adopting it saves training that
-    run again; it differs from a ``run`` of the grid in its torch threads (the float rounding of
-    its steps) and in not being logged to MLflow as stage ``ablation`` (the pipeline logged it as
-    ``distill``). Refuses unless the workspace's ``dvc.lock`` shows the student built by one
-    process from exactly these ``distill`` params, and when the run exists or is in flight.
+    ``hint_weight`` select, at its ``seed``, on the same teachers; the ``twin`` stage trains the
+    ``none`` run at the same seed. Adopting them saves training those runs again; they differ
+    from runs of the grid in their torch threads (the float rounding of their steps) and in not
+    being logged to MLflow as stage ``ablation``. Refuses unless the workspace's ``dvc.lock``
+    shows each model built by one process from exactly the params now in the workspace, and
+    when either run exists or is in flight. Returns the student's result, then the twin's.
     """
-    from agedistill.config import load_params, raw_params
-    from agedistill.data.tables import load_table
-    from agedistill.training.checkpoints import file_digest
+    from agedistill.config import load_params
 
     ws.check()
-    _check_built_from_params(ws)
     params = load_params(ws.params)
     d = params.distill
     weights = {"kd_weight": d.kd_weight, "hint_weight": d.hint_weight}
     variant = next((v for v, w in VARIANTS.items() if w == weights), None)
     if variant is None:
         raise ValueError(f"{ws.params}: distill weights {weights} are no ablation variant")
-    name = run_name(variant, d.train.seed)
-    path = out / "runs" / f"{name}.json"
-    if path.exists() or (out / "checkpoints" / name).exists():
-        raise FileExistsError(f"{path}: that run exists or is in flight; delete it (and "
-                              f"{out / 'checkpoints' / name}) to adopt the pipeline's")  # fmt: skip
+    adoptions = [("distill", ws.student, ws.distill_metrics, variant),
+                 ("twin", ws.twin, ws.twin_metrics, "none")]  # fmt: skip
+    for stage, model, _, _ in adoptions:
+        _check_built_from_params(ws, stage, model)
+    for _, _, _, v in adoptions:
+        name = run_name(v, d.train.seed)
+        path = out / "runs" / f"{name}.json"
+        if path.exists() or (out / "checkpoints" / name).exists():
+            busy = out / "checkpoints" / name
+            raise FileExistsError(f"{path}: that run exists or is in flight; delete it (and "
+                                  f"{busy}) to adopt the pipeline's")  # fmt: skip
     check_teachers(out, ws.digests())
+    return [_adopt(ws, out, stage, model, metrics, v) for stage, model, metrics, v in adoptions]
+
+
+def _adopt(
+    ws: Workspace, out: Path, stage: str, model: Path, metrics: Path, variant: str
+) -> dict[str, Any]:
+    """Write the pipeline's ``model`` (built by ``stage``) as the ``variant`` run of its seed."""
+    from agedistill.config import load_params, raw_params
+    from agedistill.data.tables import load_table
+    from agedistill.training.checkpoints import file_digest
+
+    params = load_params(ws.params)
+    seed = params.distill.train.seed
     test = load_table(ws.split / "test.csv", ws.crops, params.student.input_size)
-    result = {"variant": variant, "seed": d.train.seed,
-              "fit": json.loads(ws.distill_metrics.read_text()), "teachers": ws.digests(),
-              "adopted": {"model": str(ws.student), "sha256": file_digest(ws.student),
+    result = {"variant": variant, "seed": seed, "fit": json.loads(metrics.read_text()),
+              "teachers": ws.digests(),
+              "adopted": {"stage": stage, "model": str(model), "sha256": file_digest(model),
                           "threads": raw_params(ws.params)["distill"]["train"]["threads"]},
-              "test": test_score(ws.student, test, params.evaluate.cs_max)}  # fmt: skip
+              "test": test_score(model, test, params.evaluate.cs_max)}  # fmt: skip
+    path = out / "runs" / f"{run_name(variant, seed)}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result, indent=2) + "\n")
     return result
 
 
-def _check_built_from_params(ws: Workspace) -> None:
-    """Fail unless ``dvc.lock`` records the student file as built, in one process, from the
-    ``distill`` params now in ``ws.params``."""
+def _check_built_from_params(ws: Workspace, stage: str, model: Path) -> None:
+    """Fail unless ``dvc.lock`` records ``model`` as built by ``stage``, in one process, from the
+    params now in ``ws.params`` (every key the stage depends on)."""
     import hashlib
 
     import yaml
@@ -237,19 +257,31 @@ def _check_built_from_params(ws: Workspace) -> None:
     lock_file = ws.params.parent / "dvc.lock"
     if not lock_file.exists():
         raise FileNotFoundError(f"{lock_file}: missing; adopt reads a finished pipeline's lock")
-    stage = (yaml.safe_load(lock_file.read_text()).get("stages") or {}).get("distill")
-    if stage is None:
-        raise ValueError(f"{lock_file}: no distill stage; run the pipeline first (dvc repro)")
-    locked = stage.get("params", {}).get(ws.params.name, {})
-    if locked.get("distill") != raw_params(ws.params).get("distill"):
-        raise ValueError(f"{ws.params}: distill params differ from those {lock_file} built "
-                         "the student with; run dvc repro first")  # fmt: skip
-    if (locked.get("distributed") or {}).get("nproc", 1) != 1:
-        raise ValueError(f"{lock_file}: the student was trained data-parallel; no grid run is")
-    student = ws.student.relative_to(ws.params.parent).as_posix()
-    md5 = next((o["md5"] for o in stage.get("outs", []) if o["path"] == student), None)
-    if md5 != hashlib.md5(ws.student.read_bytes()).hexdigest():
-        raise ValueError(f"{ws.student}: not the file {lock_file} records; run dvc repro first")
+    locked_stage = (yaml.safe_load(lock_file.read_text()).get("stages") or {}).get(stage)
+    if locked_stage is None:
+        raise ValueError(f"{lock_file}: no {stage} stage; run the pipeline first (dvc repro)")
+    raw = raw_params(ws.params)
+    locked = locked_stage.get("params", {}).get(ws.params.name, {})
+    changed = sorted(key for key, value in locked.items() if _dotted(raw, key) != value)
+    if changed:
+        raise ValueError(f"{ws.params}: {', '.join(changed)} differ from those {lock_file} "
+                         f"built {model.name} with; run dvc repro first")  # fmt: skip
+    if (raw.get("distributed") or {}).get("nproc", 1) != 1:
+        raise ValueError(f"{lock_file}: {model.name} was trained data-parallel; no grid run is")
+    rel = model.relative_to(ws.params.parent).as_posix()
+    md5 = next((o["md5"] for o in locked_stage.get("outs", []) if o["path"] == rel), None)
+    if md5 != hashlib.md5(model.read_bytes()).hexdigest():
+        raise ValueError(f"{model}: not the file {lock_file} records; run dvc repro first")
+
+
+def _dotted(raw: dict[str, Any], key: str) -> Any:
+    """The value at a dotted params key (``distill.train``), or None where the path is absent."""
+    node: Any = raw
+    for part in key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return None
+        node = node[part]
+    return node
 
 
 def run_grid(

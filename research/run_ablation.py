@@ -3,7 +3,7 @@
     agedistill exp profiles/full.yaml -n full       # the pipeline, in the workspace
     python -m research.run_ablation run --jobs 2    # soft / hint / both (and none) x seeds 0 1 2
     python -m research.run_ablation table           # results/research/ablation/ablation.*
-    python -m research.run_ablation adopt           # the pipeline's own student as its run
+    python -m research.run_ablation adopt           # the pipeline's student and twin as their runs
 
 A probe of one distillation knob on the same teachers (its own --out and --metrics):
 
@@ -22,7 +22,7 @@ from pathlib import Path
 from research.ablation import (
     VARIANTS,
     Workspace,
-    adopt_pipeline_student,
+    adopt_pipeline_models,
     class_teacher_score,
     format_table,
     plot_table,
@@ -52,7 +52,7 @@ def main() -> None:
     if args.set or (args.out / "params.yaml").exists():  # a probe folder keeps its params
         ws = with_overrides(ws, args.set, args.out)
     if args.cmd == "adopt":
-        adopt_pipeline_student(ws, args.out)
+        adopt_pipeline_models(ws, args.out)
     if args.cmd == "run":
         run_grid(ws, args.variants, args.seeds, args.out, args.jobs, args.threads)
     teacher = class_teacher_score(ws)

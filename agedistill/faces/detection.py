@@ -112,12 +112,14 @@ class DetectSettings:
 DETECT = DetectSettings()
 
 # How the faces of a model were found and cropped when its file does not say (files written
-# before ``align.template``, ``align.detect_pad`` and ``align.detector`` existed).
+# before ``align.template``, ``align.detect_pad``, ``align.detector`` and the crop side existed).
+# ``size`` is the side the training crops were cut at (``align.size``); 0: the model's input side.
 CROP_DEFAULTS: dict[str, Any] = {
     "margin": 0.0,
     "template": "arcface",
     "detect_pad": DETECT_PAD,
     "detector": "mtcnn",
+    "size": 0,
 }
 
 

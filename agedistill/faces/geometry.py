@@ -7,10 +7,12 @@ through exactly the geometry the models were trained on. They take landmarks fro
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 from PIL import Image
 
-from agedistill.faces.detection import Face
+from agedistill.faces.detection import Face, model_crop
 
 # ArcFace's canonical 5-point template on a 112x112 crop: eyes, nose tip, mouth corners (x, y).
 TEMPLATE_112 = np.array(
@@ -149,3 +151,19 @@ def align_face(
         resample=Image.Resampling.BILINEAR,
         fillcolor="black",
     )
+
+
+def model_face(im: Image.Image, landmarks: np.ndarray, config: dict[str, Any]) -> Image.Image:
+    """A model's input crop of the face with these landmarks, made as its training crops were.
+
+    The face is cut at the side the ``align`` stage cut the model's training crops at (the
+    config's ``align_size``; 0 or absent: the model's ``input_size``), with its template and
+    margin, then resized to ``input_size`` with PIL's bilinear filter, as
+    :func:`agedistill.data.tables.load_table` resizes crops for a model of another side. Cutting
+    directly at a smaller side would sample the photo more coarsely than the training faces were.
+    """
+    crop, side = model_crop(config), int(config["input_size"])
+    face = align_face(im, landmarks, int(crop["size"]) or side, crop["margin"], crop["template"])
+    if face.size != (side, side):
+        face = face.resize((side, side), Image.Resampling.BILINEAR)
+    return face

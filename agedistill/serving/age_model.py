@@ -18,7 +18,7 @@ from PIL import Image
 
 from agedistill import __version__
 from agedistill.faces.detection import model_crop
-from agedistill.faces.geometry import align_face
+from agedistill.faces.geometry import model_face
 from agedistill.models.errors import ModelFileError
 
 if TYPE_CHECKING:
@@ -62,9 +62,14 @@ class AgeModel:
         """The crop framing of the training faces (``align.template``)."""
         return str(model_crop(self.config)["template"])
 
+    @property
+    def align_size(self) -> int:
+        """The side the training faces were cut at (``align.size``), then resized to the input."""
+        return int(model_crop(self.config)["size"]) or self.input_size
+
     def align(self, image: Image.Image, landmarks: np.ndarray) -> Image.Image:
         """The model's input crop of the face with these landmarks, framed as in training."""
-        return align_face(image, landmarks, self.input_size, self.align_margin, self.align_template)
+        return model_face(image, landmarks, self.config)
 
     @property
     def detect_pad(self) -> float:

@@ -2,7 +2,7 @@
 
 The exported graph takes the aligned face tensor the PyTorch model itself takes, ``faces``
 (B, 3, S, S) float32, i.e. :func:`agedistill.models.inputs.normalize` of an RGB crop from
-:func:`agedistill.faces.geometry.align_face`, with a dynamic batch size B. It returns three outputs:
+:func:`agedistill.faces.geometry.model_face`, with a dynamic batch size B. It returns three outputs:
 ``logits`` (B, num_classes), ``age`` (B,) (expectation of the age distribution) and ``age_std``
 (B,), so an app needs no softmax code of its own. The preprocessing constants travel as ONNX
 metadata / a TorchScript extra file (``agedistill.json``).
@@ -60,7 +60,8 @@ def export_metadata(model: AgeModel) -> dict[str, str]:
         "input": f"{INPUT_NAME}: (B, 3, {model.input_size}, {model.input_size}) float32 RGB",
         "normalize": f"(pixel / 255 - {MEAN}) / {STD}",
         "align": f"5-point similarity alignment to the {model.align_template!r} template "
-        f"(agedistill.faces.geometry.TEMPLATES), size {model.input_size}, "
+        f"(agedistill.faces.geometry.TEMPLATES), cut at {model.align_size} px, then resized "
+        f"(PIL bilinear) to {model.input_size} px (agedistill.faces.geometry.model_face), "
         f"margin {model.align_margin}; landmarks from the {model.detector!r} detector "
         f"(agedistill.faces.detectors) on a {model.detect_pad} border",
         "min_age": str(model.min_age),

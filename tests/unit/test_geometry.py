@@ -10,6 +10,7 @@ from agedistill.faces.detection import Face
 from agedistill.faces.geometry import (
     TEMPLATES,
     align_face,
+    model_face,
     select_face,
     similarity_transform,
     template,
@@ -72,6 +73,24 @@ def test_aligned_rgb_crop_has_the_requested_size() -> None:
     crop = align_face(Image.new("RGB", (220, 220), (200, 10, 10)), landmarks, 64, 0.1)
     assert crop.size == (64, 64) and crop.mode == "RGB"
     assert np.asarray(crop)[32, 32].tolist() == [200, 10, 10]
+
+
+def test_model_face_is_cut_at_the_training_crop_side_then_resized(sample_images) -> None:
+    # a real UTKFace chip; its landmarks where UTKFace's framing puts them, turned a little
+    im = Image.open(sorted(sample_images.glob("*.jpg"))[0]).convert("RGB")
+    landmarks = apply(similarity(0.1, 1.0, (8.0, -4.0)), template(200, 0.0, "utkface"))
+    config = {"input_size": 64, "align_size": 112, "align_template": "utkface"}
+    crop = np.asarray(model_face(im, landmarks, config))
+    # the align stage's 112-px crop, resized as load_table resizes crops for a 64-px model
+    trained = align_face(im, landmarks, 112, 0.0, "utkface")
+    assert crop.shape == (64, 64, 3)
+    assert np.array_equal(crop, np.asarray(trained.resize((64, 64), Image.Resampling.BILINEAR)))
+    # cut directly at 64 px the same face samples the photo more coarsely: another input
+    direct = np.asarray(align_face(im, landmarks, 64, 0.0, "utkface"), dtype=np.float64)
+    assert np.abs(direct - crop).mean() > 1.0
+    # files without align_size (cut at their input side) and align_size 0 keep the direct cut
+    for legacy in ({"input_size": 64, "align_template": "utkface"}, {**config, "align_size": 0}):
+        assert np.array_equal(np.asarray(model_face(im, landmarks, legacy)), direct)
 
 
 def face(x: float, y: float, w: float) -> Face:

@@ -91,13 +91,13 @@ def test_model_file_errors_are_one_line_and_name_the_file(saved, tmp_path):
 def test_model_config_records_how_faces_were_aligned():
     arch = ModelParams(widths=[8], stem_stride=2, depthwise=False, dropout=0.0, input_size=32)
     ages = AgesParams(min_age=0, max_age=10)
-    crop = {"margin": 0.1, "template": "utkface", "detect_pad": 0.3}
+    crop = {"margin": 0.1, "template": "utkface", "detect_pad": 0.3, "size": 112}
     config = convnet_config(arch, ages, crop=crop)
     assert config["align_margin"] == 0.1 and config["align_template"] == "utkface"
-    assert config["align_detect_pad"] == 0.3
-    # defaults: what models were trained with before these keys existed
+    assert config["align_detect_pad"] == 0.3 and config["align_size"] == 112
+    # defaults: what models were trained with before these keys existed (size 0: input_size)
     old = convnet_config(arch, ages)
-    assert (old["align_margin"], old["align_template"]) == (0.0, "arcface")
+    assert (old["align_margin"], old["align_template"], old["align_size"]) == (0.0, "arcface", 0)
 
 
 @pytest.mark.parametrize(
