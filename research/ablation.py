@@ -18,7 +18,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from agedistill.config import Params
+    from agedistill.data.tables import FaceTable
 
 VARIANTS: dict[str, dict[str, float]] = {
     "none": {"kd_weight": 0.0, "hint_weight": 0.0},  # the student's non-distilled twin
@@ -200,6 +204,7 @@ def adopt_pipeline_models(ws: Workspace, out: Path) -> list[dict[str, Any]]:
     when either run exists or is in flight. Returns the student's result, then the twin's.
     """
     from agedistill.config import load_params
+    from agedistill.data.tables import load_table
 
     ws.check()
     params = load_params(ws.params)
@@ -220,20 +225,21 @@ def adopt_pipeline_models(ws: Workspace, out: Path) -> list[dict[str, Any]]:
             raise FileExistsError(f"{path}: that run exists or is in flight; delete it (and "
                                   f"{busy}) to adopt the pipeline's")  # fmt: skip
     check_teachers(out, ws.digests())
-    return [_adopt(ws, out, stage, model, metrics, v) for stage, model, metrics, v in adoptions]
+    test = load_table(ws.split / "test.csv", ws.crops, params.student.input_size)
+    return [_adopt(ws, params, test, out, stage, model, metrics, v)
+            for stage, model, metrics, v in adoptions]  # fmt: skip
 
 
 def _adopt(
-    ws: Workspace, out: Path, stage: str, model: Path, metrics: Path, variant: str
-) -> dict[str, Any]:
-    """Write the pipeline's ``model`` (built by ``stage``) as the ``variant`` run of its seed."""
-    from agedistill.config import load_params, raw_params
-    from agedistill.data.tables import load_table
+    ws: Workspace, params: Params, test: FaceTable, out: Path, stage: str, model: Path,
+    metrics: Path, variant: str,
+) -> dict[str, Any]:  # fmt: skip
+    """Write the pipeline's ``model`` (built by ``stage``) as the ``variant`` run of its seed,
+    scored on ``test`` (the workspace's test part at the student's side)."""
+    from agedistill.config import raw_params
     from agedistill.training.checkpoints import file_digest
 
-    params = load_params(ws.params)
     seed = params.distill.train.seed
-    test = load_table(ws.split / "test.csv", ws.crops, params.student.input_size)
     result = {"variant": variant, "seed": seed, "fit": json.loads(metrics.read_text()),
               "teachers": ws.digests(),
               "adopted": {"stage": stage, "model": str(model), "sha256": file_digest(model),
