@@ -219,9 +219,8 @@ def adopt_pipeline_models(ws: Workspace, out: Path) -> list[dict[str, Any]]:
         _check_built_from_params(ws, stage, model)
     for _, _, _, v in adoptions:
         name = run_name(v, d.train.seed)
-        path = out / "runs" / f"{name}.json"
-        if path.exists() or (out / "checkpoints" / name).exists():
-            busy = out / "checkpoints" / name
+        path, busy = out / "runs" / f"{name}.json", out / "checkpoints" / name
+        if path.exists() or busy.exists():
             raise FileExistsError(f"{path}: that run exists or is in flight; delete it (and "
                                   f"{busy}) to adopt the pipeline's")  # fmt: skip
     check_teachers(out, ws.digests())
