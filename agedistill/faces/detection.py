@@ -124,5 +124,10 @@ CROP_DEFAULTS: dict[str, Any] = {
 
 
 def model_crop(config: dict[str, Any]) -> dict[str, Any]:
-    """A model config's ``align_<key>`` settings, with :data:`CROP_DEFAULTS` for missing keys."""
-    return {k: config.get(f"align_{k}", v) for k, v in CROP_DEFAULTS.items()}
+    """A model config's ``align_<key>`` settings, with :data:`CROP_DEFAULTS` for missing keys.
+
+    ``size`` is resolved: a size of 0 (or none recorded) is the config's ``input_size``.
+    """
+    crop = {k: config.get(f"align_{k}", v) for k, v in CROP_DEFAULTS.items()}
+    crop["size"] = int(crop["size"]) or int(config["input_size"])
+    return crop

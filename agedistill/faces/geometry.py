@@ -163,7 +163,7 @@ def model_face(im: Image.Image, landmarks: np.ndarray, config: dict[str, Any]) -
     directly at a smaller side would sample the photo more coarsely than the training faces were.
     """
     crop, side = model_crop(config), int(config["input_size"])
-    face = align_face(im, landmarks, int(crop["size"]) or side, crop["margin"], crop["template"])
+    face = align_face(im, landmarks, crop["size"], crop["margin"], crop["template"])
     if face.size != (side, side):
         face = face.resize((side, side), Image.Resampling.BILINEAR)
     return face

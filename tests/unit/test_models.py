@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from agedistill.config import AgesParams, ModelParams
+from agedistill.faces.detection import model_crop
 from agedistill.models.files import ModelFileError, build_model, load_model, save_model
 from agedistill.models.nets import ConvNet, HintAdapter, RankTeacher, count_parameters
 from agedistill.training.recipes import convnet_config
@@ -98,6 +99,9 @@ def test_model_config_records_how_faces_were_aligned():
     # defaults: what models were trained with before these keys existed (size 0: input_size)
     old = convnet_config(arch, ages)
     assert (old["align_margin"], old["align_template"], old["align_size"]) == (0.0, "arcface", 0)
+    # read back for serving, size 0 is the input side, whatever the key's presence
+    assert model_crop(config)["size"] == 112 and model_crop(old)["size"] == 32
+    assert model_crop({k: v for k, v in old.items() if k != "align_size"})["size"] == 32
 
 
 @pytest.mark.parametrize(
