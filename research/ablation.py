@@ -381,15 +381,25 @@ def summarize(out: Path, class_teacher_mae: float | None = None) -> dict[str, An
                 for src in sorted(sources)
             }
         table[variant] = s
-    twin = table.get("none")
     for variant, s in table.items():  # the margin over the non-distilled twin, in SE of the gap
-        if variant != "none" and twin and s["n"] > 1 and twin["n"] > 1:
-            gap_se = math.hypot(s["sem"], twin["sem"])
-            s["gain_over_twin"] = twin["mean"] - s["mean"]
-            s["gain_over_twin_in_se"] = s["gain_over_twin"] / gap_se if gap_se else None
+        if variant != "none":
+            s.update(_gain(s, table.get("none"), "gain_over_twin"))
+    if "both" in table:  # the hint's own share: both signals against soft targets alone
+        table["both"].update(_gain(table["both"], table.get("soft"), "gain_over_soft"))
     if class_teacher_mae is not None:
         table["class_teacher"] = {"mae": class_teacher_mae}
     return table
+
+
+def _gain(s: dict[str, Any], base: dict[str, Any] | None, key: str) -> dict[str, Any]:
+    """How far ``s``'s mean is below ``base``'s, and that gap in Welch's SE of the difference.
+
+    Empty when either side has a single seed (no standard error).
+    """
+    if not base or s["n"] < 2 or base["n"] < 2:
+        return {}
+    gap, gap_se = base["mean"] - s["mean"], math.hypot(s["sem"], base["sem"])
+    return {key: gap, f"{key}_in_se": gap / gap_se if gap_se else None}
 
 
 def format_table(table: dict[str, Any]) -> str:
@@ -397,21 +407,29 @@ def format_table(table: dict[str, Any]) -> str:
     variants = {v: s for v, s in table.items() if v != "class_teacher"}
     sources = sorted(set().union(*(s.get("mae_by_source", {}) for s in variants.values())))
     head = ["model", "test MAE (mean ± std)", "seeds", "MAE 21-60", "below class teacher, in SE",
-            "gain over twin (none), in SE", *(f"{src} MAE" for src in sources)]  # fmt: skip
+            "gain over twin (none), in SE", "gain over soft, in SE",
+            *(f"{src} MAE" for src in sources)]  # fmt: skip
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     ct = table.get("class_teacher", {}).get("mae")
     if ct is not None:
         lines.append(f"| class teacher (no distillation) | {ct:.3f} | 1 |" + " |" * (len(head) - 3))
     for variant, s in variants.items():
-        margin, gain = s.get("margin_in_sem"), s.get("gain_over_twin")
+        margin = s.get("margin_in_sem")
         spread = "" if s["std"] is None else f" ± {s['std']:.3f}"  # one seed has no spread
-        twin = "" if gain is None else f"{gain:+.3f} ({s['gain_over_twin_in_se']:.1f})"
         per_source = [_mean_std(s.get("mae_by_source", {}).get(src)) for src in sources]
         cells = [f"student, {variant}", f"{s['mean']:.3f}{spread}", str(s["n"]),
-                 f"{s['mae_21_60']:.3f}", "" if margin is None else f"{margin:.1f}", twin,
+                 f"{s['mae_21_60']:.3f}", "" if margin is None else f"{margin:.1f}",
+                 _gain_cell(s, "gain_over_twin"), _gain_cell(s, "gain_over_soft"),
                  *per_source]  # fmt: skip
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def _gain_cell(s: dict[str, Any], key: str) -> str:
+    gain, in_se = s.get(key), s.get(f"{key}_in_se")
+    if gain is None:
+        return ""
+    return f"{gain:+.3f}" + ("" if in_se is None else f" ({in_se:.1f})")
 
 
 def _mean_std(s: dict[str, Any] | None) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import statistics
 from pathlib import Path
 
 import pytest
@@ -62,6 +63,20 @@ def test_summary_gives_the_gain_over_the_twin_and_the_mae_per_source(tmp_path):
     md = format_table(table)
     assert md.splitlines()[0].endswith("| aaf MAE | utkface MAE |")
     assert f"+0.400 ({0.4 / gap_se:.1f})" in md and "4.700 ± 0.200" in md
+    assert "gain_over_soft" not in table["both"]  # no soft runs
+
+
+def test_summary_gives_the_hint_share_as_both_against_soft(tmp_path):
+    for seed, (both, soft) in enumerate([(5.0, 5.3), (5.1, 5.4), (5.2, 5.8)]):
+        _write(tmp_path, "both", seed, both)
+        _write(tmp_path, "soft", seed, soft)
+    table = summarize(tmp_path)
+    gap_se = math.hypot(0.1 / math.sqrt(3), statistics.stdev([5.3, 5.4, 5.8]) / math.sqrt(3))
+    assert table["both"]["gain_over_soft"] == pytest.approx(0.4)
+    assert table["both"]["gain_over_soft_in_se"] == pytest.approx(0.4 / gap_se)
+    assert "gain_over_soft" not in table["soft"]
+    row = next(line for line in format_table(table).splitlines() if "student, both" in line)
+    assert f"+0.400 ({0.4 / gap_se:.1f})" in row
 
 
 def test_summary_without_runs_says_so(tmp_path):
