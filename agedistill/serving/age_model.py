@@ -65,7 +65,7 @@ class AgeModel:
     @property
     def align_size(self) -> int:
         """The side the training faces were cut at (``align.size``), then resized to the input."""
-        return int(model_crop(self.config)["size"])
+        return model_crop(self.config)["size"]
 
     def align(self, image: Image.Image, landmarks: np.ndarray) -> Image.Image:
         """The model's input crop of the face with these landmarks, framed as in training."""
