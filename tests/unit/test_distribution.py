@@ -17,7 +17,9 @@ def test_numpy_and_torch_give_the_same_ages() -> None:
     np.testing.assert_allclose(
         distribution.expected_age(logits, 3), ordinal.expected_age(t, 3).numpy(), atol=1e-4
     )
-    np.testing.assert_allclose(distribution.age_std(logits), ordinal.age_std(t).numpy(), atol=1e-4)
+    # the std is sqrt(E[a^2] - E[a]^2): float32 cancellation in a ~1,000-year^2 second moment,
+    # summed in another order on each CPU, leaves up to a few 1e-4 years
+    np.testing.assert_allclose(distribution.age_std(logits), ordinal.age_std(t).numpy(), atol=5e-4)
     np.testing.assert_allclose(
         distribution.mixture_logits(logits, other), ordinal.mixture_logits(t, u).numpy(), atol=1e-5
     )
