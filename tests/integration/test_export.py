@@ -15,6 +15,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
+from onnx import numpy_helper
 from PIL import Image
 
 from agedistill.cli import main
@@ -106,8 +107,6 @@ def test_the_shipped_onnx_student_is_the_export_of_the_shipped_pt(tmp_path: Path
     """``predict`` runs ``assets/student.onnx`` by default: it must be ``student.pt`` exported
     (the same graph byte for byte; weights folded at export, such as batch norm into the
     convolutions, equal to float32 rounding, which differs between CPUs)."""
-    from onnx import numpy_helper
-
     from agedistill.serving.loading import default_model_path, default_serving_path
 
     def graph_and_weights(path: Path) -> tuple[bytes, dict[str, np.ndarray]]:
