@@ -66,11 +66,15 @@ class Workspace:
                 raise FileNotFoundError(f"{p}: missing; run the pipeline first (dvc repro)")
 
 
-def with_overrides(ws: Workspace, sets: list[str], out: Path) -> Workspace:
-    """``ws`` with its ``distill`` params changed by ``KEY=VALUE`` pairs, for probes of one knob.
+def with_overrides(
+    ws: Workspace, sets: list[str], out: Path, section: str = "distill"
+) -> Workspace:
+    """``ws`` with its ``section`` params changed by ``KEY=VALUE`` pairs, for probes of one knob.
 
-    Keys are dotted (``distill.mixup=0.2``), values YAML. Only ``distill.*`` may change: the
-    teachers are the workspace's, trained with its other params. The merged params are validated
+    Keys are dotted (``distill.mixup=0.2``), values YAML. Only ``section.*`` may change: for
+    ``distill`` the teachers are the workspace's, trained with its other params; a probe of the
+    class teacher (``section="class_teacher"``) keeps the workspace's split. The merged params
+    are validated
     and written to ``out/params.yaml``; an ``out`` folder keeps one set of params, so pointing it
     at other overrides is refused rather than mixing runs of two recipes in one table; without
     ``sets`` a folder that has its params file goes on with it.
@@ -86,8 +90,8 @@ def with_overrides(ws: Workspace, sets: list[str], out: Path) -> Workspace:
     over: dict[str, Any] = {}
     for item in sets:
         key, sep, value = item.partition("=")
-        if not sep or not key.startswith("distill."):
-            raise ValueError(f"--set {item!r}: expected distill.KEY=VALUE (the teachers are fixed)")
+        if not sep or not key.startswith(f"{section}."):
+            raise ValueError(f"--set {item!r}: expected {section}.KEY=VALUE (the rest is fixed)")
         node = over
         *parents, leaf = key.split(".")
         for part in parents:

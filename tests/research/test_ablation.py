@@ -128,10 +128,30 @@ def test_probe_overrides_change_only_distill_params_and_stay_with_their_folder(t
     assert with_overrides(ws, ["distill.mixup=0.2", "distill.train.epochs=60"], out) == probe
     with pytest.raises(ValueError, match="other params"):
         with_overrides(ws, ["distill.mixup=0.4"], out)
-    with pytest.raises(ValueError, match="teachers are fixed"):
+    with pytest.raises(ValueError, match=r"expected distill\.KEY=VALUE"):
         with_overrides(ws, ["class_teacher.epochs=3"], tmp_path / "other")
     with pytest.raises(Exception, match="mixup_alpha"):
         with_overrides(ws, ["distill.mixup_alpha=1"], tmp_path / "other")  # unknown key
+
+
+def test_a_class_teacher_probe_changes_only_its_section(tmp_path):
+    import yaml
+
+    from research.ablation import Workspace, with_overrides
+
+    ws = Workspace(params=tmp_path / "params.yaml")
+    ws.params.write_text(Path("params.yaml").read_text())
+    own = yaml.safe_load(ws.params.read_text())
+    probe = with_overrides(ws, ["class_teacher.input_size=144"], tmp_path / "px144",
+                           section="class_teacher")  # fmt: skip
+    written = yaml.safe_load(probe.params.read_text())
+    assert written["class_teacher"] == {**own["class_teacher"], "input_size": 144}
+    assert {k: v for k, v in written.items() if k != "class_teacher"} == {
+        k: v for k, v in own.items() if k != "class_teacher"}
+    with pytest.raises(ValueError, match=r"expected class_teacher\.KEY=VALUE"):
+        with_overrides(ws, ["distill.mixup=0.4"], tmp_path / "x", section="class_teacher")
+    with pytest.raises(Exception, match="input_size"):  # validated before any training
+        with_overrides(ws, ["class_teacher.input_size=-1"], tmp_path / "y", section="class_teacher")
 
 
 def test_killing_a_grid_takes_its_training_workers_with_it(tmp_path):

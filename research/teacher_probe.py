@@ -1,0 +1,134 @@
+"""Class-teacher recipes at full scale: ``class_teacher`` knobs changed, on a pipeline's split.
+
+Each probe trains the class teacher exactly as the ``class_teacher`` stage does
+(:func:`~agedistill.training.recipes.train_classifier`), on the workspace's crops and split, with
+some ``class_teacher.*`` params changed, and scores it on the test part; the table puts every probe
+beside the workspace's own class teacher. A probe checkpoints every epoch, so a killed one resumes.
+
+    python -m research.teacher_probe run --workspace <run> --name px144 \\
+        --set class_teacher.input_size=144 --set class_teacher.max_shift=9 --threads 1
+    python -m research.teacher_probe table --workspace <run> \\
+        --metrics results/research/teacher_probe
+
+Probes go to ``<workspace>/teacher-probe/<name>/`` (``--out`` changes the parent folder): its
+``params.yaml``, ``models/class_teacher.pt``, ``checkpoints/`` and ``result.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from research.ablation import Workspace, class_teacher_score, test_score, with_overrides
+
+
+def train_and_score(ws: Workspace, out: Path, threads: int) -> dict[str, Any]:
+    """Train the class teacher with ``ws.params`` into ``out``; score it on the test part."""
+    from agedistill.config import load_params, raw_params
+    from agedistill.data.tables import load_table
+    from agedistill.pipeline.tracking import mlflow_run
+    from agedistill.training.checkpoints import TrainState, fingerprint
+    from agedistill.training.loop import TrainingSetup
+    from agedistill.training.recipes import train_classifier
+
+    params = load_params(ws.params)
+    arch = params.student
+    tp = params.class_teacher.model_copy(update={"threads": threads} if threads else {})
+    size = tp.input_size or arch.input_size
+    train = load_table(ws.split / "train.csv", ws.crops, size)
+    val = load_table(ws.split / "val.csv", ws.crops, size)
+    stage_params = {"train": tp.model_dump(), "model": arch.model_dump(),
+                    "ages": params.ages.model_dump(),
+                    "age_loss": params.age_loss.model_dump()}  # fmt: skip
+    model_file = out / "models" / "class_teacher.pt"
+    model_file.parent.mkdir(parents=True, exist_ok=True)
+    key = fingerprint("teacher_probe", stage_params, train.images, train.ages, val.images, val.ages)
+    state = TrainState(out / "checkpoints", key)  # a killed probe resumes its last epoch
+    with mlflow_run("teacher_probe", stage_params, raw_params(ws.params),
+                    state.mlflow_run_id()) as run:  # fmt: skip
+        fit = train_classifier(
+            train, val, arch, tp, params.ages,
+            out=TrainingSetup(model_file, state=state, log=run.log_metrics,
+                              mlflow_run_id=run.run_id, has_logged=run.has_metric),
+            loss=params.age_loss, crop=params.align.crop_settings(),
+        )  # fmt: skip
+        del train, val
+        test = load_table(ws.split / "test.csv", ws.crops, size)
+        result = {"fit": fit, "test": test_score(model_file, test, params.evaluate.cs_max)}
+        run.log_metrics({f"test_{k}": v for k, v in result["test"].items()
+                         if isinstance(v, float)})  # fmt: skip
+    (out / "result.json").write_text(json.dumps(result, indent=2, default=float) + "\n")
+    return result
+
+
+def _row(name: str, test: dict[str, Any], val_mae: float | None, wall: float | None) -> dict:
+    src = test["by_source"]
+    return {
+        "name": name, "val_mae": val_mae, "train_wall_s": wall,
+        "test_mae": test["mae"], "test_mae_flip": test["mae_flip"],
+        "by_source": {s: {"mae": v["mae"], "mae_flip": v["mae_flip"]} for s, v in src.items()},
+    }  # fmt: skip
+
+
+def table(ws: Workspace, root: Path) -> list[dict[str, Any]]:
+    """The workspace's class teacher, then every finished probe under ``root``, as table rows."""
+    base_metrics = json.loads((ws.class_teacher.parent.parent / "metrics" / "class_teacher.json")
+                              .read_text())  # fmt: skip
+    rows = [_row("workspace", class_teacher_score(ws), base_metrics.get("best_val_mae"),
+                 base_metrics.get("train_wall_s"))]  # fmt: skip
+    for path in sorted(root.glob("*/result.json")):
+        r = json.loads(path.read_text())
+        sets = (path.parent / "sets.txt").read_text().split()
+        row = _row(path.parent.name, r["test"], r["fit"].get("best_val_mae"),
+                   r["fit"].get("train_wall_s"))  # fmt: skip
+        rows.append({**row, "sets": sets})
+    return rows
+
+
+def format_rows(rows: list[dict[str, Any]]) -> str:
+    sources = sorted(rows[0]["by_source"])
+    head = ["probe", "changes", "val MAE", *sources, "all", "all with flip", "train s"]
+    lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
+    for r in rows:
+        cells = [r["name"], " ".join(r.get("sets", [])) or "(the run's own)",
+                 f"{r['val_mae']:.3f}" if r["val_mae"] is not None else "",
+                 *(f"{r['by_source'][s]['mae']:.3f}" for s in sources),
+                 f"{r['test_mae']:.3f}", f"{r['test_mae_flip']:.3f}",
+                 f"{r['train_wall_s']:.0f}" if r["train_wall_s"] else ""]  # fmt: skip
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("cmd", choices=["run", "table"])
+    ap.add_argument("--workspace", type=Path, default=Path("."), help="a finished pipeline")
+    ap.add_argument("--out", type=Path,
+                    help="probes' parent folder (default <workspace>/teacher-probe)")  # fmt: skip
+    ap.add_argument("--name", help="run: the probe's folder name")
+    ap.add_argument("--set", action="append", default=[], metavar="class_teacher.KEY=VALUE",
+                    help="run: change a class_teacher param (repeatable)")  # fmt: skip
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: the params')")
+    ap.add_argument("--metrics", type=Path, default=Path("results/research/teacher_probe"))
+    args = ap.parse_args()
+    ws = Workspace.of(args.workspace)
+    ws.check()
+    root = args.out or args.workspace / "teacher-probe"
+    if args.cmd == "run":
+        if not args.name or not args.set:
+            ap.error("run needs --name and at least one --set class_teacher.KEY=VALUE")
+        out = root / args.name
+        probe = with_overrides(ws, args.set, out, section="class_teacher")
+        (out / "sets.txt").write_text("\n".join(args.set) + "\n")
+        train_and_score(probe, out, args.threads)
+    rows = table(ws, root)
+    args.metrics.mkdir(parents=True, exist_ok=True)
+    (args.metrics / "teacher_probe.json").write_text(json.dumps(rows, indent=2) + "\n")
+    (args.metrics / "teacher_probe.md").write_text(format_rows(rows) + "\n")
+    print(format_rows(rows))
+
+
+if __name__ == "__main__":
+    main()
