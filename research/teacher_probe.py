@@ -10,6 +10,12 @@ beside the workspace's own class teacher. A probe checkpoints every epoch, so a 
     python -m research.teacher_probe table --workspace <run> \\
         --metrics results/research/teacher_probe
 
+The mean of several class teachers' expected ages (the expected age of their mean predicted
+distribution), scored on the same test part, each teacher at its own input side:
+
+    python -m research.teacher_probe ensemble --workspace <run> \\
+        --models <run>/models/class_teacher.pt <run>/teacher-probe/px144/models/class_teacher.pt
+
 Probes go to ``<workspace>/teacher-probe/<name>/`` (``--out`` changes the parent folder): its
 ``params.yaml``, ``models/class_teacher.pt``, ``checkpoints/`` and ``result.json``.
 """
@@ -63,6 +69,32 @@ def train_and_score(ws: Workspace, out: Path, threads: int) -> dict[str, Any]:
     return result
 
 
+def ensemble_score(ws: Workspace, models: list[Path]) -> dict[str, dict[str, float]]:
+    """Test MAE (overall, with flip, per source) of each model and of their mean expected age."""
+    import numpy as np
+
+    from agedistill.data.tables import load_table
+    from agedistill.models.files import load_model
+    from agedistill.models.predictions import predict_ages_and_flipped
+
+    preds, ages, sources = {}, None, None
+    for path in models:
+        net, config = load_model(path)
+        test = load_table(ws.split / "test.csv", ws.crops, config["input_size"])
+        plain, flipped = predict_ages_and_flipped(net, test.images, config["min_age"])
+        preds[str(path)] = (plain.numpy(), flipped.numpy())
+        ages, sources = test.ages.numpy().astype(float), test.rows["source"].to_numpy()
+
+    def mae(keys: list[str]) -> dict[str, float]:
+        plain = np.mean([preds[k][0] for k in keys], axis=0)
+        flipped = np.mean([preds[k][1] for k in keys], axis=0)
+        err = np.abs(plain - ages)
+        return {"mae": float(err.mean()), "mae_flip": float(np.abs(flipped - ages).mean()),
+                **{s: float(err[sources == s].mean()) for s in sorted(set(sources))}}  # fmt: skip
+
+    return {**{k: mae([k]) for k in preds}, "ensemble": mae(list(preds))}
+
+
 def _row(name: str, test: dict[str, Any], val_mae: float | None, wall: float | None) -> dict:
     src = test["by_source"]
     return {
@@ -103,19 +135,28 @@ def format_rows(rows: list[dict[str, Any]]) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("cmd", choices=["run", "table"])
+    ap.add_argument("cmd", choices=["run", "table", "ensemble"])
     ap.add_argument("--workspace", type=Path, default=Path("."), help="a finished pipeline")
     ap.add_argument("--out", type=Path,
                     help="probes' parent folder (default <workspace>/teacher-probe)")  # fmt: skip
     ap.add_argument("--name", help="run: the probe's folder name")
     ap.add_argument("--set", action="append", default=[], metavar="class_teacher.KEY=VALUE",
                     help="run: change a class_teacher param (repeatable)")  # fmt: skip
+    ap.add_argument("--models", type=Path, nargs="+", help="ensemble: class-teacher files")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: the params')")
     ap.add_argument("--metrics", type=Path, default=Path("results/research/teacher_probe"))
     args = ap.parse_args()
     ws = Workspace.of(args.workspace)
     ws.check()
     root = args.out or args.workspace / "teacher-probe"
+    if args.cmd == "ensemble":
+        if not args.models or len(args.models) < 2:
+            ap.error("ensemble needs --models with two or more class-teacher files")
+        scores = ensemble_score(ws, args.models)
+        args.metrics.mkdir(parents=True, exist_ok=True)
+        (args.metrics / "ensemble.json").write_text(json.dumps(scores, indent=2) + "\n")
+        print(json.dumps(scores, indent=2))
+        return
     if args.cmd == "run":
         if not args.name or not args.set:
             ap.error("run needs --name and at least one --set class_teacher.KEY=VALUE")

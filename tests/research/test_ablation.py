@@ -205,3 +205,21 @@ def test_workspace_of_a_folder_puts_every_path_under_it(tmp_path):
     assert ws.split == tmp_path / "data/split"
     assert ws.class_teacher == tmp_path / "models/class_teacher.pt"
     assert ws.rank_teacher == tmp_path / "models/rank_teacher.pt"
+
+
+def test_teacher_probe_table_puts_each_source_in_its_column():
+    from research.teacher_probe import format_rows
+
+    rows = [
+        {"name": "workspace", "val_mae": 5.26, "train_wall_s": 1607.0, "test_mae": 5.39,
+         "test_mae_flip": 5.28, "by_source": {"utkface": {"mae": 5.18}, "aaf": {"mae": 5.27}}},
+        {"name": "px144", "val_mae": 4.99, "train_wall_s": None, "test_mae": 5.26,
+         "test_mae_flip": 5.15, "by_source": {"utkface": {"mae": 4.98}, "aaf": {"mae": 5.20}},
+         "sets": ["class_teacher.input_size=144"]},
+    ]  # fmt: skip
+    lines = format_rows(rows).splitlines()
+    assert lines[0].split(" | ")[3:5] == ["aaf", "utkface"]  # sources sorted by name
+    assert lines[2].split(" | ")[1:6] == ["(the run's own)", "5.260", "5.270", "5.180", "5.390"]
+    assert lines[3].split(" | ")[1:6] == ["class_teacher.input_size=144", "4.990", "5.200",
+                                          "4.980", "5.260"]  # fmt: skip
+    assert lines[3].endswith("|  |")  # no wall time recorded: an empty cell, not "None"
