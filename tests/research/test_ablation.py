@@ -147,7 +147,8 @@ def test_a_class_teacher_probe_changes_only_its_section(tmp_path):
     written = yaml.safe_load(probe.params.read_text())
     assert written["class_teacher"] == {**own["class_teacher"], "input_size": 144}
     assert {k: v for k, v in written.items() if k != "class_teacher"} == {
-        k: v for k, v in own.items() if k != "class_teacher"}
+        k: v for k, v in own.items() if k != "class_teacher"
+    }
     with pytest.raises(ValueError, match=r"expected class_teacher\.KEY=VALUE"):
         with_overrides(ws, ["distill.mixup=0.4"], tmp_path / "x", section="class_teacher")
     with pytest.raises(Exception, match="input_size"):  # validated before any training
