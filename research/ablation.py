@@ -74,10 +74,9 @@ def with_overrides(
     Keys are dotted (``distill.mixup=0.2``), values YAML. Only ``section.*`` may change: for
     ``distill`` the teachers are the workspace's, trained with its other params; a probe of the
     class teacher (``section="class_teacher"``) keeps the workspace's split. The merged params
-    are validated
-    and written to ``out/params.yaml``; an ``out`` folder keeps one set of params, so pointing it
-    at other overrides is refused rather than mixing runs of two recipes in one table; without
-    ``sets`` a folder that has its params file goes on with it.
+    are validated and written to ``out/params.yaml``; an ``out`` folder keeps one set of params,
+    so pointing it at other overrides is refused rather than mixing runs of two recipes in one
+    table; without ``sets`` a folder that has its params file goes on with it.
     """
     import yaml
 

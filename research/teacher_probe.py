@@ -69,30 +69,31 @@ def train_and_score(ws: Workspace, out: Path, threads: int) -> dict[str, Any]:
     return result
 
 
-def ensemble_score(ws: Workspace, models: list[Path]) -> dict[str, dict[str, float]]:
-    """Test MAE (overall, with flip, per source) of each model and of their mean expected age."""
+def ensemble_score(ws: Workspace, models: list[Path], cs_max: int) -> dict[str, dict[str, Any]]:
+    """Test scores of each model and of their mean expected age, each model at its own side."""
     import numpy as np
 
     from agedistill.data.tables import load_table
+    from agedistill.evaluation.scoring import score
     from agedistill.models.files import load_model
     from agedistill.models.predictions import predict_ages_and_flipped
 
-    preds, ages, sources = {}, None, None
+    preds, tables = {}, {}
     for path in models:
         net, config = load_model(path)
-        test = load_table(ws.split / "test.csv", ws.crops, config["input_size"])
-        plain, flipped = predict_ages_and_flipped(net, test.images, config["min_age"])
+        side = config["input_size"]
+        if side not in tables:
+            tables[side] = load_table(ws.split / "test.csv", ws.crops, side)
+        plain, flipped = predict_ages_and_flipped(net, tables[side].images, config["min_age"])
         preds[str(path)] = (plain.numpy(), flipped.numpy())
-        ages, sources = test.ages.numpy().astype(float), test.rows["source"].to_numpy()
+    test = next(iter(tables.values()))  # the same rows and ages at every side
 
-    def mae(keys: list[str]) -> dict[str, float]:
+    def mean_score(keys: list[str]) -> dict[str, Any]:
         plain = np.mean([preds[k][0] for k in keys], axis=0)
         flipped = np.mean([preds[k][1] for k in keys], axis=0)
-        err = np.abs(plain - ages)
-        return {"mae": float(err.mean()), "mae_flip": float(np.abs(flipped - ages).mean()),
-                **{s: float(err[sources == s].mean()) for s in sorted(set(sources))}}  # fmt: skip
+        return score(plain, test, cs_max, flipped)
 
-    return {**{k: mae([k]) for k in preds}, "ensemble": mae(list(preds))}
+    return {**{k: mean_score([k]) for k in preds}, "ensemble": mean_score(list(preds))}
 
 
 def _row(name: str, test: dict[str, Any], val_mae: float | None, wall: float | None) -> dict:
@@ -120,6 +121,7 @@ def table(ws: Workspace, root: Path) -> list[dict[str, Any]]:
 
 
 def format_rows(rows: list[dict[str, Any]]) -> str:
+    """The rows of :func:`table` as a Markdown table, one column per test source."""
     sources = sorted(rows[0]["by_source"])
     head = ["probe", "changes", "val MAE", *sources, "all", "all with flip", "train s"]
     lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
@@ -152,10 +154,13 @@ def main() -> None:
     if args.cmd == "ensemble":
         if not args.models or len(args.models) < 2:
             ap.error("ensemble needs --models with two or more class-teacher files")
-        scores = ensemble_score(ws, args.models)
+        from agedistill.config import load_params
+
+        scores = ensemble_score(ws, args.models, load_params(ws.params).evaluate.cs_max)
         args.metrics.mkdir(parents=True, exist_ok=True)
         (args.metrics / "ensemble.json").write_text(json.dumps(scores, indent=2) + "\n")
-        print(json.dumps(scores, indent=2))
+        print(json.dumps({k: {"mae": v["mae"], "mae_flip": v["mae_flip"]}
+                          for k, v in scores.items()}, indent=2))  # fmt: skip
         return
     if args.cmd == "run":
         if not args.name or not args.set:
