@@ -49,7 +49,7 @@ def test_a_bad_profile_fails_before_dvc_starts(repo, tmp_path, monkeypatch):
         profile_overrides(tmp_path / "bad.yaml")
 
 
-@pytest.mark.parametrize("name", ["full.yaml", "full-paper.yaml"])
+@pytest.mark.parametrize("name", ["full.yaml", "full-144.yaml", "full-paper.yaml"])
 def test_every_shipped_profile_is_valid_against_the_params(repo, tmp_path, monkeypatch, name):
     monkeypatch.delenv("DVC_ROOT", raising=False)
     shutil.copy(repo / "params.yaml", tmp_path / "params.yaml")
