@@ -1,8 +1,10 @@
 """Named parameter profiles: a YAML file of overrides turned into one ``dvc exp run``.
 
 ``agedistill exp profiles/full.yaml`` runs the pipeline with every key of the profile set by
-``-S key=value``. Source folders under ``align.sources`` are made absolute against the main
-repository, so the same profile works in the workspace, under ``--temp`` and in the queue.
+``-S key=value``. A profile may build on another with ``base: other.yaml`` (a path relative to
+the profile's folder): the base's keys are laid down first, then the profile's. Source folders
+under ``align.sources`` are made absolute against the main repository, so the same
+profile works in the workspace, under ``--temp`` and in the queue.
 """
 
 from __future__ import annotations
@@ -55,12 +57,36 @@ def hydra_value(value: Any) -> str:
     return f"'{text}'"
 
 
+class ProfileError(ValueError):
+    """A profile that cannot be read: a missing base, or bases that form a loop."""
+
+
+def load_profile(profile: str | Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """The profile's overrides with its ``base:`` chain merged in (the base first)."""
+    path = Path(profile).resolve()
+    if path in _seen:
+        chain = " -> ".join(p.name for p in (*_seen, path))
+        raise ProfileError(f"profile bases form a loop: {chain}")
+    if not path.is_file():
+        where = f" (the base of {_seen[-1].name})" if _seen else ""
+        raise ProfileError(f"profile not found: {path}{where}")
+    over = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(over, dict):
+        raise ProfileError(f"{path.name}: a profile is a mapping of params sections")
+    base = over.pop("base", None)
+    if base is None:
+        return over
+    if not isinstance(base, str):
+        raise ProfileError(f"{path.name}: base must be a file name, got {base!r}")
+    return merge(load_profile(path.parent / base, (*_seen, path)), over)
+
+
 def profile_overrides(profile: str | Path, params: str | Path = "params.yaml") -> list[str]:
     """``-S`` arguments for ``dvc exp run`` that apply ``profile`` on top of ``params``.
 
     The merged params are validated first, so a bad profile fails before DVC starts.
     """
-    over = yaml.safe_load(Path(profile).read_text()) or {}
+    over = load_profile(profile)
     root = main_repo_root()
     for src in over.get("align", {}).get("sources", []):  # (a csv is relative to its path)
         if src.get("path") and not Path(src["path"]).is_absolute():

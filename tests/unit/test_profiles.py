@@ -8,7 +8,13 @@ import pytest
 import yaml
 
 from agedistill.config import ParamsError
-from agedistill.pipeline.profiles import hydra_value, profile_overrides
+from agedistill.pipeline.profiles import (
+    ProfileError,
+    hydra_value,
+    load_profile,
+    merge,
+    profile_overrides,
+)
 
 
 def test_values_are_written_in_dvc_override_grammar():
@@ -57,3 +63,42 @@ def test_every_shipped_profile_is_valid_against_the_params(repo, tmp_path, monke
     monkeypatch.chdir(tmp_path)
     sets = dict(a.split("=", 1) for a in profile_overrides(repo / "profiles" / name)[1::2])
     assert sets["split.test_size"] == "2000"
+
+
+def test_a_profile_builds_on_its_base(tmp_path):
+    (tmp_path / "a.yaml").write_text(
+        yaml.safe_dump(
+            {"split": {"test_size": 2000, "val_fraction": 0.1}, "distill": {"mixup": 0.2}}
+        )
+    )
+    (tmp_path / "b.yaml").write_text(
+        yaml.safe_dump(
+            {"base": "a.yaml", "split": {"test_size": 500}, "student": {"input_size": 128}}
+        )
+    )
+    assert load_profile(tmp_path / "b.yaml") == {
+        "split": {"test_size": 500, "val_fraction": 0.1},
+        "distill": {"mixup": 0.2},
+        "student": {"input_size": 128},
+    }
+
+
+def test_shipped_full_144_is_full_with_its_own_keys(repo):
+    full = load_profile(repo / "profiles" / "full.yaml")
+    own = yaml.safe_load((repo / "profiles" / "full-144.yaml").read_text())
+    assert own.pop("base") == "full.yaml"
+    assert load_profile(repo / "profiles" / "full-144.yaml") == merge(full, own)
+    assert (
+        load_profile(repo / "profiles" / "full-144.yaml")["align"]["sources"]
+        == full["align"]["sources"]
+    )
+
+
+def test_a_missing_base_or_a_loop_of_bases_is_named(tmp_path):
+    (tmp_path / "a.yaml").write_text("base: gone.yaml\n")
+    with pytest.raises(ProfileError, match=r"gone\.yaml \(the base of a\.yaml\)"):
+        load_profile(tmp_path / "a.yaml")
+    (tmp_path / "b.yaml").write_text("base: c.yaml\n")
+    (tmp_path / "c.yaml").write_text("base: b.yaml\n")
+    with pytest.raises(ProfileError, match=r"loop: b\.yaml -> c\.yaml -> b\.yaml"):
+        load_profile(tmp_path / "b.yaml")
