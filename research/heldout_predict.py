@@ -3,11 +3,11 @@
 The files are those of ``tests/data/<source>_heldout.csv``: every 13th face, in age order, of
 the test part of the full three-source split (``profiles/full.yaml``: UTKFace's 2,002 test chips,
 AAF's 2,002 test faces, APPA-REAL's ``valid`` part), never used to train or select a model of
-that split. Each file goes through MTCNN, the alignment and the model exactly as ``agedistill
-predict`` runs it; the first face found is scored.
+that split. Each file goes through the model's recorded detector, the alignment and the model
+exactly as ``agedistill predict`` runs it; the first face found is scored.
 
-    python -m research.heldout_predict --models full-v6=agedistill/assets/student.pt \\
-        full-128-bf16=previous/student.pt --out results/research/heldout_predict
+    python -m research.heldout_predict --models full-v10=agedistill/assets/student.pt \\
+        full-v9=previous/student.pt --out results/research/heldout_predict
 
 writes ``heldout_predict.json`` and ``heldout_predict.md`` (MAE, Spearman, faces found).
 """

@@ -3,13 +3,13 @@
 Fits ``age_std_scale`` (:func:`agedistill.training.calibration.calibrate_model_file`) on the
 faces of ``--val`` and writes it into ``--model``; then, on ``--test``, reports per source the
 share of true ages within the predicted age +- ``age_std`` before and after. What the pipeline
-does at the end of ``distill``, for a model file trained before it did (the shipped student):
+does at the end of ``distill``, for a model file trained before it did (``full-v6``'s student, say):
 
     python scripts/calibrate_model.py --model agedistill/assets/student.pt \\
         --crops RUN/data/aligned/crops --val RUN/data/split/val.csv \\
         --test RUN/data/split/test.csv --out results/research/shipped_std_calibration.json
 
-(``RUN``: a rebuild of the model's own split; for the shipped student, ``full-v6``'s, rebuilt at
+(``RUN``: a rebuild of the model's own split; for ``full-v6``'s student, that split rebuilt at
 commit ``191a3b7`` with ``agedistill exp profiles/full.yaml -n v6split -S align.detector=mtcnn
 split``.) Re-export the ONNX twin afterwards (``agedistill export --format onnx``).
 """

@@ -1,7 +1,8 @@
 """In-memory face tables: a split's aligned crops as one uint8 tensor, with ages and rows.
 
-Aligned crops are small (64 px), so a whole split (11.5k faces: 140 MB as uint8) is held in memory
-as one tensor: no per-sample file I/O, no worker processes, deterministic batches from a seed.
+Aligned crops are small (19,338 training faces at 144 px: 1.2 GB as uint8), so a whole split is
+held in memory as one tensor: no per-sample file I/O, no worker processes, deterministic batches
+from a seed.
 """
 
 from __future__ import annotations
