@@ -65,6 +65,18 @@ def test_every_shipped_profile_is_valid_against_the_params(repo, tmp_path, monke
     assert sets["split.test_size"] == "2000"
 
 
+def test_sample_144_profile_is_valid_and_keeps_the_sample_data(repo, tmp_path, monkeypatch):
+    monkeypatch.delenv("DVC_ROOT", raising=False)
+    shutil.copy(repo / "params.yaml", tmp_path / "params.yaml")
+    (tmp_path / "dvc.yaml").write_text("stages: {}\n")
+    monkeypatch.chdir(tmp_path)
+    sets = dict(
+        a.split("=", 1) for a in profile_overrides(repo / "profiles" / "sample-144.yaml")[1::2]
+    )
+    assert sets["align.size"] == "144" and sets["student.input_size"] == "128"
+    assert "align.sources" not in sets
+
+
 def test_a_profile_builds_on_its_base(tmp_path):
     (tmp_path / "a.yaml").write_text(
         yaml.safe_dump(
