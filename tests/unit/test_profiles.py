@@ -17,17 +17,23 @@ from agedistill.pipeline.profiles import (
 )
 
 
+@pytest.fixture
+def pipeline_dir(repo, tmp_path, monkeypatch):
+    """A folder with the repository's params.yaml and a dvc.yaml, made the working directory."""
+    monkeypatch.delenv("DVC_ROOT", raising=False)
+    shutil.copy(repo / "params.yaml", tmp_path / "params.yaml")
+    (tmp_path / "dvc.yaml").write_text("stages: {}\n")
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
 def test_values_are_written_in_dvc_override_grammar():
     assert hydra_value(True) == "true" and hydra_value(None) == "null" and hydra_value(4) == "4"
     assert hydra_value("it's") == "'it\\'s'"
     assert hydra_value([{"path": "/d/x y", "reader": "csv"}]) == "[{path:'/d/x y',reader:'csv'}]"
 
 
-def test_full_profile_makes_source_paths_absolute(repo, tmp_path, monkeypatch):
-    monkeypatch.delenv("DVC_ROOT", raising=False)
-    shutil.copy(repo / "params.yaml", tmp_path / "params.yaml")
-    (tmp_path / "dvc.yaml").write_text("stages: {}\n")
-    monkeypatch.chdir(tmp_path)
+def test_full_profile_makes_source_paths_absolute(repo, tmp_path, pipeline_dir):
     args = profile_overrides(repo / "profiles" / "full.yaml")
     sets = dict(a.split("=", 1) for a in args[1::2])
     assert args[0::2] == ["-S"] * len(sets)
@@ -56,20 +62,12 @@ def test_a_bad_profile_fails_before_dvc_starts(repo, tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("name", ["full.yaml", "full-144.yaml", "full-paper.yaml"])
-def test_every_shipped_profile_is_valid_against_the_params(repo, tmp_path, monkeypatch, name):
-    monkeypatch.delenv("DVC_ROOT", raising=False)
-    shutil.copy(repo / "params.yaml", tmp_path / "params.yaml")
-    (tmp_path / "dvc.yaml").write_text("stages: {}\n")
-    monkeypatch.chdir(tmp_path)
+def test_every_shipped_profile_is_valid_against_the_params(repo, pipeline_dir, name):
     sets = dict(a.split("=", 1) for a in profile_overrides(repo / "profiles" / name)[1::2])
     assert sets["split.test_size"] == "2000"
 
 
-def test_sample_144_profile_is_valid_and_keeps_the_sample_data(repo, tmp_path, monkeypatch):
-    monkeypatch.delenv("DVC_ROOT", raising=False)
-    shutil.copy(repo / "params.yaml", tmp_path / "params.yaml")
-    (tmp_path / "dvc.yaml").write_text("stages: {}\n")
-    monkeypatch.chdir(tmp_path)
+def test_sample_144_profile_is_valid_and_keeps_the_sample_data(repo, pipeline_dir):
     sets = dict(
         a.split("=", 1) for a in profile_overrides(repo / "profiles" / "sample-144.yaml")[1::2]
     )
