@@ -97,11 +97,9 @@ def test_shipped_full_144_is_full_with_its_own_keys(repo):
     full = load_profile(repo / "profiles" / "full.yaml")
     own = yaml.safe_load((repo / "profiles" / "full-144.yaml").read_text())
     assert own.pop("base") == "full.yaml"
-    assert load_profile(repo / "profiles" / "full-144.yaml") == merge(full, own)
-    assert (
-        load_profile(repo / "profiles" / "full-144.yaml")["align"]["sources"]
-        == full["align"]["sources"]
-    )
+    merged = load_profile(repo / "profiles" / "full-144.yaml")
+    assert merged == merge(full, own)
+    assert merged["align"]["sources"] == full["align"]["sources"]
 
 
 def test_a_missing_base_or_a_loop_of_bases_is_named(tmp_path):
