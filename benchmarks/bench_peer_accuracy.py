@@ -5,10 +5,14 @@ Both tools read each test face's original file as a user would (their own detect
 settings; the peer one file at a time in its own environment, ``benchmarks/bench_peer.py``). The
 face a tool answers for a file is its largest box. Reported per source: the share of files where
 each tool found a face, and the MAE of each on the files where both did (the same faces for both),
-overall and by age group, and on the files where it did.
+overall and by age group (with the mean signed error: + is too old), and on the files where it did.
+
+``--degrade scan | small`` gives both tools copies of the files made to look like what a user may
+have instead: ``scan`` an old print scanned (sepia grey, less contrast, blur, grain, JPEG 60),
+``small`` a low-resolution face (the short side cut to 48 px and scaled back up).
 
     python benchmarks/bench_peer_accuracy.py --test-csv <run>/data/split/test.csv \\
-        --peer-venv .bench/peer --out results/benchmarks/peer_accuracy.json
+        --peer-venv .bench/peer --out results/benchmarks/peer_accuracy.json [--degrade scan]
 
 writes the JSON and a figure beside it (``.png``): MAE by age group and source, both tools.
 """
@@ -19,11 +23,14 @@ import argparse
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 from bench_peer import PEER, PEER_RUNNER, peer_python
+from PIL import Image, ImageEnhance, ImageFilter, ImageOps
 
 from agedistill.evaluation.metrics import AGE_GROUPS, group_label
 from agedistill.pipeline.machine import cpu_name
@@ -47,6 +54,44 @@ def peer_ages(table: Path) -> pd.Series:
     return largest_face_ages(rows, "width", "height")
 
 
+def scanned_print(image: Image.Image, rng: np.random.Generator) -> Image.Image:
+    """An old print, scanned: sepia grey at 70% contrast, blurred, with film grain."""
+    grey = ImageEnhance.Contrast(ImageOps.grayscale(image)).enhance(0.7)
+    sepia = ImageOps.colorize(grey, black=(40, 26, 13), white=(255, 240, 192))
+    sepia = sepia.filter(ImageFilter.GaussianBlur(max(0.6, min(image.size) / 200)))
+    grain = rng.normal(0.0, 6.0, size=(sepia.height, sepia.width, 1))
+    return Image.fromarray(np.clip(np.asarray(sepia) + grain, 0, 255).astype(np.uint8))
+
+
+def low_resolution(image: Image.Image, rng: np.random.Generator) -> Image.Image:
+    """The image with its short side cut to 48 px, then scaled back to its size."""
+    scale = 48 / min(image.size)
+    if scale >= 1:
+        return image
+    small = image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))),
+                         Image.Resampling.BOX)  # fmt: skip
+    return small.resize(image.size, Image.Resampling.BICUBIC)
+
+
+DEGRADATIONS: dict[str, Callable[[Image.Image, np.random.Generator], Image.Image]] = {
+    "scan": scanned_print,
+    "small": low_resolution,
+}
+
+
+def degraded_copies(paths: list[str], name: str, folder: Path) -> list[str]:
+    """JPEG copies (quality 60) of ``paths`` under ``folder`` degraded by ``DEGRADATIONS[name]``."""
+    folder.mkdir()
+    out = []
+    for i, path in enumerate(paths):
+        with Image.open(path) as image:
+            copy = DEGRADATIONS[name](image.convert("RGB"), np.random.default_rng(i))
+        target = folder / f"{i:05d}.jpg"
+        copy.save(target, quality=60)
+        out.append(str(target))
+    return out
+
+
 def compare(truth: pd.DataFrame, answers: dict[str, pd.Series]) -> dict[str, Any]:
     """Per source: each tool's share of files with a face, and MAE on the files all tools answered
     (by age group too) and on the files each answered.
@@ -66,15 +111,20 @@ def compare(truth: pd.DataFrame, answers: dict[str, pd.Series]) -> dict[str, Any
             "common": len(common),
             "mae": {},
             "mae_by_age_group": {},
+            "bias_by_age_group": {},
             "mae_own_found": {},
         }
         for tool, ages in answers.items():
             own = part[found[tool]]
             own_err = (ages.reindex(own.index) - own["age"]).abs()
             entry["mae_own_found"][tool] = float(own_err.mean())
-            err = (ages.reindex(common.index) - common["age"]).abs()
+            signed = ages.reindex(common.index) - common["age"]
+            err = signed.abs()
             entry["mae"][tool] = float(err.mean())
             entry["mae_by_age_group"][tool] = {g: float(e.mean()) for g, e in err.groupby(groups)}
+            entry["bias_by_age_group"][tool] = {
+                g: float(e.mean()) for g, e in signed.groupby(groups)
+            }
         result[str(source)] = entry
     return result
 
@@ -97,7 +147,8 @@ def plot(result: dict[str, Any], path: Path) -> None:
                      fontsize=9)  # fmt: skip
         ax.set_xlabel("true age")
         ax.set_ylabel("MAE (years)")
-    fig.suptitle(f"agedistill predict vs {PEER}, the files both found a face in — {result['cpu']}",
+    files = f"copies degraded by '{result['degrade']}'" if result["degrade"] else "the files"
+    fig.suptitle(f"agedistill predict vs {PEER}, {files} both found a face in — {result['cpu']}",
                  fontsize=9)  # fmt: skip
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -109,6 +160,7 @@ def main() -> None:
     ap.add_argument("--model", type=Path, help="default: the shipped student")
     ap.add_argument("--peer-venv", type=Path, default=Path(".bench/peer"))
     ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--degrade", choices=sorted(DEGRADATIONS), help="read degraded copies")
     args = ap.parse_args()
 
     truth = pd.read_csv(args.test_csv, usecols=["path", "source", "age"]).drop_duplicates("path")
@@ -118,6 +170,8 @@ def main() -> None:
     python = peer_python(args.peer_venv)
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
+        if args.degrade is not None:
+            truth["path"] = degraded_copies(list(truth["path"]), args.degrade, work / "files")
         listing = work / "files.txt"
         listing.write_text("".join(f"{p}\n" for p in truth["path"]))
         subprocess.run([str(python), str(PEER_RUNNER), str(listing), str(work / "peer.csv")],
@@ -136,6 +190,7 @@ def main() -> None:
         "peer": PEER,
         "model": str(args.model or "shipped student"),
         "test_csv": str(args.test_csv),
+        "degrade": args.degrade,
         "sources": compare(truth, answers),
     }
     write_json(result, args.out)
