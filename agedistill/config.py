@@ -138,6 +138,7 @@ class TrainParams(_Strict):
     color: Annotated[float, Field(ge=0, lt=1)] = 0.0  # brightness/contrast/saturation; 0 = off
     # real-photo corruptions: each the probability that a face gets it (strengths: data/augment.py)
     grayscale: Probability = 0.0  # ITU-R 601 luma on all three channels
+    scan: Probability = 0.0  # an old print, scanned: faded contrast, sepia tone, film grain
     blur: Probability = 0.0  # Gaussian blur
     jpeg: Probability = 0.0  # JPEG re-encoding at a low quality
     low_res: Probability = 0.0  # downscaled and upsampled back: a small face

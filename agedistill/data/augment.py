@@ -22,6 +22,9 @@ BLUR_SIGMA = (0.4, 1.6)  # Gaussian blur: sigma ~ U(lo, hi) pixels, at the crop 
 JPEG_QUALITY = (15, 60)  # re-encoding quality ~ U{lo..hi}: a web photo down to a harsh thumbnail
 LOW_RES_SIDE = (1 / 4, 1 / 1.5)  # small face: downscaled to side x U(lo, hi), then back up
 CROP_BAND = 0.2  # tight crop: a black band of side x U(0, CROP_BAND) on each side independently
+SCAN_CONTRAST = (0.55, 0.9)  # old print: luma contrast about the face's mean x U(lo, hi)
+SCAN_GRAIN = (2.0, 8.0)  # old print: monochrome film grain of sigma ~ U(lo, hi) grey levels
+SEPIA = ((40.0, 26.0, 13.0), (255.0, 240.0, 192.0))  # old print: the tones of black and white
 
 
 def augment(
@@ -34,6 +37,7 @@ def augment(
     scale: float = 0.0,
     color: float = 0.0,
     grayscale: float = 0.0,
+    scan: float = 0.0,
     blur: float = 0.0,
     jpeg: float = 0.0,
     low_res: float = 0.0,
@@ -41,17 +45,17 @@ def augment(
 ) -> torch.Tensor:
     """Random flips, shifts of up to ``max_shift`` pixels (edge-replicated) and optional jitter.
 
-    ``grayscale``, ``blur``, ``low_res``, ``jpeg`` and ``crop_context`` are the probabilities that
-    a face gets a real photo's corruption (:func:`corrupt`); they run first, in the order of a
-    photo's life: a grey print, a soft lens, a small face, the file's compression, then the
-    aligner's black fill where the photo ended. ``rotate`` (degrees) and ``scale`` (relative) draw
+    ``grayscale``, ``scan``, ``blur``, ``low_res``, ``jpeg`` and ``crop_context`` are the
+    probabilities that a face gets a real photo's corruption (:func:`corrupt`); they run first, in
+    the order of a photo's life: a grey print, an old print's fade, tone and grain, a soft lens, a
+    small face, the file's compression, then the aligner's black fill where the photo ended. ``rotate`` (degrees) and ``scale`` (relative) draw
     one similarity transform per face (:func:`similarity_jitter`); ``color`` jitters brightness,
     contrast and saturation per face (:func:`color_jitter`). Each is drawn only when non-zero, so
     runs without them draw exactly the random numbers they always did. The numbers come from
     ``generator`` (a CPU generator) and the work runs on ``images.device``, so faces held on a GPU
     are augmented there, with the same draws as on the CPU. Returns float images in [0, 255].
     """
-    images = corrupt(images, generator, grayscale=grayscale, blur=blur, jpeg=jpeg,
+    images = corrupt(images, generator, grayscale=grayscale, scan=scan, blur=blur, jpeg=jpeg,
                      low_res=low_res, crop_context=crop_context)  # fmt: skip
     if rotate > 0 or scale > 0:
         images = similarity_jitter(images, rotate, scale, generator)
@@ -79,6 +83,7 @@ def corrupt(
     generator: torch.Generator,
     *,
     grayscale: float = 0.0,
+    scan: float = 0.0,
     blur: float = 0.0,
     jpeg: float = 0.0,
     low_res: float = 0.0,
@@ -86,15 +91,16 @@ def corrupt(
 ) -> torch.Tensor:
     """The real-photo corruptions, each applied to a face with its probability, in a fixed order.
 
-    :func:`to_grayscale`, :func:`gaussian_blur`, :func:`downscale`, :func:`jpeg_reencode`, then
-    :func:`drop_context`; their strengths are this module's constants (:data:`BLUR_SIGMA`,
+    :func:`to_grayscale`, :func:`old_print`, :func:`gaussian_blur`, :func:`downscale`,
+    :func:`jpeg_reencode`, then :func:`drop_context`; their strengths are this module's constants
+    (:data:`SCAN_CONTRAST`, :data:`SCAN_GRAIN`, :data:`SEPIA`, :data:`BLUR_SIGMA`,
     :data:`LOW_RES_SIDE`, :data:`JPEG_QUALITY`, :data:`CROP_BAND`).
 
     A probability of 0 draws nothing from ``generator`` and leaves ``images`` as they are (the same
     tensor), so runs without corruptions are the runs there were before them.
     """
-    steps = ((grayscale, to_grayscale), (blur, gaussian_blur), (low_res, downscale),
-             (jpeg, jpeg_reencode), (crop_context, drop_context))  # fmt: skip
+    steps = ((grayscale, to_grayscale), (scan, old_print), (blur, gaussian_blur),
+             (low_res, downscale), (jpeg, jpeg_reencode), (crop_context, drop_context))  # fmt: skip
     for p, step in steps:
         if p > 0:
             images = step(images, p, generator)
@@ -119,6 +125,36 @@ def to_grayscale(images: torch.Tensor, p: float, generator: torch.Generator) -> 
     x = _float_copy(images)
     idx = _chosen(len(x), p, generator).to(x.device)
     x[idx] = _grey(x[idx]).expand(-1, 3, -1, -1)
+    return x
+
+
+def old_print(images: torch.Tensor, p: float, generator: torch.Generator) -> torch.Tensor:
+    """Make each face, with probability ``p``, an old print, scanned: faded, toned and grainy.
+
+    The face's luma, its contrast about its mean scaled by U(SCAN_CONTRAST), is toned from
+    neutral grey towards sepia (black to white through :data:`SEPIA`) by a weight U(0, 1), and
+    gets monochrome Gaussian grain of sigma U(SCAN_GRAIN) grey levels, the same on the three
+    channels. Returns float images in [0, 255].
+    """
+    x = _float_copy(images)
+    b, _, h, w = x.shape
+    idx = _chosen(b, p, generator)
+    contrast = _uniform(b, *SCAN_CONTRAST, generator)[idx]
+    tone = torch.rand(b, generator=generator)[idx]
+    sigma = _uniform(b, *SCAN_GRAIN, generator)[idx]
+    if len(idx) == 0:
+        return x
+    grain = torch.randn(len(idx), 1, h, w, generator=generator) * sigma[:, None, None, None]
+    dev = x.device
+    on_dev = idx.to(dev)
+    luma = _grey(x[on_dev])
+    mean = luma.mean((2, 3), keepdim=True)
+    level = ((luma - mean) * contrast.to(dev)[:, None, None, None] + mean).clamp(0, 255) / 255
+    black, white = (torch.tensor(c, device=dev)[None, :, None, None] for c in SEPIA)
+    sepia = black + (white - black) * level  # (N, 3, H, W)
+    grey = 255 * level
+    toned = grey + (sepia - grey) * tone.to(dev)[:, None, None, None]
+    x[on_dev] = (toned + grain.to(dev)).clamp(0, 255)
     return x
 
 

@@ -86,7 +86,7 @@ def augment_batch(
     """``opt``'s augmentation of a uint8 batch (:func:`~agedistill.data.augment.augment`)."""
     return augment(
         images, opt.max_shift, opt.flip, generator, rotate=opt.rotate, scale=opt.scale,
-        color=opt.color, grayscale=opt.grayscale, blur=opt.blur, jpeg=opt.jpeg,
+        color=opt.color, grayscale=opt.grayscale, scan=opt.scan, blur=opt.blur, jpeg=opt.jpeg,
         low_res=opt.low_res, crop_context=opt.crop_context,
     )  # fmt: skip
 

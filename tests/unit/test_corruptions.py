@@ -1,4 +1,4 @@
-"""The real-photo corruptions of ``augment`` (grey scans, blur, JPEG, small faces, tight crops).
+"""The real-photo corruptions of ``augment`` (grey and old prints, blur, JPEG, small faces, crops).
 
 On real faces: the bundled UTKFace chips resized to the 64 px crop size.
 """
@@ -12,10 +12,10 @@ import yaml
 from PIL import Image
 
 from agedistill.config import ParamsError, TrainParams, parse_params
-from agedistill.data.augment import CROP_BAND, augment, corrupt
+from agedistill.data.augment import CROP_BAND, SCAN_CONTRAST, SCAN_GRAIN, augment, corrupt
 from agedistill.training.loop import augment_batch
 
-KINDS = ("grayscale", "blur", "jpeg", "low_res", "crop_context")
+KINDS = ("grayscale", "scan", "blur", "jpeg", "low_res", "crop_context")
 SIDE = 64
 
 
@@ -95,6 +95,29 @@ def test_grayscale_makes_the_three_channels_equal_to_the_luma(faces):
     luma = 0.299 * x[:, 0] + 0.587 * x[:, 1] + 0.114 * x[:, 2]
     assert torch.allclose(out[:, 0], luma, atol=1e-4)
     assert not torch.equal(faces[:, 0], faces[:, 2])  # the faces were in colour
+
+
+def test_scan_fades_every_face_and_tones_it_from_grey_to_sepia(faces):
+    out = corrupted(faces, "scan")
+    luma = lambda x: 0.299 * x[:, 0] + 0.587 * x[:, 1] + 0.114 * x[:, 2]  # noqa: E731
+    before, after = luma(faces.float()).std((1, 2)), luma(out).std((1, 2))
+    # contrast x U(0.55, 0.9), plus grain of at most 8 levels: every face flatter than it was
+    assert (after < before * SCAN_CONTRAST[1] + SCAN_GRAIN[1]).all() and (after < before).all()
+    red_minus_blue = (out[:, 0] - out[:, 2]).mean((1, 2))  # grain is the same on every channel
+    assert (red_minus_blue >= 0).all() and (red_minus_blue > 5).sum() >= len(faces) // 2
+    assert ((out[:, 0] - out[:, 2]) >= -1e-3).all()  # a print's tone: never bluer than grey
+
+
+def test_scan_grain_is_monochrome_with_a_sigma_drawn_per_face():
+    flat = torch.full((200, 3, SIDE, SIDE), 128, dtype=torch.uint8)
+    out = corrupted(flat, "scan")
+    noise = out[:, 1] - out[:, 1].mean((1, 2), keepdim=True)
+    sigma = noise.std((1, 2))
+    assert sigma.min() > SCAN_GRAIN[0] * 0.9 and sigma.max() < SCAN_GRAIN[1] * 1.1
+    assert sigma.max() > 2 * sigma.min()  # drawn per face
+    # the three channels carry the same grain: what differs between them is the tone alone
+    tone = out[:, 0] - out[:, 2]
+    assert (tone - tone.mean((1, 2), keepdim=True)).abs().max() < 0.5 * sigma.min()
 
 
 def test_blur_removes_high_frequencies_from_every_face(faces):
