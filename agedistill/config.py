@@ -228,6 +228,9 @@ class DistillParams(_Strict):
     # unlabelled faces (align sources with reader: unlabelled) per labelled face in each batch;
     # read by the soft-target and hint terms only; 0 = off
     unlabelled_ratio: NonNegFloat = 0.0
+    # the teachers read each face before the real-photo corruptions of ``train`` (the same shifts,
+    # flips and blends): soft targets and hints of the face, not of its damage
+    teachers_read_clean: bool = False
 
 
 class EvaluateParams(_Strict):

@@ -7,14 +7,10 @@ cropper leave on real photos (grey scans, blur, JPEG artefacts, small faces, mis
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import torch
 import torch.nn.functional as F
-from PIL import Image
 from torchvision.io import decode_jpeg, encode_jpeg
 
 # Strengths of the real-photo corruptions; their params are only per-face probabilities.
@@ -48,15 +44,61 @@ def augment(
     ``grayscale``, ``scan``, ``blur``, ``low_res``, ``jpeg`` and ``crop_context`` are the
     probabilities that a face gets a real photo's corruption (:func:`corrupt`); they run first, in
     the order of a photo's life: a grey print, an old print's fade, tone and grain, a soft lens, a
-    small face, the file's compression, then the aligner's black fill where the photo ended. ``rotate`` (degrees) and ``scale`` (relative) draw
-    one similarity transform per face (:func:`similarity_jitter`); ``color`` jitters brightness,
-    contrast and saturation per face (:func:`color_jitter`). Each is drawn only when non-zero, so
+    small face, the file's compression, then the aligner's black fill where the photo ended.
+    ``rotate`` (degrees) and ``scale`` (relative) draw one similarity transform per face
+    (:func:`similarity_jitter`); ``color`` jitters brightness, contrast and saturation per face
+    (:func:`color_jitter`). Each is drawn only when non-zero, so
     runs without them draw exactly the random numbers they always did. The numbers come from
     ``generator`` (a CPU generator) and the work runs on ``images.device``, so faces held on a GPU
     are augmented there, with the same draws as on the CPU. Returns float images in [0, 255].
     """
     images = corrupt(images, generator, grayscale=grayscale, scan=scan, blur=blur, jpeg=jpeg,
                      low_res=low_res, crop_context=crop_context)  # fmt: skip
+    return jitter(images, max_shift, flip, generator, rotate=rotate, scale=scale, color=color)
+
+
+def augment_views(
+    images: torch.Tensor,
+    max_shift: int,
+    flip: bool,
+    generator: torch.Generator,
+    *,
+    rotate: float = 0.0,
+    scale: float = 0.0,
+    color: float = 0.0,
+    **corruptions: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`augment`'s faces, and the same faces moved the same way without the corruptions.
+
+    The first view is exactly what :func:`augment` returns for the same generator state; the
+    second has the same flips, shifts, similarity and colour jitter (the generator is rewound to
+    draw them again) but not the real-photo corruptions (``corruptions``: :func:`corrupt`'s
+    probabilities): the face a teacher should read while the student reads the damaged one.
+    Without a corruption the two views are one tensor.
+    """
+    corrupted = corrupt(images, generator, **corruptions)
+    before = generator.get_state()
+    seen = jitter(corrupted, max_shift, flip, generator, rotate=rotate, scale=scale, color=color)
+    if corrupted is images:
+        return seen, seen
+    after = generator.get_state()
+    generator.set_state(before)
+    clean = jitter(images, max_shift, flip, generator, rotate=rotate, scale=scale, color=color)
+    generator.set_state(after)
+    return seen, clean
+
+
+def jitter(
+    images: torch.Tensor,
+    max_shift: int,
+    flip: bool,
+    generator: torch.Generator,
+    *,
+    rotate: float = 0.0,
+    scale: float = 0.0,
+    color: float = 0.0,
+) -> torch.Tensor:
+    """:func:`augment` after the corruptions: similarity and colour jitter, flips, shifts."""
     if rotate > 0 or scale > 0:
         images = similarity_jitter(images, rotate, scale, generator)
     if color > 0:
@@ -216,7 +258,8 @@ def jpeg_reencode(images: torch.Tensor, p: float, generator: torch.Generator) ->
         return x
     on_dev = idx.to(x.device)
     faces = x[on_dev].round().clamp(0, 255).to(torch.uint8).cpu()
-    coded = [decode_jpeg(encode_jpeg(f, quality=int(q))) for f, q in zip(faces, quality[idx])]
+    qualities = quality[idx].tolist()
+    coded = [decode_jpeg(encode_jpeg(f, quality=q)) for f, q in zip(faces, qualities, strict=True)]
     x[on_dev] = torch.stack(coded).to(x.device, torch.float32)
     return x
 

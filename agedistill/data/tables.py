@@ -15,6 +15,7 @@ import pandas as pd
 import torch
 from PIL import Image
 
+
 @dataclass
 class FaceTable:
     """Faces (N, 3, S, S) uint8, integer ages (N,) and the table rows they came from."""

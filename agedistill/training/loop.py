@@ -17,7 +17,7 @@ from torch import nn
 from tqdm import tqdm
 
 from agedistill.config import TrainParams
-from agedistill.data.augment import augment, batches
+from agedistill.data.augment import augment, augment_views, batches
 from agedistill.models.files import save_model
 from agedistill.training.averaging import WeightAverage
 from agedistill.training.checkpoints import TrainState
@@ -80,15 +80,26 @@ EpochLogger = Callable[[dict[str, float], int], None]
 StepCheck = Callable[[str, int], bool]
 
 
+def _corruptions(opt: TrainParams) -> dict[str, float]:
+    return {"grayscale": opt.grayscale, "scan": opt.scan, "blur": opt.blur, "jpeg": opt.jpeg,
+            "low_res": opt.low_res, "crop_context": opt.crop_context}  # fmt: skip
+
+
 def augment_batch(
     opt: TrainParams, images: torch.Tensor, generator: torch.Generator
 ) -> torch.Tensor:
     """``opt``'s augmentation of a uint8 batch (:func:`~agedistill.data.augment.augment`)."""
-    return augment(
-        images, opt.max_shift, opt.flip, generator, rotate=opt.rotate, scale=opt.scale,
-        color=opt.color, grayscale=opt.grayscale, scan=opt.scan, blur=opt.blur, jpeg=opt.jpeg,
-        low_res=opt.low_res, crop_context=opt.crop_context,
-    )  # fmt: skip
+    return augment(images, opt.max_shift, opt.flip, generator, rotate=opt.rotate,
+                   scale=opt.scale, color=opt.color, **_corruptions(opt))  # fmt: skip
+
+
+def augment_batch_views(
+    opt: TrainParams, images: torch.Tensor, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`augment_batch`, and the same faces without the corruptions
+    (:func:`~agedistill.data.augment.augment_views`)."""
+    return augment_views(images, opt.max_shift, opt.flip, generator, rotate=opt.rotate,
+                         scale=opt.scale, color=opt.color, **_corruptions(opt))  # fmt: skip
 
 
 def seed_everything(seed: int, threads: int = 0) -> None:

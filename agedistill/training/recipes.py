@@ -38,6 +38,7 @@ from agedistill.training.loop import (
     TrainingSetup,
     as_setup,
     augment_batch,
+    augment_batch_views,
     fit,
     seed_everything,
 )
@@ -313,6 +314,10 @@ def train_student(
     (:func:`~agedistill.data.augment.mix_pairs`): the teachers read the same blend, and the
     ground-truth term is blended with the same weight.
 
+    ``params.teachers_read_clean``: the teachers read each face without the real-photo corruptions
+    of ``params.train`` (the same shifts, flips and blends), so a corrupted face is still taught
+    what its clean self looks like (:func:`~agedistill.data.augment.augment_views`).
+
     ``unlabelled`` (faces without ages, at ``train``'s side): with ``params.unlabelled_ratio``
     r > 0 every batch of B labelled faces gets round(r * B) of them, drawn at random, which only
     the soft-target and hint terms read; they are not blended by mixup.
@@ -366,18 +371,32 @@ def train_student(
                          teacher_hint_stage)  # fmt: skip
     labels = train.labels(min_age)
 
-    def extra_faces(n: int, rand: EpochRandom) -> torch.Tensor:
+    def views(images: torch.Tensor, rand: EpochRandom) -> tuple[torch.Tensor, torch.Tensor]:
+        """The augmented faces the student reads and those the teachers read: one tensor,
+        unless ``teachers_read_clean`` (then the teachers' have no corruptions)."""
+        if not params.teachers_read_clean:
+            x = normalize(augment_batch(opt, images, rand.aug)).to(dev)
+            return x, x
+        seen, clean = augment_batch_views(opt, images, rand.aug)
+        return normalize(seen).to(dev), normalize(clean).to(dev)
+
+    def extra_faces(n: int, rand: EpochRandom) -> tuple[torch.Tensor, torch.Tensor]:
         idx = torch.randint(len(unlabelled), (n,), generator=rand.aug)
-        return normalize(augment_batch(opt, unlabelled.images[idx], rand.aug))
+        return views(unlabelled.images[idx], rand)
 
     def loss_fn(idx, rand):
-        x = normalize(augment_batch(opt, train.images[idx], rand.aug)).to(dev)
+        x, xt = views(train.images[idx], rand)
         y = labels[idx].to(dev)
         if mixup > 0:
+            one = xt is x
             x, partner, lam = mix_pairs(x, mixup, rand.np, rand.aug)
+            xt = x if one else lam * xt + (1 - lam) * xt[partner]
         n_extra = round(ratio * len(idx))
         if n_extra:
-            x = torch.cat([x, extra_faces(n_extra, rand).to(dev)])
+            one = xt is x
+            extra, extra_t = extra_faces(n_extra, rand)
+            x = torch.cat([x, extra])
+            xt = x if one else torch.cat([xt, extra_t])
         emb, maps = student.forward_features(resize_faces(x, s_size))
         logits = student.head(student.dropout(emb))
         labelled = logits[: len(idx)]
@@ -389,13 +408,13 @@ def train_student(
         logs = {"gt_loss": gt.item()}
         if kd_weight > 0:
             with torch.no_grad():
-                t_logits = class_teacher(resize_faces(x, c_size))
+                t_logits = class_teacher(resize_faces(xt, c_size))
             kd = kd_loss(logits, t_logits, temperature)
             loss = loss + kd_weight * kd
             logs["kd_loss"] = kd.item()
         if hint_weight > 0:
             with torch.no_grad():
-                t_map = rank_teacher.feature_maps(resize_faces(x, t_size))[teacher_hint_stage]
+                t_map = rank_teacher.feature_maps(resize_faces(xt, t_size))[teacher_hint_stage]
             hint = hint_loss(adapter(maps[student_hint_stage]), t_map)
             loss = loss + hint_weight * hint
             logs["hint_loss"] = hint.item()

@@ -12,7 +12,14 @@ import yaml
 from PIL import Image
 
 from agedistill.config import ParamsError, TrainParams, parse_params
-from agedistill.data.augment import CROP_BAND, SCAN_CONTRAST, SCAN_GRAIN, augment, corrupt
+from agedistill.data.augment import (
+    CROP_BAND,
+    SCAN_CONTRAST,
+    SCAN_GRAIN,
+    augment,
+    augment_views,
+    corrupt,
+)
 from agedistill.training.loop import augment_batch
 
 KINDS = ("grayscale", "scan", "blur", "jpeg", "low_res", "crop_context")
@@ -176,6 +183,23 @@ def test_crop_context_bands_are_drawn_per_side_up_to_the_widest():
     assert (corr - torch.eye(4)).abs().max() < 0.15
     # the band is a rectangle's complement: inside it, the face (grey) everywhere
     assert ((out == 0) | (out == 128)).all()
+
+
+def test_views_are_augment_s_faces_and_the_same_moves_without_the_corruptions(faces):
+    moves = {"rotate": 8.0, "scale": 0.1}
+    g_views, g_plain = torch.Generator().manual_seed(4), torch.Generator().manual_seed(4)
+    seen, clean = augment_views(faces, 5, True, g_views, **moves, grayscale=1.0, jpeg=0.0)
+    assert torch.equal(seen, augment(faces, 5, True, g_plain, **moves, grayscale=1.0))
+    assert torch.equal(g_views.get_state(), g_plain.get_state())  # the next batch is unchanged
+    # grey is linear, so it commutes with the moves: the clean view, made grey, is the seen one
+    luma = 0.299 * clean[:, 0] + 0.587 * clean[:, 1] + 0.114 * clean[:, 2]
+    assert (luma - seen[:, 0]).abs().max() < 1e-3
+    assert not torch.equal(clean[:, 0], clean[:, 2])  # and it kept its colour
+
+
+def test_views_without_a_corruption_are_one_tensor(faces):
+    seen, clean = augment_views(faces, 5, True, torch.Generator().manual_seed(4), scan=0.0)
+    assert seen is clean
 
 
 def test_augment_batch_passes_the_corruptions_from_the_params(faces):

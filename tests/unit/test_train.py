@@ -217,6 +217,25 @@ def test_mixup_off_draws_no_blend(faces, tmp_path, monkeypatch):
     )  # fmt: skip
 
 
+@pytest.mark.parametrize("clean", [False, True])
+def test_teachers_read_the_faces_before_their_corruptions_when_asked(faces, tmp_path, clean):
+    from agedistill.models.inputs import MEAN, STD
+
+    config = {"arch": "convnet", **ARCH, "num_classes": 101, "min_age": 0}
+    ct = Recorder(build_model(config))
+    rt = build_model(
+        {"arch": "rank_teacher", **ARCH, "widths": [8, 16, 32], "k": 3, "feature_dim": 8}
+    )
+    train = opt(1).model_copy(update={"grayscale": 1.0})  # every face the student reads is grey
+    params = distill_params(train, mixup=0.4, teachers_read_clean=clean)
+    train_student(faces, faces, MODEL, params, AGES, Teachers(ct, rt, 1), out=tmp_path / "s.pt")
+    assert len(ct.inputs) == 3  # 96 faces, batches of 32
+    for x in ct.inputs:
+        rgb = x * STD + MEAN  # back to [0, 1]
+        grey = (rgb[:, 0] - rgb[:, 2]).abs().amax((1, 2)) < 1e-4  # per face
+        assert (~grey).all() if clean else grey.all()
+
+
 @pytest.mark.parametrize("epochs", [1, 2, 4, 5])
 def test_runs_of_a_few_optimiser_steps_train(faces, tmp_path, epochs):
     # one 32-face batch per epoch: 1 to 5 steps in all (OneCycleLR alone divides by zero at 4)
