@@ -8,6 +8,7 @@ from agedistill.models.ordinal import (
     SequenceSampler,
     age_std,
     expected_age,
+    median_age,
     mixture_logits,
     permutations,
     shuffle_sequences,
@@ -96,3 +97,12 @@ def test_dense_fallback_never_dead_ends():
     sampler = SequenceSampler(ages, k=3, min_gap=10, sampling="uniform_image")
     seqs = sampler.sample(200, np.random.default_rng(0))
     assert np.all(np.diff(ages[seqs], axis=1) >= 10)
+
+
+def test_median_age_by_hand():
+    probs = torch.tensor([[0.2, 0.2, 0.6], [0.6, 0.3, 0.1], [0.0, 1.0, 0.0]])
+    logits = probs.clamp(min=1e-12).log()
+    # cumulative 0.2, 0.4 | 0.6 | 0, 1: the median falls in class 2, 0 and 1
+    expected = torch.tensor([2 - 0.5 + 0.1 / 0.6, 0 - 0.5 + 0.5 / 0.6, 1.0]) + 5
+    assert torch.allclose(median_age(logits, min_age=5), expected, atol=1e-5)
+    assert torch.allclose(expected_age(logits, 5), torch.tensor([6.4, 5.5, 6.0]), atol=1e-5)
