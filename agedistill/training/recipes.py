@@ -371,10 +371,12 @@ def train_student(
                          teacher_hint_stage)  # fmt: skip
     labels = train.labels(min_age)
 
+    teachers_clean = params.teachers_read_clean
+
     def views(images: torch.Tensor, rand: EpochRandom) -> tuple[torch.Tensor, torch.Tensor]:
         """The augmented faces the student reads and those the teachers read: one tensor,
         unless ``teachers_read_clean`` (then the teachers' have no corruptions)."""
-        if not params.teachers_read_clean:
+        if not teachers_clean:
             x = normalize(augment_batch(opt, images, rand.aug)).to(dev)
             return x, x
         seen, clean = augment_batch_views(opt, images, rand.aug)
@@ -388,15 +390,13 @@ def train_student(
         x, xt = views(train.images[idx], rand)
         y = labels[idx].to(dev)
         if mixup > 0:
-            one = xt is x
             x, partner, lam = mix_pairs(x, mixup, rand.np, rand.aug)
-            xt = x if one else lam * xt + (1 - lam) * xt[partner]
+            xt = lam * xt + (1 - lam) * xt[partner] if teachers_clean else x
         n_extra = round(ratio * len(idx))
         if n_extra:
-            one = xt is x
             extra, extra_t = extra_faces(n_extra, rand)
             x = torch.cat([x, extra])
-            xt = x if one else torch.cat([xt, extra_t])
+            xt = torch.cat([xt, extra_t]) if teachers_clean else x
         emb, maps = student.forward_features(resize_faces(x, s_size))
         logits = student.head(student.dropout(emb))
         labelled = logits[: len(idx)]
