@@ -47,10 +47,10 @@ def augment(
     small face, the file's compression, then the aligner's black fill where the photo ended.
     ``rotate`` (degrees) and ``scale`` (relative) draw one similarity transform per face
     (:func:`similarity_jitter`); ``color`` jitters brightness, contrast and saturation per face
-    (:func:`color_jitter`). Each is drawn only when non-zero, so
-    runs without them draw exactly the random numbers they always did. The numbers come from
-    ``generator`` (a CPU generator) and the work runs on ``images.device``, so faces held on a GPU
-    are augmented there, with the same draws as on the CPU. Returns float images in [0, 255].
+    (:func:`color_jitter`). Each is drawn only when non-zero, so runs without them draw exactly
+    the random numbers they always did. The numbers come from ``generator`` (a CPU generator) and
+    the work runs on ``images.device``, so faces held on a GPU are augmented there, with the same
+    draws as on the CPU. Returns float images in [0, 255].
     """
     images = corrupt(images, generator, grayscale=grayscale, scan=scan, blur=blur, jpeg=jpeg,
                      low_res=low_res, crop_context=crop_context)  # fmt: skip
