@@ -21,15 +21,29 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from agedistill.config import Params
+    from agedistill.config import DistillParams, Params
     from agedistill.data.tables import FaceTable
 
-VARIANTS: dict[str, dict[str, float]] = {
-    "none": {"kd_weight": 0.0, "hint_weight": 0.0},  # the student's non-distilled twin
-    "soft": {"kd_weight": 1.0, "hint_weight": 0.0},
-    "hint": {"kd_weight": 0.0, "hint_weight": 1.0},
-    "both": {"kd_weight": 1.0, "hint_weight": 1.0},
+# the distillation signals each variant keeps (soft targets, hint); a kept signal has the
+# params' weight (``distill.kd_weight`` / ``distill.hint_weight``), a dropped one weight 0
+VARIANTS: dict[str, tuple[bool, bool]] = {
+    "none": (False, False),  # the student's non-distilled twin
+    "soft": (True, False),
+    "hint": (False, True),
+    "both": (True, True),
 }
+
+
+def variant_weights(variant: str, d: DistillParams) -> dict[str, float]:
+    """``kd_weight`` and ``hint_weight`` of a ``variant`` run under the distill params ``d``:
+    each signal the variant keeps at its weight in ``d``, the others at 0."""
+    kd, hint = VARIANTS[variant]
+    if (kd and d.kd_weight <= 0) or (hint and d.hint_weight <= 0):
+        raise ValueError(
+            f"variant {variant!r} needs its signals on: distill.kd_weight={d.kd_weight}, "
+            f"distill.hint_weight={d.hint_weight}"
+        )
+    return {"kd_weight": d.kd_weight if kd else 0.0, "hint_weight": d.hint_weight if hint else 0.0}
 
 
 @dataclass(frozen=True)
@@ -66,13 +80,19 @@ class Workspace:
                 raise FileNotFoundError(f"{p}: missing; run the pipeline first (dvc repro)")
 
 
+# keys outside a probed section that select how its stage reads a trained model, not the model
+_READ_ONLY_KEYS = {"distill": ("rank_teacher.hint_stage",)}
+
+
 def with_overrides(
     ws: Workspace, sets: list[str], out: Path, section: str = "distill"
 ) -> Workspace:
     """``ws`` with its ``section`` params changed by ``KEY=VALUE`` pairs, for probes of one knob.
 
     Keys are dotted (``distill.mixup=0.2``), values YAML. Only ``section.*`` may change: for
-    ``distill`` the teachers are the workspace's, trained with its other params; a probe of the
+    ``distill`` the teachers are the workspace's, trained with its other params (its one other
+    key, ``rank_teacher.hint_stage``, picks which of the trained ranker's maps the hint reads,
+    with ``distill.hint_stage``); a probe of the
     class teacher (``section="class_teacher"``) keeps the workspace's split. The merged params
     are validated and written to ``out/params.yaml``; an ``out`` folder keeps one set of params,
     so pointing it at other overrides is refused rather than mixing runs of two recipes in one
@@ -89,7 +109,9 @@ def with_overrides(
     over: dict[str, Any] = {}
     for item in sets:
         key, sep, value = item.partition("=")
-        if not sep or not key.startswith(f"{section}."):
+        if not sep or not (
+            key.startswith(f"{section}.") or key in _READ_ONLY_KEYS.get(section, ())
+        ):
             raise ValueError(f"--set {item!r}: expected {section}.KEY=VALUE (the rest is fixed)")
         node = over
         *parents, leaf = key.split(".")
@@ -155,7 +177,7 @@ def _train_and_score(job: tuple[Workspace, str, int, Path, int]) -> dict[str, An
 
     params = load_params(ws.params)
     arch, d = params.student, params.distill
-    weights = VARIANTS[variant]
+    weights = variant_weights(variant, d)
     opt = d.train.model_copy(update={"seed": seed, "threads": threads})
     train = load_table(ws.split / "train.csv", ws.crops, params.align.size)  # as distill reads it
     val = load_table(ws.split / "val.csv", ws.crops, arch.input_size)
@@ -212,10 +234,8 @@ def adopt_pipeline_models(ws: Workspace, out: Path) -> list[dict[str, Any]]:
     ws.check()
     params = load_params(ws.params)
     d = params.distill
-    weights = {"kd_weight": d.kd_weight, "hint_weight": d.hint_weight}
-    variant = next((v for v, w in VARIANTS.items() if w == weights), None)
-    if variant is None:
-        raise ValueError(f"{ws.params}: distill weights {weights} are no ablation variant")
+    signals = (d.kd_weight > 0, d.hint_weight > 0)
+    variant = next(v for v, on in VARIANTS.items() if on == signals)
     adoptions = [("distill", ws.student, ws.distill_metrics, variant),
                  ("twin", ws.twin, ws.twin_metrics, "none")]  # fmt: skip
     for stage, model, _, _ in adoptions:

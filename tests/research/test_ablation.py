@@ -134,6 +134,38 @@ def test_probe_overrides_change_only_distill_params_and_stay_with_their_folder(t
         with_overrides(ws, ["distill.mixup_alpha=1"], tmp_path / "other")  # unknown key
 
 
+def test_a_probe_may_move_the_rank_teachers_hint_stage_but_no_other_teacher_key(tmp_path):
+    import yaml
+
+    from research.ablation import Workspace, with_overrides
+
+    ws = Workspace(params=tmp_path / "params.yaml")
+    ws.params.write_text(Path("params.yaml").read_text())
+    own = yaml.safe_load(ws.params.read_text())
+    stage = own["rank_teacher"]["hint_stage"] - 1
+    probe = with_overrides(ws, [f"distill.hint_stage={own['distill']['hint_stage'] - 1}",
+                                f"rank_teacher.hint_stage={stage}"], tmp_path / "s")  # fmt: skip
+    written = yaml.safe_load(probe.params.read_text())
+    assert written["rank_teacher"] == {**own["rank_teacher"], "hint_stage": stage}
+    with pytest.raises(ValueError, match=r"expected distill\.KEY=VALUE"):
+        with_overrides(ws, ["rank_teacher.epochs=3"], tmp_path / "other")
+
+
+def test_variants_keep_the_params_weight_of_each_signal_they_keep():
+    from agedistill.config import load_params
+    from research.ablation import variant_weights
+
+    own = load_params(Path("params.yaml")).distill
+    d = own.model_copy(update={"kd_weight": 0.5, "hint_weight": 2.0})
+    assert variant_weights("both", d) == {"kd_weight": 0.5, "hint_weight": 2.0}
+    assert variant_weights("hint", d) == {"kd_weight": 0.0, "hint_weight": 2.0}
+    assert variant_weights("none", d) == {"kd_weight": 0.0, "hint_weight": 0.0}
+    # the repository's params give the weights every grid so far was trained with
+    assert variant_weights("both", own) == {"kd_weight": 1.0, "hint_weight": 1.0}
+    with pytest.raises(ValueError, match="hint_weight=0.0"):
+        variant_weights("both", own.model_copy(update={"hint_weight": 0.0}))
+
+
 def test_a_class_teacher_probe_changes_only_its_section(tmp_path):
     import yaml
 
