@@ -161,28 +161,48 @@ def main() -> None:
     ap.add_argument("--peer-venv", type=Path, default=Path(".bench/peer"))
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--degrade", choices=sorted(DEGRADATIONS), help="read degraded copies")
+    ap.add_argument(
+        "--peer-answers",
+        type=Path,
+        help="the peer's age per original file (CSV): read if it exists, else written once the "
+        "peer has run; a rerun of agedistill alone reuses it",
+    )
     args = ap.parse_args()
 
     truth = pd.read_csv(args.test_csv, usecols=["path", "source", "age"]).drop_duplicates("path")
     missing = [p for p in truth["path"] if not Path(p).is_file()]
     if missing:
         sys.exit(f"{len(missing)} test files are missing, e.g. {missing[0]}")
-    python = peer_python(args.peer_venv)
+    cached = args.peer_answers is not None and args.peer_answers.is_file()
+    python = None if cached else peer_python(args.peer_venv)
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
+        original = list(truth["path"])
         if args.degrade is not None:
-            truth["path"] = degraded_copies(list(truth["path"]), args.degrade, work / "files")
-        listing = work / "files.txt"
-        listing.write_text("".join(f"{p}\n" for p in truth["path"]))
-        subprocess.run([str(python), str(PEER_RUNNER), str(listing), str(work / "peer.csv")],
-                       check=True)  # fmt: skip
+            truth["path"] = degraded_copies(original, args.degrade, work / "files")
+        to_read = dict(zip(original, truth["path"], strict=True))  # original -> file read
+        if cached:
+            kept = pd.read_csv(args.peer_answers, dtype={"path": str})
+            peer = kept.set_index("path")["age"].rename(index=to_read)
+        else:
+            listing = work / "files.txt"
+            listing.write_text("".join(f"{p}\n" for p in truth["path"]))
+            subprocess.run([str(python), str(PEER_RUNNER), str(listing), str(work / "peer.csv")],
+                           check=True)  # fmt: skip
+            peer = peer_ages(work / "peer.csv")
+            if args.peer_answers is not None:
+                to_original = {v: k for k, v in to_read.items()}
+                args.peer_answers.parent.mkdir(parents=True, exist_ok=True)
+                peer.rename(index=to_original).rename_axis("path").reset_index().to_csv(
+                    args.peer_answers, index=False
+                )
         ours = [sys.executable, "-m", "agedistill.cli", "predict", *truth["path"],
                 "--out", str(work / "ours.csv")]  # fmt: skip
         if args.model is not None:
             ours += ["--model", str(args.model)]
         subprocess.run(ours, check=True)
         answers = {
-            "peer": peer_ages(work / "peer.csv"),
+            "peer": peer,
             "agedistill": largest_face_ages(pd.read_csv(work / "ours.csv"), "w", "h"),
         }
     result = {
@@ -191,6 +211,7 @@ def main() -> None:
         "model": str(args.model or "shipped student"),
         "test_csv": str(args.test_csv),
         "degrade": args.degrade,
+        "peer_answers": str(args.peer_answers) if args.peer_answers else None,
         "sources": compare(truth, answers),
     }
     write_json(result, args.out)

@@ -44,7 +44,7 @@ from agedistill.faces.geometry import model_face
 from agedistill.faces.mtcnn import MtcnnDetector
 from agedistill.models.files import load_model
 from agedistill.models.inputs import normalize
-from agedistill.models.ordinal import age_std, expected_age
+from agedistill.models.ordinal import age_std, median_age
 from agedistill.pipeline.machine import cpu_name
 from agedistill.serving.inference import for_inference
 from agedistill.serving.predict import DETECT_DEFAULTS, WORK_SIDE_FACTOR
@@ -84,7 +84,7 @@ def age_forward(model: torch.nn.Module, config: dict[str, Any]) -> Callable[[tor
 
     def ages(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         logits = model(x)
-        return expected_age(logits, config["min_age"]), age_std(logits)
+        return median_age(logits, config["min_age"]), age_std(logits)
 
     return ages
 

@@ -1,4 +1,9 @@
-"""Batch prediction over a tensor of uint8 faces: logits, expected ages, flip TTA, MAE."""
+"""Batch prediction over a tensor of uint8 faces: logits, ages, flip TTA, MAE.
+
+The age of a face is the median of its predicted age distribution
+(:func:`agedistill.models.ordinal.median_age`): of all point estimates, the one with the least
+expected absolute error, the error every MAE here measures.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +11,7 @@ import torch
 from torch import nn
 
 from agedistill.models.inputs import normalize
-from agedistill.models.ordinal import age_std, expected_age, mixture_logits
+from agedistill.models.ordinal import age_std, median_age, mixture_logits
 
 # model config key: the factor on the distribution's spread that calibrates ``age_std``
 # (agedistill.training.calibration); files without it read 1
@@ -47,41 +52,41 @@ def predict_logits(
 def predict_ages(
     model: nn.Module, images: torch.Tensor, min_age: int, flip: bool = False
 ) -> torch.Tensor:
-    """Expected age (over the class probabilities) of each uint8 face (N, 3, H, W)."""
-    return expected_age(predict_logits(model, images, flip=flip), min_age)
+    """Age (the median of the predicted distribution) of each uint8 face (N, 3, H, W)."""
+    return median_age(predict_logits(model, images, flip=flip), min_age)
 
 
 def predict_ages_and_flipped(
     model: nn.Module, images: torch.Tensor, min_age: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Expected ages without and with test-time flip augmentation, from one pass per orientation."""
+    """Ages without and with test-time flip augmentation, from one pass per orientation."""
     plain, mirrored = _logits(model, images, 256, True)
     if not len(plain):
         return torch.empty(0), torch.empty(0)
-    return expected_age(plain, min_age), expected_age(mixture_logits(plain, mirrored), min_age)
+    return median_age(plain, min_age), median_age(mixture_logits(plain, mirrored), min_age)
 
 
 def predict_ages_std_and_flipped(
     model: nn.Module, images: torch.Tensor, min_age: int
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Expected age and spread without flip, and expected age with flip TTA: one pass each way."""
+    """Age and spread without flip, and age with flip TTA: one pass each way."""
     plain, mirrored = _logits(model, images, 256, True)
     if not len(plain):
         return torch.empty(0), torch.empty(0), torch.empty(0)
-    flipped = expected_age(mixture_logits(plain, mirrored), min_age)
-    return expected_age(plain, min_age), age_std(plain), flipped
+    flipped = median_age(mixture_logits(plain, mirrored), min_age)
+    return median_age(plain, min_age), age_std(plain), flipped
 
 
 def predict_age_and_std(
     model: nn.Module, images: torch.Tensor, min_age: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Expected age and the age distribution's standard deviation of each uint8 face (no flip)."""
+    """Age and the age distribution's standard deviation of each uint8 face (no flip)."""
     logits = predict_logits(model, images)
     if not len(logits):
         return torch.empty(0), torch.empty(0)
-    return expected_age(logits, min_age), age_std(logits)
+    return median_age(logits, min_age), age_std(logits)
 
 
 def age_mae(model: nn.Module, images: torch.Tensor, ages: torch.Tensor, min_age: int) -> float:
-    """Mean absolute error of the expected age over a table of faces."""
+    """Mean absolute error of the predicted age over a table of faces."""
     return float((predict_ages(model, images, min_age) - ages.float()).abs().mean())

@@ -90,7 +90,8 @@ class AgeModel:
         return for_inference(self.net)
 
     def ages(self, crops: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Expected age and its standard deviation, each (N,), for uint8 crops (N, S, S, 3).
+        """Age (the median of the predicted distribution) and its calibrated standard deviation,
+        each (N,), for uint8 crops (N, S, S, 3).
 
         With ``flip`` they are those of the mixture of the face's and its mirror image's age
         distributions (:func:`agedistill.models.ordinal.mixture_logits`).
@@ -98,7 +99,7 @@ class AgeModel:
         import torch
 
         from agedistill.models.inputs import normalize
-        from agedistill.models.ordinal import age_std, expected_age, mixture_logits
+        from agedistill.models.ordinal import age_std, median_age, mixture_logits
 
         with torch.inference_mode():
             x = normalize(torch.from_numpy(crops).permute(0, 3, 1, 2).contiguous())
@@ -106,7 +107,7 @@ class AgeModel:
             if self.flip:
                 logits = mixture_logits(logits, self.fast_net(x.flip(-1)))
             std = age_std(logits) * self.std_scale
-            return expected_age(logits, self.min_age).numpy(), std.numpy()
+            return median_age(logits, self.min_age).numpy(), std.numpy()
 
 
 def _major(version: str) -> str:

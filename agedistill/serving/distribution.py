@@ -15,14 +15,19 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=-1, keepdims=True)
 
 
-def expected_age(logits: np.ndarray, min_age: int = 0) -> np.ndarray:
-    """Expectation of ``softmax(logits)`` over ages ``min_age, min_age + 1, ...``; (B, C) -> (B,).
+def median_age(logits: np.ndarray, min_age: int = 0) -> np.ndarray:
+    """Median of ``softmax(logits)``, each class spread evenly over ``[age - 0.5, age + 0.5)``;
+    (B, C) -> (B,).
 
-    >>> float(expected_age(np.array([[0.0, 0.0]], np.float32), min_age=10)[0])
+    >>> float(median_age(np.array([[0.0, 0.0]], np.float32), min_age=10)[0])
     10.5
     """
     probs = _softmax(logits)
-    return probs @ (np.arange(logits.shape[-1], dtype=probs.dtype) + min_age)
+    cdf = np.cumsum(probs, axis=-1)
+    k = np.minimum((cdf < 0.5).sum(axis=-1, keepdims=True), probs.shape[-1] - 1)
+    p_k = np.take_along_axis(probs, k, axis=-1)
+    before = np.take_along_axis(cdf, k, axis=-1) - p_k
+    return (k + min_age - 0.5 + (0.5 - before) / p_k).squeeze(-1).astype(probs.dtype)
 
 
 def age_std(logits: np.ndarray) -> np.ndarray:

@@ -3,8 +3,9 @@
 The exported graph takes the aligned face tensor the PyTorch model itself takes, ``faces``
 (B, 3, S, S) float32, i.e. :func:`agedistill.models.inputs.normalize` of an RGB crop from
 :func:`agedistill.faces.geometry.model_face`, with a dynamic batch size B. It returns three outputs:
-``logits`` (B, num_classes), ``age`` (B,) (expectation of the age distribution) and ``age_std``
-(B,), so an app needs no softmax code of its own. The preprocessing constants travel as ONNX
+``logits`` (B, num_classes), ``age`` (B,) (the median of the age distribution) and ``age_std``
+(B,) (its standard deviation times the model's calibration factor), so an app needs no softmax
+code of its own. The preprocessing constants travel as ONNX
 metadata / a TorchScript extra file (``agedistill.json``).
 
 The ONNX file is written by the TorchScript-based exporter (``dynamo=False``): the
@@ -22,7 +23,7 @@ import torch
 from torch import nn
 
 from agedistill.models.inputs import MEAN, STD
-from agedistill.models.ordinal import age_std, expected_age
+from agedistill.models.ordinal import age_std, median_age
 from agedistill.serving.age_model import AgeModel
 from agedistill.serving.loading import load_age_model
 
@@ -33,7 +34,7 @@ OPSET = 17
 
 
 class AgeOutputs(nn.Module):
-    """The classifier followed by its age expectation and spread: faces -> (logits, age, std).
+    """The classifier followed by its age (median) and spread: faces -> (logits, age, std).
 
     ``std_scale`` calibrates the spread (the model's ``age_std_scale``); at 1 the graph has no
     multiplication at all.
@@ -47,7 +48,7 @@ class AgeOutputs(nn.Module):
 
     def forward(self, faces: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         logits = self.net(faces)  # (B, C)
-        age, std = expected_age(logits, self.min_age), age_std(logits)
+        age, std = median_age(logits, self.min_age), age_std(logits)
         if self.std_scale != 1.0:
             std = std * self.std_scale
         return logits, age, std

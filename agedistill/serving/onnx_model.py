@@ -26,7 +26,7 @@ import numpy as np
 from agedistill.models.errors import ModelFileError
 from agedistill.onnx_sessions import opened, session
 from agedistill.serving.age_model import AgeModel, check_age_config
-from agedistill.serving.distribution import age_std, expected_age, mixture_logits, normalized
+from agedistill.serving.distribution import age_std, median_age, mixture_logits, normalized
 
 ONNX_SUFFIX = ".onnx"
 
@@ -53,7 +53,7 @@ class OnnxAgeModel(AgeModel):
         logits = self.logits(x)
         if self.flip:
             logits = mixture_logits(logits, self.logits(x[..., ::-1]))
-        return expected_age(logits, self.min_age), age_std(logits) * self.std_scale
+        return median_age(logits, self.min_age), age_std(logits) * self.std_scale
 
 
 def load_onnx_model(path: str | Path, flip: bool = False) -> OnnxAgeModel:

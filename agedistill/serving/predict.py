@@ -2,9 +2,9 @@
 
 Faces go through the model's detector (:mod:`agedistill.faces.detectors`) and
 :func:`~agedistill.faces.geometry.align_face`, the functions the ``align`` stage uses, so a photo at
-prediction time meets exactly the geometry the model was trained on. The age is the expectation
-of the model's age distribution and ``age_std`` its standard deviation (a spread, not a
-calibrated error bar).
+prediction time meets exactly the geometry the model was trained on. The age is the median
+of the model's age distribution and ``age_std`` its standard deviation, scaled by the model's
+calibration factor (``age_std_scale``, fitted on the validation part).
 
 The CSV written by :func:`write_csv` is a stable interface (:mod:`agedistill.serving.rows`):
 header :data:`~agedistill.serving.rows.COLUMNS`, one row per face (``face`` = 0, 1, ... by

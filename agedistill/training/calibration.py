@@ -3,8 +3,9 @@
 The spread of a classifier's age distribution is not an error bar: trained with cross-entropy it
 is too narrow or too wide by a roughly constant factor. :func:`fit_std_scale` finds the factor
 ``s`` such that the true age of a one-sigma share (68.27 %) of validation faces lies within the
-expected age +- ``s * std``; the model file records it as ``age_std_scale`` and every reader of
-the model (``predict``, ``export``, ``evaluate``) multiplies the spread by it.
+predicted age (the distribution's median) +- ``s * std``; the model file records it as
+``age_std_scale`` and every reader of the model (``predict``, ``export``, ``evaluate``)
+multiplies the spread by it.
 """
 
 from __future__ import annotations

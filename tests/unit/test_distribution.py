@@ -14,8 +14,10 @@ def test_numpy_and_torch_give_the_same_ages() -> None:
     logits = np.random.default_rng(0).normal(0, 3, (64, 101)).astype(np.float32)
     other = np.random.default_rng(1).normal(0, 3, (64, 101)).astype(np.float32)
     t, u = torch.from_numpy(logits), torch.from_numpy(other)
+    # the median interpolates inside its class by (0.5 - cdf before) / p: float32 rounding of the
+    # cumulative sum, in another order on each side, is divided by that class's probability
     np.testing.assert_allclose(
-        distribution.expected_age(logits, 3), ordinal.expected_age(t, 3).numpy(), atol=1e-4
+        distribution.median_age(logits, 3), ordinal.median_age(t, 3).numpy(), atol=2e-3
     )
     # the std is sqrt(E[a^2] - E[a]^2): float32 cancellation in a ~1,000-year^2 second moment,
     # summed in another order on each CPU, leaves up to a few 1e-4 years
