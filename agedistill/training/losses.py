@@ -36,17 +36,36 @@ def kd_loss(
     return kl * temperature**2
 
 
-def hint_loss(student_map: torch.Tensor, teacher_map: torch.Tensor) -> torch.Tensor:
-    r"""FitNets-style hint on L2-normalised feature maps.
+HINT_NORMS = ("sample", "channel", "attention")
 
-    Both maps (B, C, H, W) are flattened per sample and normalised to unit length; the loss is
-    :math:`\frac{1}{B}\sum_b \lVert \hat s_b - \hat t_b \rVert^2 = 2 - 2\cos(s_b, t_b)`, in [0, 4].
-    The teacher map is average-pooled to the student's spatial size first. Normalising makes the
-    loss indifferent to the two networks' activation scales, so one weight fits every pair.
+
+def _unit(x: torch.Tensor) -> torch.Tensor:
+    return F.normalize(x.float(), dim=-1)
+
+
+def hint_loss(
+    student_map: torch.Tensor, teacher_map: torch.Tensor, norm: str = "sample"
+) -> torch.Tensor:
+    r"""FitNets-style hint on normalised feature maps, in [0, 4].
+
+    The teacher map is average-pooled to the student's spatial size first; each map (B, C, H, W)
+    is then normalised by ``norm``, and the loss is the squared distance of the two, averaged over
+    the batch (and, for ``channel``, over channels): :math:`2 - 2\cos` of the normalised vectors.
+
+    * ``sample``: each sample's whole map, flattened, to unit length;
+    * ``channel``: each channel's spatial map to unit length (every channel weighs the same,
+      whatever its activation scale);
+    * ``attention``: the spatial attention map :math:`\sum_c x_c^2` (Zagoruyko and Komodakis,
+      attention transfer, 2017) to unit length: where the map is active, not what it holds.
+
+    Normalising makes the loss indifferent to the two networks' activation scales, so one weight
+    fits every pair.
 
     >>> float(hint_loss(torch.ones(1, 2, 2, 2), torch.ones(1, 2, 4, 4)))
     0.0
     """
+    if norm not in HINT_NORMS:
+        raise ValueError(f"unknown hint norm {norm!r}; choose from {', '.join(HINT_NORMS)}")
     if student_map.shape[:2] != teacher_map.shape[:2]:
         raise ValueError(
             f"student map {tuple(student_map.shape)} and teacher map {tuple(teacher_map.shape)} "
@@ -54,9 +73,14 @@ def hint_loss(student_map: torch.Tensor, teacher_map: torch.Tensor) -> torch.Ten
         )
     if teacher_map.shape[-2:] != student_map.shape[-2:]:
         teacher_map = F.adaptive_avg_pool2d(teacher_map, student_map.shape[-2:])
-    s = F.normalize(student_map.flatten(1).float(), dim=1)
-    t = F.normalize(teacher_map.flatten(1).float(), dim=1)
-    return (s - t).square().sum(dim=1).mean()
+    if norm == "sample":
+        s, t = _unit(student_map.flatten(1)), _unit(teacher_map.flatten(1))
+    elif norm == "channel":
+        s, t = _unit(student_map.flatten(2)), _unit(teacher_map.flatten(2))
+    else:
+        s = _unit(student_map.float().square().sum(1).flatten(1))
+        t = _unit(teacher_map.float().square().sum(1).flatten(1))
+    return (s - t).square().sum(dim=-1).mean()
 
 
 def age_loss(

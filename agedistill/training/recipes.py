@@ -415,7 +415,7 @@ def train_student(
         if hint_weight > 0:
             with torch.no_grad():
                 t_map = rank_teacher.feature_maps(resize_faces(xt, t_size))[teacher_hint_stage]
-            hint = hint_loss(adapter(maps[student_hint_stage]), t_map)
+            hint = hint_loss(adapter(maps[student_hint_stage]), t_map, params.hint_norm)
             loss = loss + hint_weight * hint
             logs["hint_loss"] = hint.item()
         logs["loss"] = loss.item()

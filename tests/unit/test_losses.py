@@ -61,6 +61,27 @@ def test_hint_loss_needs_matching_channels():
         hint_loss(torch.zeros(1, 3, 4, 4), torch.zeros(1, 5, 4, 4))
 
 
+def test_channel_norm_weighs_each_channel_alike_whatever_its_scale():
+    # channel 0 matches up to scale (loss 0); channel 1: (1, 0) vs (0, 1) -> 2; mean over channels 1
+    s = torch.tensor([[[[1.0, 2.0]], [[1.0, 0.0]]]])  # (1, 2, 1, 2)
+    t = torch.tensor([[[[100.0, 200.0]], [[0.0, 1.0]]]])
+    assert float(hint_loss(s, t, "channel")) == pytest.approx(1.0, rel=1e-6)
+    assert float(hint_loss(s, t, "sample")) < 0.2  # one sample-wide norm: channel 1 is drowned
+
+
+def test_attention_norm_compares_where_the_map_is_active():
+    # the same squared activity per position in other channels: attention maps agree exactly
+    s = torch.tensor([[[[3.0, 0.0]], [[0.0, 4.0]]]])  # sum of squares per position: (9, 16)
+    t = torch.tensor([[[[0.0, 4.0]], [[3.0, 0.0]]]])  # (9, 16)
+    assert float(hint_loss(s, t, "attention")) == pytest.approx(0.0, abs=1e-6)
+    # active at the other position only: orthogonal maps, loss 2
+    u = torch.tensor([[[[0.0, 1.0]], [[0.0, 0.0]]]])
+    v = torch.tensor([[[[1.0, 0.0]], [[0.0, 0.0]]]])
+    assert float(hint_loss(u, v, "attention")) == pytest.approx(2.0, rel=1e-6)
+    with pytest.raises(ValueError, match="unknown hint norm 'cosine'"):
+        hint_loss(u, v, "cosine")
+
+
 def test_age_loss_without_options_is_cross_entropy():
     logits = torch.tensor([[0.0, math.log(3.0)]])  # probs 1/4, 3/4
     assert float(age_loss(logits, torch.tensor([1]))) == pytest.approx(-math.log(0.75))
