@@ -58,8 +58,11 @@ def test_a_student_file_the_lock_does_not_record_is_refused(pipeline, tmp_path):
     assert not (tmp_path / "grid").exists()
 
 
-def test_weights_that_are_no_variant_are_refused(pipeline, tmp_path, monkeypatch):
+def test_the_pipelines_own_weights_name_its_variant(pipeline, tmp_path, monkeypatch):
+    # a variant keeps the params' weight of each signal it keeps: kd_weight 0.5 with the hint on
+    # is the `both` run of a grid under these params, which trains at kd_weight 0.5 too
     import research.ablation as ablation
+    from agedistill.config import load_params
 
     dst, _ = pipeline
     raw = yaml.safe_load((dst / "params.yaml").read_text())
@@ -67,6 +70,7 @@ def test_weights_that_are_no_variant_are_refused(pipeline, tmp_path, monkeypatch
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
     ws = Workspace(**{**Workspace.of(dst).__dict__, "params": tmp_path / "params.yaml"})
     monkeypatch.setattr(ablation, "_check_built_from_params", lambda ws, stage, model: None)
-    with pytest.raises(ValueError, match="no ablation variant"):
-        adopt_pipeline_models(ws, tmp_path / "grid")
-    assert not (tmp_path / "grid").exists()
+    student, twin = adopt_pipeline_models(ws, tmp_path / "grid")
+    assert (student["variant"], twin["variant"]) == ("both", "none")
+    d = load_params(ws.params).distill
+    assert ablation.variant_weights("both", d) == {"kd_weight": 0.5, "hint_weight": 1.0}
