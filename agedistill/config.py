@@ -217,6 +217,10 @@ class AgeLossParams(_Strict):
     mae_weight: NonNegFloat = 0.0
 
 
+# how the hint's two maps are normalised before they are compared (training.losses.hint_loss)
+HintNorm = Literal["sample", "channel", "attention"]
+
+
 class DistillParams(_Strict):
     train: TrainParams
     temperature: PosFloat = 2.0
@@ -224,8 +228,7 @@ class DistillParams(_Strict):
     kd_weight: NonNegFloat = 1.0
     hint_weight: NonNegFloat = 1.0
     hint_stage: Annotated[int, Field(ge=0)] = 2
-    # how the two maps are normalised before the hint compares them (training.losses.hint_loss)
-    hint_norm: Literal["sample", "channel", "attention"] = "sample"
+    hint_norm: HintNorm = "sample"
     mixup: NonNegFloat = 0.2  # Beta(a, a) blend of face pairs, fed to student and teachers; 0 = off
     # unlabelled faces (align sources with reader: unlabelled) per labelled face in each batch;
     # read by the soft-target and hint terms only; 0 = off

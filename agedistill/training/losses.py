@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from typing import get_args
+
 import torch
 import torch.nn.functional as F
 
+from agedistill.config import HintNorm
 from agedistill.models.ordinal import expected_age
 
 
@@ -36,7 +39,7 @@ def kd_loss(
     return kl * temperature**2
 
 
-HINT_NORMS = ("sample", "channel", "attention")
+HINT_NORMS: tuple[str, ...] = get_args(HintNorm)
 
 
 def _unit(x: torch.Tensor) -> torch.Tensor:
@@ -44,7 +47,7 @@ def _unit(x: torch.Tensor) -> torch.Tensor:
 
 
 def hint_loss(
-    student_map: torch.Tensor, teacher_map: torch.Tensor, norm: str = "sample"
+    student_map: torch.Tensor, teacher_map: torch.Tensor, norm: HintNorm = "sample"
 ) -> torch.Tensor:
     r"""FitNets-style hint on normalised feature maps, in [0, 4].
 
