@@ -273,6 +273,49 @@ def _adopt(
     return result
 
 
+def rescore_runs(ws: Workspace, out: Path, dest: Path) -> list[dict[str, Any]]:
+    """Score every finished run of ``out`` again with this code, into ``dest/runs``.
+
+    The models are read, not retrained: a change in how an age is read off the predicted
+    distribution (or in the metrics) applies to a whole grid in minutes. Each run keeps its fit
+    and teachers, and records the model file and digest it was scored from; a model file whose
+    digest is not the one its run recorded (an adopted model replaced since) is refused.
+    """
+    from agedistill.config import load_params
+    from agedistill.data.tables import load_table
+    from agedistill.training.checkpoints import file_digest
+
+    if dest.resolve() == out.resolve():
+        raise ValueError(f"{dest}: rescoring writes to another folder than the runs it reads")
+    runs = sorted((out / "runs").glob("*.json"))
+    if not runs:
+        raise FileNotFoundError(f"{out / 'runs'}: no finished ablation runs to rescore")
+    check_teachers(dest, ws.digests())
+    params = load_params(ws.params)
+    test = load_table(ws.split / "test.csv", ws.crops, params.student.input_size)
+    results = []
+    for path in runs:
+        run = json.loads(path.read_text())
+        if run.get("teachers") not in (None, ws.digests()):
+            raise ValueError(f"{path}: distilled from other teachers than the workspace's")
+        adopted = run.get("adopted")
+        model = Path(adopted["model"]) if adopted else out / "models" / path.with_suffix(".pt").name
+        if not model.exists():
+            raise FileNotFoundError(f"{model}: the model of {path.name} is missing")
+        digest = file_digest(model)
+        if adopted and adopted["sha256"] != digest:
+            raise ValueError(f"{model}: not the file {path.name} was adopted from (its digest "
+                             f"changed); rerun adopt")  # fmt: skip
+        rescored = {"from": str(path), "model": str(model), "sha256": digest}
+        result = {**run, "test": test_score(model, test, params.evaluate.cs_max),
+                  "rescored": rescored}  # fmt: skip
+        target = dest / "runs" / path.name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(json.dumps(result, indent=2) + "\n")
+        results.append(result)
+    return results
+
+
 def _check_built_from_params(ws: Workspace, stage: str, model: Path) -> None:
     """Fail unless ``dvc.lock`` records ``model`` as built by ``stage``, in one process, from the
     params now in ``ws.params`` (every key the stage depends on)."""

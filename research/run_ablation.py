@@ -4,6 +4,7 @@
     python -m research.run_ablation run --jobs 2    # soft / hint / both (and none) x seeds 0 1 2
     python -m research.run_ablation table           # results/research/ablation/ablation.*
     python -m research.run_ablation adopt           # the pipeline's student and twin as their runs
+    python -m research.run_ablation rescore --rescored ablation-now   # same models, this code
 
 A probe of one distillation knob on the same teachers (its own --out and --metrics):
 
@@ -26,6 +27,7 @@ from research.ablation import (
     class_teacher_score,
     format_table,
     plot_table,
+    rescore_runs,
     run_grid,
     summarize,
     with_overrides,
@@ -34,7 +36,7 @@ from research.ablation import (
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("cmd", choices=["run", "table", "adopt"])
+    ap.add_argument("cmd", choices=["run", "table", "adopt", "rescore"])
     ap.add_argument("--workspace", type=Path, default=Path("."), help="a finished pipeline")
     ap.add_argument("--out", type=Path, default=Path("ablation"), help="models and run results")
     ap.add_argument("--variants", nargs="+", default=["both", "soft", "hint", "none"],
@@ -43,6 +45,12 @@ def main() -> None:
     ap.add_argument("--jobs", type=int, default=1, help="runs trained at once")
     ap.add_argument("--threads", type=int, default=0, help="torch threads per run (0: cores/jobs)")
     ap.add_argument("--metrics", type=Path, default=Path("results/research/ablation"))
+    ap.add_argument(
+        "--rescored",
+        type=Path,
+        default=None,
+        help="rescore: where the runs scored again go (their table is written)",
+    )
     ap.add_argument("--set", action="append", default=[], metavar="distill.KEY=VALUE",
                     help="change a distill param for these runs (repeatable)")  # fmt: skip
     args = ap.parse_args()
@@ -55,8 +63,12 @@ def main() -> None:
         adopt_pipeline_models(ws, args.out)
     if args.cmd == "run":
         run_grid(ws, args.variants, args.seeds, args.out, args.jobs, args.threads)
+    if args.cmd == "rescore":
+        if args.rescored is None:
+            ap.error("rescore needs --rescored, the folder its runs go to")
+        rescore_runs(ws, args.out, args.rescored)
     teacher = class_teacher_score(ws)
-    table = summarize(args.out, teacher["mae"])
+    table = summarize(args.rescored if args.cmd == "rescore" else args.out, teacher["mae"])
     args.metrics.mkdir(parents=True, exist_ok=True)
     (args.metrics / "ablation.json").write_text(json.dumps(table, indent=2) + "\n")
     (args.metrics / "ablation.md").write_text(format_table(table) + "\n")

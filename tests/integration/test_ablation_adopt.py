@@ -74,3 +74,27 @@ def test_the_pipelines_own_weights_name_its_variant(pipeline, tmp_path, monkeypa
     assert (student["variant"], twin["variant"]) == ("both", "none")
     d = load_params(ws.params).distill
     assert ablation.variant_weights("both", d) == {"kd_weight": 0.5, "hint_weight": 1.0}
+
+
+def test_rescoring_reads_each_runs_own_model_and_refuses_a_replaced_one(pipeline, tmp_path):
+    from research.ablation import rescore_runs
+
+    dst, _ = pipeline
+    ws = Workspace.of(dst)
+    student, twin = adopt_pipeline_models(ws, tmp_path / "grid")
+    rescored = rescore_runs(ws, tmp_path / "grid", tmp_path / "now")
+    assert [r["variant"] for r in rescored] == ["both", "none"]  # both-s*.json, none-s*.json
+    for before, after in zip((student, twin), rescored, strict=True):
+        assert after["fit"] == before["fit"] and after["adopted"] == before["adopted"]
+        assert after["rescored"]["sha256"] == before["adopted"]["sha256"]
+        assert after["test"] == before["test"]  # the same code scores the same model the same
+    written = tmp_path / "now" / "runs" / f"none-s{twin['seed']}.json"
+    assert json.loads(written.read_text()) == rescored[1]
+    with pytest.raises(ValueError, match="another folder"):
+        rescore_runs(ws, tmp_path / "grid", tmp_path / "grid")
+    run = tmp_path / "grid" / "runs" / f"both-s{student['seed']}.json"
+    edited = json.loads(run.read_text())
+    edited["adopted"]["model"] = str(dst / "models" / "twin.pt")  # a file it was not adopted from
+    run.write_text(json.dumps(edited))
+    with pytest.raises(ValueError, match=r"twin\.pt: not the file both-s\d+\.json was adopted"):
+        rescore_runs(ws, tmp_path / "grid", tmp_path / "again")
