@@ -236,6 +236,9 @@ class DistillParams(_Strict):
     # the teachers read each face before the real-photo corruptions of ``train`` (the same shifts,
     # flips and blends): soft targets and hints of the face, not of its damage
     teachers_read_clean: bool = False
+    # ground-truth term weighted by the smoothed count of the face's age to this power, negated
+    # (label-distribution smoothing): 0 = every face alike, 0.5 lifts rare ages; distill and twin
+    age_balance: Annotated[float, Field(ge=0, le=1)] = 0.0
 
 
 class EvaluateParams(_Strict):

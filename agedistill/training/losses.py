@@ -87,7 +87,12 @@ def hint_loss(
 
 
 def age_loss(
-    logits: torch.Tensor, labels: torch.Tensor, label_sigma: float = 0.0, mae_weight: float = 0.0
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+    label_sigma: float = 0.0,
+    mae_weight: float = 0.0,
+    *,
+    weights: torch.Tensor | None = None,
 ) -> torch.Tensor:
     r"""Ground-truth loss over age classes: one-hot or Gaussian label distribution, plus an L1 term.
 
@@ -97,6 +102,8 @@ def age_loss(
     neighbouring ages share credit, which is what ordinal labels mean. ``mae_weight``
     :math:`\lambda` adds :math:`\lambda\,|\sum_k k\,p_k - y|`, the error of the expected age the
     model is scored on (DLDL-v2, Gao et al. 2018). Logits (B, C); integer class labels (B,).
+    ``weights`` (B,), optional: each face's share of the mean (both terms), e.g.
+    :func:`~agedistill.training.age_balance.age_balance_weights`; None weights every face 1.
 
     >>> round(float(age_loss(torch.zeros(1, 3), torch.tensor([1]), mae_weight=1.0)), 4)
     1.0986
@@ -105,20 +112,26 @@ def age_loss(
         raise ValueError(f"logits {tuple(logits.shape)} and labels {tuple(labels.shape)} mismatch")
     if label_sigma < 0 or mae_weight < 0:
         raise ValueError("label_sigma and mae_weight must be non-negative")
+    if weights is not None and weights.shape != labels.shape:
+        raise ValueError(
+            f"weights {tuple(weights.shape)} and labels {tuple(labels.shape)} mismatch"
+        )
     logits = logits.float()
     classes = torch.arange(logits.shape[1], device=logits.device, dtype=logits.dtype)
+    reduction = "mean" if weights is None else "none"
     if label_sigma > 0:
         target = torch.softmax(
             -((classes[None, :] - labels[:, None].to(logits.dtype)) ** 2) / (2 * label_sigma**2),
             dim=1,
         )
-        loss = F.cross_entropy(logits, target)
+        loss = F.cross_entropy(logits, target, reduction=reduction)
     else:
-        loss = F.cross_entropy(logits, labels)
+        loss = F.cross_entropy(logits, labels, reduction=reduction)
     if mae_weight > 0:
         expected = (torch.softmax(logits, dim=1) * classes).sum(dim=1)
-        loss = loss + mae_weight * (expected - labels.to(logits.dtype)).abs().mean()
-    return loss
+        l1 = (expected - labels.to(logits.dtype)).abs()
+        loss = loss + mae_weight * (l1.mean() if weights is None else l1)
+    return loss if weights is None else (weights.to(loss) * loss).mean()
 
 
 def mixed_age_loss(
@@ -128,6 +141,8 @@ def mixed_age_loss(
     lam: float,
     label_sigma: float = 0.0,
     mae_weight: float = 0.0,
+    *,
+    weights: torch.Tensor | None = None,
 ) -> torch.Tensor:
     r""":func:`age_loss` of mixup blends ``lam * face + (1 - lam) * face[partner]``.
 
@@ -135,18 +150,25 @@ def mixed_age_loss(
     cross-entropy against the blended label distribution, since it is linear in the target), and
     the L1 term measures the expected age against the blended age
     :math:`\lambda y + (1-\lambda) y_{partner}`: the age a blend of two faces should be read as.
+    With ``weights``, each cross-entropy is weighted by its face's weight and the L1 term by
+    the blend of the two.
 
     >>> x, y = torch.zeros(2, 3), torch.tensor([0, 2])
     >>> round(float(mixed_age_loss(x, y, torch.tensor([1, 0]), 0.5, mae_weight=1.0)), 4)
     1.0986
     """
     logits = logits.float()
-    ce = lam * age_loss(logits, labels, label_sigma) + (1 - lam) * age_loss(
-        logits, labels[partner], label_sigma
+    partner_weights = None if weights is None else weights[partner]
+    ce = lam * age_loss(logits, labels, label_sigma, weights=weights) + (1 - lam) * age_loss(
+        logits, labels[partner], label_sigma, weights=partner_weights
     )
     if mae_weight < 0:
         raise ValueError("mae_weight must be non-negative")
     if mae_weight == 0:
         return ce
     target = lam * labels.to(logits.dtype) + (1 - lam) * labels[partner].to(logits.dtype)
-    return ce + mae_weight * (expected_age(logits) - target).abs().mean()
+    l1 = (expected_age(logits) - target).abs()
+    if weights is None:
+        return ce + mae_weight * l1.mean()
+    blend = lam * weights + (1 - lam) * partner_weights
+    return ce + mae_weight * (blend.to(l1) * l1).mean()

@@ -31,6 +31,7 @@ from agedistill.models.inputs import normalize, resize_faces
 from agedistill.models.nets import HintAdapter, count_parameters
 from agedistill.models.ordinal import SequenceSampler, permutations, shuffle_sequences
 from agedistill.models.predictions import age_mae
+from agedistill.training.age_balance import age_balance_weights
 from agedistill.training.calibration import calibrate_model_file
 from agedistill.training.loop import (
     EpochLogger,
@@ -310,9 +311,10 @@ def train_student(
     The ranking teacher's hinted map is average-pooled to the student's hinted map's side.
 
     The ground-truth term is :func:`~agedistill.training.losses.age_loss`, as for the class
-    teacher. ``params.mixup`` > 0 trains on blends of face pairs
-    (:func:`~agedistill.data.augment.mix_pairs`): the teachers read the same blend, and the
-    ground-truth term is blended with the same weight.
+    teacher; with ``params.age_balance`` > 0 each face counts by its age's
+    :func:`~agedistill.training.age_balance.age_balance_weights`. ``params.mixup`` > 0 trains
+    on blends of face pairs (:func:`~agedistill.data.augment.mix_pairs`): the teachers read the
+    same blend, and the ground-truth term is blended with the same weight.
 
     ``params.teachers_read_clean``: the teachers read each face without the real-photo corruptions
     of ``params.train`` (the same shifts, flips and blends), so a corrupted face is still taught
@@ -370,6 +372,9 @@ def train_student(
         _check_hint_maps(student, rank_teacher, s_size, t_size, student_hint_stage,
                          teacher_hint_stage)  # fmt: skip
     labels = train.labels(min_age)
+    gt_weights = None  # the ground-truth term's weight of each training face
+    if params.age_balance > 0:
+        gt_weights = age_balance_weights(labels, ages.num_classes, params.age_balance)
 
     teachers_clean = params.teachers_read_clean
 
@@ -389,6 +394,7 @@ def train_student(
     def loss_fn(idx, rand):
         x, xt = views(train.images[idx], rand)
         y = labels[idx].to(dev)
+        w = None if gt_weights is None else gt_weights[idx].to(dev)
         if mixup > 0:
             x, partner, lam = mix_pairs(x, mixup, rand.np, rand.aug)
             xt = lam * xt + (1 - lam) * xt[partner] if teachers_clean else x
@@ -401,9 +407,9 @@ def train_student(
         logits = student.head(student.dropout(emb))
         labelled = logits[: len(idx)]
         if mixup > 0:
-            gt = mixed_age_loss(labelled, y, partner, lam, label_sigma, mae_weight)
+            gt = mixed_age_loss(labelled, y, partner, lam, label_sigma, mae_weight, weights=w)
         else:
-            gt = age_loss(labelled, y, label_sigma, mae_weight)
+            gt = age_loss(labelled, y, label_sigma, mae_weight, weights=w)
         loss = gt_weight * gt
         logs = {"gt_loss": gt.item()}
         if kd_weight > 0:

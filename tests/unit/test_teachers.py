@@ -101,9 +101,9 @@ def test_unlabelled_faces_reach_the_teacher_terms_and_never_the_ground_truth(
     gt_rows, kd_rows = [], []
     age_loss, kd_loss = recipes.age_loss, recipes.kd_loss
 
-    def spy_gt(logits, labels, *args):
+    def spy_gt(logits, labels, *args, **kwargs):
         gt_rows.append((len(logits), int(labels.min())))
-        return age_loss(logits, labels, *args)
+        return age_loss(logits, labels, *args, **kwargs)
 
     def spy_kd(student, teacher, t):
         kd_rows.append(len(student))
@@ -148,3 +148,33 @@ def test_calibration_is_written_into_the_model_file(faces, tmp_path):
     crops = faces.images.permute(0, 2, 3, 1).numpy()
     age, std = model.ages(crops)
     assert fit_std_scale(age, std, faces.ages.numpy()) == pytest.approx(1.0, rel=1e-4)
+
+
+@pytest.mark.parametrize("balance", [0.0, 0.5])
+def test_age_balance_weights_each_faces_ground_truth_by_its_age(
+    faces, tmp_path, monkeypatch, balance
+):
+    from agedistill.training.age_balance import age_balance_weights
+
+    calls = []
+    age_loss = recipes.age_loss
+
+    def spy_gt(logits, labels, sigma, mae, *, weights=None):
+        calls.append((labels.clone(), weights))
+        return age_loss(logits, labels, sigma, mae, weights=weights)
+
+    monkeypatch.setattr(recipes, "age_loss", spy_gt)
+    params = distill_params(train_params(1, batch_size=16), age_balance=balance)
+    train_student(faces, faces, MODEL, params, AGES, None, out=tmp_path / "twin.pt")
+    assert len(calls) == 4  # 64 faces, batches of 16
+    if balance == 0:
+        assert all(w is None for _, w in calls)
+        return
+    labels = faces.labels(AGES.min_age)
+    weights = age_balance_weights(labels, AGES.num_classes, balance).tolist()
+    by_class = dict(zip(labels.tolist(), weights, strict=True))
+    seen = torch.cat([y for y, _ in calls])
+    assert sorted(seen.tolist()) == sorted(labels.tolist())  # every face once in the epoch
+    for y, w in calls:
+        assert w.tolist() == pytest.approx([by_class[c] for c in y.tolist()])
+    assert len(set(by_class.values())) > 1  # the chips' ages differ, so do their weights
