@@ -20,6 +20,8 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from agedistill.pipeline.outputs import write_json
+
 if TYPE_CHECKING:
     from agedistill.config import DistillParams, Params
     from agedistill.data.tables import FaceTable
@@ -211,9 +213,7 @@ def _train_and_score(job: tuple[Workspace, str, int, Path, int]) -> dict[str, An
         result = {"variant": variant, "seed": seed, "fit": fit, "teachers": ws.digests(),
                   "test": test_score(model_file, test, params.evaluate.cs_max)}  # fmt: skip
         run.log_metrics({f"test_{k}": v for k, v in result["test"].items()})
-    path = out / "runs" / f"{name}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(result, indent=2) + "\n")
+    write_json(result, out / "runs" / f"{name}.json")
     return result
 
 
@@ -267,9 +267,7 @@ def _adopt(
               "adopted": {"stage": stage, "model": str(model), "sha256": file_digest(model),
                           "threads": raw_params(ws.params)["distill"]["train"]["threads"]},
               "test": test_score(model, test, params.evaluate.cs_max)}  # fmt: skip
-    path = out / "runs" / f"{run_name(variant, seed)}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(result, indent=2) + "\n")
+    write_json(result, out / "runs" / f"{run_name(variant, seed)}.json")
     return result
 
 
@@ -309,9 +307,7 @@ def rescore_runs(ws: Workspace, out: Path, dest: Path) -> list[dict[str, Any]]:
         rescored = {"from": str(path), "model": str(model), "sha256": digest}
         result = {**run, "test": test_score(model, test, params.evaluate.cs_max),
                   "rescored": rescored}  # fmt: skip
-        target = dest / "runs" / path.name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(json.dumps(result, indent=2) + "\n")
+        write_json(result, dest / "runs" / path.name)
         results.append(result)
     return results
 
