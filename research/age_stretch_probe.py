@@ -1,0 +1,85 @@
+"""Would stretching a model's ages away from the mean close the age-group bar?
+
+Age models trained on an absolute-error loss pull their answers toward the training mean: old
+faces read younger, children older. This scores a finished age model on its run's test part as
+it is and with its ages stretched, ``age + k * (age - c)`` with ``c`` the validation part's mean
+age, for each ``k`` given, and prints each source's MAE and worst age group's ratio to it
+(the issue's bar: 2x). Read-only; the model file is not changed:
+
+    python -m research.age_stretch_probe --workspace <a full run> \\
+        --model agedistill/assets/student.pt --out results/research/age_stretch_probe.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from agedistill.data.tables import load_table
+from agedistill.evaluation.metrics import group_label
+from agedistill.serving.loading import load_age_model
+
+STRETCHES = (0.0, 0.02, 0.04, 0.06, 0.08)
+
+
+def predict_part(model_file: Path, workspace: Path, part: str) -> pd.DataFrame:
+    """The part's split rows with the model's age (its median) as ``pred``."""
+    model = load_age_model(model_file)
+    table = load_table(workspace / "data" / "split" / f"{part}.csv",
+                       workspace / "data" / "aligned" / "crops", size=model.input_size)  # fmt: skip
+    crops = table.images.permute(0, 2, 3, 1).numpy()
+    preds = [model.ages(crops[i : i + 256])[0] for i in range(0, len(crops), 256)]
+    return table.rows.assign(pred=np.concatenate(preds))
+
+
+def stretch_scores(test: pd.DataFrame, pred: np.ndarray) -> dict[str, Any]:
+    """MAE overall, and per source its MAE, its worst age group and that group's ratio to it."""
+    df = test.assign(err=np.abs(pred - test["age"].to_numpy(float)),
+                     group=test["age"].map(group_label))  # fmt: skip
+    out: dict[str, Any] = {"mae": float(df["err"].mean()), "by_source": {}}
+    for source, rows in df.groupby("source"):
+        groups = rows.groupby("group")["err"].mean()
+        mae = float(rows["err"].mean())
+        out["by_source"][source] = {"mae": mae, "worst_group": str(groups.idxmax()),
+                                    "worst_group_ratio": float(groups.max()) / mae}  # fmt: skip
+    return out
+
+
+def probe(model_file: Path, workspace: Path, stretches: tuple[float, ...]) -> dict[str, Any]:
+    """Test-part scores of the model's ages stretched by each ``k`` around the val mean age."""
+    centre = float(predict_part(model_file, workspace, "val")["age"].mean())
+    test = predict_part(model_file, workspace, "test")
+    pred = test["pred"].to_numpy(float)
+    return {"model": str(model_file), "centre": centre,
+            "stretch": {f"{k:g}": stretch_scores(test, pred + k * (pred - centre))
+                        for k in stretches}}  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--workspace", type=Path, required=True, help="a finished full run")
+    ap.add_argument("--model", type=Path, required=True, help="an age model file (.pt)")
+    ap.add_argument("--stretch", type=float, nargs="+", default=list(STRETCHES))
+    ap.add_argument("--out", type=Path, required=True, help="JSON written here")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(1)
+    result = probe(args.model, args.workspace, tuple(args.stretch))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    for k, s in result["stretch"].items():
+        parts = " | ".join(
+            f"{src} {v['mae']:.3f} ({v['worst_group']} {v['worst_group_ratio']:.3f}x)"
+            for src, v in s["by_source"].items()
+        )
+        print(f"k={k}: all {s['mae']:.3f} | {parts}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
