@@ -51,13 +51,18 @@ def stretch_scores(test: pd.DataFrame, pred: np.ndarray) -> dict[str, Any]:
     return out
 
 
+def stretched(ages: np.ndarray, centre: float, k: float) -> np.ndarray:
+    """``ages`` moved away from ``centre`` by ``k`` times their distance to it."""
+    return ages + k * (ages - centre)
+
+
 def probe(model_file: Path, workspace: Path, stretches: tuple[float, ...]) -> dict[str, Any]:
     """Test-part scores of the model's ages stretched by each ``k`` around the val mean age."""
     centre = float(predict_part(model_file, workspace, "val")["age"].mean())
     test = predict_part(model_file, workspace, "test")
     pred = test["pred"].to_numpy(float)
     return {"model": str(model_file), "centre": centre,
-            "stretch": {f"{k:g}": stretch_scores(test, pred + k * (pred - centre))
+            "stretch": {f"{k:g}": stretch_scores(test, stretched(pred, centre, k))
                         for k in stretches}}  # fmt: skip
 
 
