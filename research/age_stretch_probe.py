@@ -22,7 +22,8 @@ import pandas as pd
 import torch
 
 from agedistill.data.tables import load_table
-from agedistill.evaluation.metrics import group_label
+from agedistill.evaluation.metrics import mae
+from agedistill.evaluation.scoring import by_source
 from agedistill.serving.loading import load_age_model
 
 STRETCHES = (0.0, 0.02, 0.04, 0.06, 0.08)
@@ -39,15 +40,14 @@ def predict_part(model_file: Path, workspace: Path, part: str) -> pd.DataFrame:
 
 
 def stretch_scores(test: pd.DataFrame, pred: np.ndarray) -> dict[str, Any]:
-    """MAE overall, and per source its MAE, its worst age group and that group's ratio to it."""
-    df = test.assign(err=np.abs(pred - test["age"].to_numpy(float)),
-                     group=test["age"].map(group_label))  # fmt: skip
-    out: dict[str, Any] = {"mae": float(df["err"].mean()), "by_source": {}}
-    for source, rows in df.groupby("source"):
-        groups = rows.groupby("group")["err"].mean()
-        mae = float(rows["err"].mean())
-        out["by_source"][source] = {"mae": mae, "worst_group": str(groups.idxmax()),
-                                    "worst_group_ratio": float(groups.max()) / mae}  # fmt: skip
+    """MAE overall, and per source its MAE, its worst age group and that group's ratio to it
+    (the ratio :func:`agedistill.evaluation.scoring.by_source` reports)."""
+    true = test["age"].to_numpy(float)
+    out: dict[str, Any] = {"mae": mae(pred, true), "by_source": {}}
+    for source, m in by_source(pred, true, test, cs_max=0).items():
+        groups = m["mae_age_group"]
+        out["by_source"][source] = {"mae": m["mae"], "worst_group": max(groups, key=groups.get),
+                                    "worst_group_ratio": m["worst_group_ratio"]}  # fmt: skip
     return out
 
 
