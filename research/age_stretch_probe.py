@@ -13,7 +13,6 @@ age, for each ``k`` given, and prints each source's MAE and worst age group's ra
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +23,7 @@ import torch
 from agedistill.data.tables import load_table
 from agedistill.evaluation.metrics import mae
 from agedistill.evaluation.scoring import by_source
+from agedistill.pipeline.outputs import write_json
 from agedistill.serving.loading import load_age_model
 
 STRETCHES = (0.0, 0.02, 0.04, 0.06, 0.08)
@@ -58,7 +58,7 @@ def stretched(ages: np.ndarray, centre: float, k: float) -> np.ndarray:
 
 def probe(model_file: Path, workspace: Path, stretches: tuple[float, ...]) -> dict[str, Any]:
     """Test-part scores of the model's ages stretched by each ``k`` around the val mean age."""
-    centre = float(predict_part(model_file, workspace, "val")["age"].mean())
+    centre = float(pd.read_csv(workspace / "data" / "split" / "val.csv")["age"].mean())
     test = predict_part(model_file, workspace, "test")
     pred = test["pred"].to_numpy(float)
     return {"model": str(model_file), "centre": centre,
@@ -75,8 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     result = probe(args.model, args.workspace, tuple(args.stretch))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    write_json(result, args.out)
     for k, s in result["stretch"].items():
         parts = " | ".join(
             f"{src} {v['mae']:.3f} ({v['worst_group']} {v['worst_group_ratio']:.3f}x)"
