@@ -30,8 +30,9 @@ STRETCHES = (0.0, 0.02, 0.04, 0.06, 0.08)
 
 
 def predict_part(model_file: Path, workspace: Path, part: str) -> pd.DataFrame:
-    """The part's split rows with the model's age (its median) as ``pred``."""
-    model = load_age_model(model_file)
+    """The part's split rows with the model's age (its median, one reading per face: no flip)
+    as ``pred``."""
+    model = load_age_model(model_file, flip=False)
     table = load_table(workspace / "data" / "split" / f"{part}.csv",
                        workspace / "data" / "aligned" / "crops", size=model.input_size)  # fmt: skip
     crops = table.images.permute(0, 2, 3, 1).numpy()

@@ -41,7 +41,7 @@ def largest(faces: list[FacePrediction]) -> FacePrediction | None:
 
 def run_detector(files: list[Path], model_file: Path, detector: str, workers: int) -> dict:
     """Largest-face age and landmarks per file through ``predict``; images per second."""
-    model = load_age_model(model_file)
+    model = load_age_model(model_file, flip=False)  # one reading per face, as measured
     det = predict_detector(model, {"detector": detector})
     start = time.perf_counter()
     results = list(predict_batched([InputFile(f) for f in files], model, det, workers))

@@ -79,23 +79,36 @@ def score(
     cs_max: int,
     pred_flip: np.ndarray | None = None,
     std: np.ndarray | None = None,
+    *,
+    std_flip: np.ndarray | None = None,
 ) -> dict[str, Any]:
     """MAE, CS(0..cs_max) and grouped MAE of predictions on ``test``, overall and per source.
 
-    ``pred_flip``: the same model's predictions with test-time flip augmentation, scored as
-    ``mae_flip`` and ``mae_21_60_flip``. ``std``: each prediction's (calibrated) ``age_std``,
-    scored as ``std_coverage``, the share of true ages within ``pred`` +- ``std``.
+    ``pred_flip``: the same model's predictions with test-time flip augmentation (what
+    ``predict`` reports by default), scored as ``mae_flip`` and ``mae_21_60_flip``. ``std``: each
+    prediction's (calibrated) ``age_std``, scored as ``std_coverage``, the share of true ages
+    within ``pred`` +- ``std``; ``std_flip`` the same for ``pred_flip`` (``std_coverage_flip``).
 
     Where ``test.rows`` has a ``source`` column, ``by_source`` maps each source name to the same
     metrics on that source's rows alone (from the same predictions), plus ``n`` and
-    ``worst_group_ratio``: its worst age group's MAE over its MAE. A metric a source has no rows
-    for (MAE 21-60 of a source without adults, an age group it lacks) is left out there.
+    ``worst_group_ratio``: its worst age group's MAE over its MAE (``worst_group_ratio_flip``:
+    the same of ``pred_flip``). A metric a source has no rows for (MAE 21-60 of a source without
+    adults, an age group it lacks) is left out there.
     """
     true = test.ages.numpy()
-    out = _metrics(pred, true, test.rows, cs_max, pred_flip, std)
+    out = _metrics(pred, true, test.rows, cs_max, pred_flip, std=std, std_flip=std_flip)
     if "source" in test.rows:
-        out["by_source"] = by_source(pred, true, test.rows, cs_max, pred_flip, std)
+        out["by_source"] = by_source(
+            pred, true, test.rows, cs_max, pred_flip, std, std_flip=std_flip
+        )
     return out
+
+
+def _worst_group_ratio(pred: np.ndarray, true: np.ndarray, rows: pd.DataFrame) -> float:
+    """The worst age group's MAE over the MAE of all rows (1.0 when every prediction is exact)."""
+    overall = mae(pred, true)
+    groups = grouped_mae(pred, rows)["age_group"]
+    return max(groups.values()) / overall if overall > 0 else 1.0
 
 
 def by_source(
@@ -105,19 +118,24 @@ def by_source(
     cs_max: int,
     pred_flip: np.ndarray | None = None,
     std: np.ndarray | None = None,
+    *,
+    std_flip: np.ndarray | None = None,
 ) -> dict[str, dict[str, Any]]:
     """:func:`score`'s metrics per value of ``rows["source"]`` (sorted by name), with ``n``."""
     sources = rows["source"].astype("string").fillna("unknown").to_numpy(dtype=object)
     out = {}
     for name in sorted(set(sources)):
         keep = sources == name
-        flip = None if pred_flip is None else pred_flip[keep]
-        spread = None if std is None else std[keep]
-        m = _metrics(pred[keep], true[keep], rows[keep], cs_max, flip, spread)
+        p, t, r = pred[keep], true[keep], rows[keep]
+        flip, spread, spread_flip = (
+            None if a is None else a[keep] for a in (pred_flip, std, std_flip)
+        )
+        m = _metrics(p, t, r, cs_max, flip, std=spread, std_flip=spread_flip)
         m = {k: v for k, v in m.items() if not (isinstance(v, float) and np.isnan(v))}
-        groups = m["mae_age_group"]
-        ratio = max(groups.values()) / m["mae"] if m["mae"] > 0 else 1.0  # all exact: none worse
-        out[str(name)] = {"n": int(keep.sum()), **m, "worst_group_ratio": ratio}
+        m["worst_group_ratio"] = _worst_group_ratio(p, t, r)
+        if flip is not None:
+            m["worst_group_ratio_flip"] = _worst_group_ratio(flip, t, r)
+        out[str(name)] = {"n": int(keep.sum()), **m}
     return out
 
 
@@ -127,7 +145,9 @@ def _metrics(
     rows: pd.DataFrame,
     cs_max: int,
     pred_flip: np.ndarray | None,
+    *,
     std: np.ndarray | None = None,
+    std_flip: np.ndarray | None = None,
 ) -> dict[str, Any]:
     cs = cumulative_score(pred, true, cs_max)
     adult = (true >= 21) & (true <= 60)
@@ -140,6 +160,8 @@ def _metrics(
     }  # fmt: skip
     if std is not None:
         extra["std_coverage"] = std_coverage(pred, std, true)
+    if pred_flip is not None and std_flip is not None:
+        extra["std_coverage_flip"] = std_coverage(pred_flip, std_flip, true)
     return {
         "mae": mae(pred, true),
         "mae_21_60": adult_mae(pred),
@@ -185,7 +207,7 @@ def evaluate_models(
         train, test = tables(config["input_size"])
         if preds is None:
             preds = pd.DataFrame({"crop": test.rows["crop"], "true_age": test.ages.numpy()})
-        std = None
+        std = std_flip = None
         if config["arch"] == "rank_teacher":
             pred, pred_flip = (
                 np.clip(p, min_age, max_age)
@@ -193,15 +215,16 @@ def evaluate_models(
             )
             cost_model = model.backbone
         else:
-            pred, std, pred_flip = (
+            pred, std, pred_flip, std_flip = (
                 p.numpy()
                 for p in predict_ages_std_and_flipped(model, test.images, config["min_age"])
             )
-            std = std * float(config.get(STD_SCALE_KEY, 1.0))  # the calibrated age_std
+            scale = float(config.get(STD_SCALE_KEY, 1.0))  # the calibrated age_std
+            std, std_flip = std * scale, std_flip * scale
             cost_model = model
         preds[name] = pred
         results[name] = {
-            **score(pred, test, cs_max, pred_flip, std),
+            **score(pred, test, cs_max, pred_flip, std, std_flip=std_flip),
             "params": count_parameters(cost_model),
             "file_mb": file_size_mb(path),
             # as predict runs it (BatchNorm folded, channels-last), and the plain module

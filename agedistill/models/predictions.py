@@ -68,13 +68,13 @@ def predict_ages_and_flipped(
 
 def predict_ages_std_and_flipped(
     model: nn.Module, images: torch.Tensor, min_age: int
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Age and spread without flip, and age with flip TTA: one pass each way."""
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Age and spread without flip, then age and spread with flip TTA: one pass each way."""
     plain, mirrored = _logits(model, images, 256, True)
     if not len(plain):
-        return torch.empty(0), torch.empty(0), torch.empty(0)
-    flipped = median_age(mixture_logits(plain, mirrored), min_age)
-    return median_age(plain, min_age), age_std(plain), flipped
+        return torch.empty(0), torch.empty(0), torch.empty(0), torch.empty(0)
+    mixed = mixture_logits(plain, mirrored)
+    return median_age(plain, min_age), age_std(plain), median_age(mixed, min_age), age_std(mixed)
 
 
 def predict_age_and_std(

@@ -11,7 +11,7 @@ from importlib import resources
 from pathlib import Path
 
 from agedistill.models.errors import ModelFileError
-from agedistill.serving.age_model import AgeModel, check_age_config
+from agedistill.serving.age_model import DEFAULT_FLIP, AgeModel, check_age_config
 from agedistill.serving.onnx_model import ONNX_SUFFIX, load_onnx_model
 
 
@@ -26,7 +26,7 @@ def default_serving_path() -> Path:
     return Path(str(resources.files("agedistill") / "assets" / "student.onnx"))
 
 
-def load_age_model(path: str | Path | None = None, flip: bool = False) -> AgeModel:
+def load_age_model(path: str | Path | None = None, flip: bool = DEFAULT_FLIP) -> AgeModel:
     """Load an age model without executing pickled code; ``None`` loads the shipped student.
 
     Parameters
@@ -35,8 +35,8 @@ def load_age_model(path: str | Path | None = None, flip: bool = False) -> AgeMod
         A model file written by :func:`agedistill.models.files.save_model`, or a ``.onnx`` file
         written by ``agedistill export`` (:mod:`agedistill.serving.onnx_model`).
     flip : bool
-        Test-time flip augmentation (:attr:`~agedistill.serving.age_model.AgeModel.flip`):
-        lower error, half the faces/s.
+        Test-time flip augmentation (:attr:`~agedistill.serving.age_model.AgeModel.flip`), on
+        by default: lower error, half the faces/s of the age model alone.
 
     Returns
     -------

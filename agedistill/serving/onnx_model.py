@@ -25,7 +25,7 @@ import numpy as np
 
 from agedistill.models.errors import ModelFileError
 from agedistill.onnx_sessions import opened, session
-from agedistill.serving.age_model import AgeModel, check_age_config
+from agedistill.serving.age_model import DEFAULT_FLIP, AgeModel, check_age_config
 from agedistill.serving.distribution import age_std, median_age, mixture_logits, normalized
 
 ONNX_SUFFIX = ".onnx"
@@ -56,7 +56,7 @@ class OnnxAgeModel(AgeModel):
         return median_age(logits, self.min_age), age_std(logits) * self.std_scale
 
 
-def load_onnx_model(path: str | Path, flip: bool = False) -> OnnxAgeModel:
+def load_onnx_model(path: str | Path, flip: bool = DEFAULT_FLIP) -> OnnxAgeModel:
     """Read an ONNX file written by ``agedistill export`` and check it is an age model.
 
     Raises

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from agedistill.serving.age_model import DEFAULT_FLIP
 from agedistill.serving.annotate import AnnotationNamer
 from agedistill.serving.inputs import iter_input_files
 from agedistill.serving.loading import default_serving_path, load_age_model
@@ -40,7 +41,7 @@ class PredictOptions:
     annotate_dir: str | Path | None = None
     progress: bool | None = None
     detect: dict[str, Any] = field(default_factory=dict)
-    flip: bool = False
+    flip: bool = DEFAULT_FLIP
     workers: int | None = None
     threads: int = 1
     resume: bool = False

@@ -9,6 +9,7 @@ Bars were set just under what was measured with the sample-run student and MTCNN
 from __future__ import annotations
 
 import csv
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -19,8 +20,13 @@ from agedistill.cli import main
 from agedistill.faces.decode import read_image
 from agedistill.faces.mtcnn import MtcnnDetector
 from agedistill.serving.age_model import AgeModel
-from agedistill.serving.loading import load_age_model
-from agedistill.serving.predict import DETECT_DEFAULTS, predict_files, predict_image
+from agedistill.serving.loading import default_serving_path, load_age_model
+from agedistill.serving.predict import (
+    DETECT_DEFAULTS,
+    predict_detector,
+    predict_files,
+    predict_image,
+)
 from agedistill.serving.results import ImageResult
 
 pytestmark = pytest.mark.integration
@@ -171,3 +177,24 @@ def test_cli_writes_csv_and_annotated_images(photos: Path, tmp_path: Path) -> No
         red = (copy[..., 0] > 200) & (copy[..., 1] < 80) & (copy[..., 2] < 80)
         assert red.sum() > red.size * 0.002 and np.abs(copy - original).mean() > 0.5
     assert not (ann / licence.name).exists()
+
+
+def test_cli_reads_each_face_both_ways_unless_told_not_to(photos: Path, tmp_path: Path) -> None:
+    """``predict`` averages each face with its mirror image by default; ``--no-flip`` reads it
+    once: each CSV holds the ages of the shipped model read that way."""
+    photo = photos / "dlib_faces/2008_001009.jpg"  # two faces
+    served = load_age_model(default_serving_path())
+    detector = predict_detector(served)
+    expected = {}
+    for flip in (True, False):
+        model = dataclasses.replace(served, flip=flip)
+        faces = next(iter(predict_files([photo], model, detector, progress=False))).faces
+        expected[flip] = [round(f.age, 2) for f in faces]
+    assert served.flip and len(expected[True]) == 2
+    for flags, flip in (([], True), (["--no-flip"], False), (["--flip"], True)):
+        out = tmp_path / f"preds{len(flags)}{flip}.csv"
+        assert main(["predict", str(photo), "--out", str(out), *flags]) == 0
+        with open(out, newline="") as f:
+            got = [float(r["age"]) for r in csv.DictReader(f)]
+        assert got == pytest.approx(expected[flip], abs=0.011)
+    assert expected[True] != pytest.approx(expected[False], abs=0.05)

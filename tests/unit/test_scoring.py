@@ -65,7 +65,8 @@ def test_every_metric_is_also_given_per_source(faces, evaluated):
     source = faces.rows["source"].to_numpy()
     for name, r in results.items():
         age_model = name != "rank_teacher"
-        assert set(r) == OVERALL | {"by_source"} | ({"std_coverage"} if age_model else set())
+        spread = {"std_coverage", "std_coverage_flip"} if age_model else set()
+        assert set(r) == OVERALL | {"by_source"} | spread
         # the overall numbers are those of all faces, as before
         assert r["mae"] == pytest.approx(mae(preds[name], true))
         groups = grouped_mae(preds[name], faces.rows)["age_group"]
@@ -80,26 +81,28 @@ def test_every_metric_is_also_given_per_source(faces, evaluated):
             assert s["worst_group_ratio"] == pytest.approx(
                 max(s["mae_age_group"].values()) / s["mae"]
             )
-            assert "mae_flip" in s
-            assert ("std_coverage" in s) == age_model
+            assert "mae_flip" in s and "worst_group_ratio_flip" in s
+            assert ("std_coverage" in s) == ("std_coverage_flip" in s) == age_model
     assert len({r["by_source"][UTK]["mae"] for r in results.values()}) == 3  # each model's own
 
 
 def test_std_coverage_is_the_share_within_the_calibrated_spread(faces, evaluated, saved_models):
-    """Coverage by hand: softmax, median and spread in numpy, the spread times the file's scale."""
+    """Coverage by hand: softmax, median and spread in numpy, the spread times the file's scale;
+    with flip, of the mixture of each face's and its mirror image's distributions."""
     from agedistill.models.files import load_model
     from agedistill.models.inputs import normalize
 
     results, preds = evaluated
     true = faces.ages.numpy().astype(float)
     source = faces.rows["source"].to_numpy()
-    by_hand = {}
-    for name, scale in (("student", STD_SCALE), ("class_teacher", 1.0)):
-        model, _ = load_model(saved_models[name])
+
+    def probabilities(model, images: torch.Tensor) -> np.ndarray:
         with torch.no_grad():
-            logits = model.eval()(normalize(faces.images)).double().numpy()
+            logits = model.eval()(normalize(images)).double().numpy()
         p = np.exp(logits - logits.max(1, keepdims=True))
-        p /= p.sum(1, keepdims=True)
+        return p / p.sum(1, keepdims=True)
+
+    def median_and_spread(p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         k = np.arange(p.shape[1])
         mean = p @ k
         spread = np.sqrt(np.clip(p @ k**2 - mean**2, 0, None))
@@ -108,14 +111,31 @@ def test_std_coverage_is_the_share_within_the_calibrated_spread(faces, evaluated
         cdf = p.cumsum(1)
         c = (cdf < 0.5).sum(1)
         rows = np.arange(len(p))
-        median = c - 0.5 + (0.5 - (cdf[rows, c] - p[rows, c])) / p[rows, c]
+        return c - 0.5 + (0.5 - (cdf[rows, c] - p[rows, c])) / p[rows, c], spread
+
+    by_hand = {}
+    for name, scale in (("student", STD_SCALE), ("class_teacher", 1.0)):
+        model, _ = load_model(saved_models[name])
+        p = probabilities(model, faces.images)
+        median, spread = median_and_spread(p)
         inside = np.abs(median - true) <= spread * scale
         by_hand[name] = inside.mean(), (np.abs(median - true) <= spread).mean()
         assert np.allclose(median, preds[name], atol=1e-3)
         assert results[name]["std_coverage"] == pytest.approx(inside.mean())
+        # with flip: the mixture of the face's and its mirror image's distributions
+        mixed = (p + probabilities(model, faces.images.flip(-1))) / 2
+        median_f, spread_f = median_and_spread(mixed)
+        inside_f = np.abs(median_f - true) <= spread_f * scale
+        assert results[name]["mae_flip"] == pytest.approx(np.abs(median_f - true).mean(), abs=1e-3)
+        assert results[name]["std_coverage_flip"] == pytest.approx(inside_f.mean())
         for src in (UTK, APPA, ONE):
-            got = results[name]["by_source"][src]["std_coverage"]
-            assert got == pytest.approx(inside[source == src].mean())
+            keep = source == src
+            got = results[name]["by_source"][src]
+            assert got["std_coverage"] == pytest.approx(inside[keep].mean())
+            assert got["std_coverage_flip"] == pytest.approx(inside_f[keep].mean())
+            groups = grouped_mae(median_f[keep], faces.rows[keep])["age_group"]
+            worst = max(groups.values()) / np.abs(median_f[keep] - true[keep]).mean()
+            assert got["worst_group_ratio_flip"] == pytest.approx(worst, rel=1e-3)
     scaled, unscaled = by_hand["student"]
     assert scaled > unscaled  # the file's scale widened the spread: more true ages inside
 

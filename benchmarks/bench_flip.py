@@ -1,0 +1,118 @@
+"""What ``predict``'s default flip costs: each face read both ways against once, side by side.
+
+In one run, with the shipped model as ``predict`` serves it (``--model``: default, its ONNX twin):
+
+* ``photos``: photo to ages, steady state (model and detector loaded once): every file of
+  ``--photos`` (group shots, PNGs, non-images) through ``predict_files`` with the model's own
+  detector, flip on and off in turns (which goes first alternates), ``--repeats`` times; the
+  wall time of each pass over the folder, medians and their ratio;
+* ``faces``: the age model alone on ``--n`` real aligned faces at batch 64, flip on and off in
+  blocks of calls (``bench_speed.interleaved_seconds``): faces/s, medians and their ratio.
+
+    python benchmarks/bench_flip.py --crops <a run>/data/aligned/crops \\
+        --out results/benchmarks/bench_flip.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from bench_speed import environment, interleaved_seconds, photo_files
+from PIL import Image
+
+from agedistill.pipeline.outputs import write_json
+from agedistill.serving.age_model import AgeModel
+from agedistill.serving.loading import default_serving_path, load_age_model
+from agedistill.serving.predict import predict_detector, predict_files
+
+REPO = Path(__file__).resolve().parents[1]
+BATCH = 64
+
+
+def aligned_faces(crops: Path, n: int, side: int) -> np.ndarray:
+    """``n`` aligned crops (sorted by name, every k-th) at ``side``: uint8 (n, side, side, 3)."""
+    files = sorted(crops.glob("*.png"))
+    if len(files) < n:
+        raise SystemExit(f"{crops}: {len(files)} crops, --n asks for {n}")
+    picked = files[:: len(files) // n][:n]
+    faces = []
+    for f in picked:
+        with Image.open(f) as im:
+            faces.append(np.asarray(im.convert("RGB").resize((side, side), Image.BILINEAR)))
+    return np.stack(faces)
+
+
+def photo_seconds(
+    photos: list[Path], models: dict[str, AgeModel], repeats: int
+) -> dict[str, list[float]]:
+    """Seconds per pass over ``photos`` of each model, in turns, the first one alternating."""
+    detector = predict_detector(next(iter(models.values())))
+    for model in models.values():  # warm-up: sessions, thread pools, file cache
+        list(predict_files(photos[:3], model, detector, progress=False))
+    times: dict[str, list[float]] = {name: [] for name in models}
+    order = list(models)
+    for r in range(repeats):
+        for name in order if r % 2 == 0 else order[::-1]:
+            t0 = time.perf_counter()
+            list(predict_files(photos, models[name], detector, progress=False))
+            times[name].append(time.perf_counter() - t0)
+    return times
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--model", default=None, help="model file (default: the one predict serves)")
+    ap.add_argument("--photos", type=Path, default=REPO.parent / "shared" / "data" / "photos")
+    ap.add_argument("--crops", type=Path, required=True, help="a folder of aligned face crops")
+    ap.add_argument("--n", type=int, default=BATCH, help="aligned faces per call")
+    ap.add_argument("--repeats", type=int, default=7, help="passes over the photos per setting")
+    ap.add_argument("--calls", type=int, default=60, help="timed batch calls per setting")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--out", type=Path, required=True)
+    args = ap.parse_args()
+    import torch
+
+    torch.set_num_threads(args.threads)
+    served = load_age_model(args.model or default_serving_path())
+    models = {"flip": dataclasses.replace(served, flip=True),
+              "one_way": dataclasses.replace(served, flip=False)}  # fmt: skip
+    result: dict[str, Any] = {"environment": environment(args.threads), "model": str(served.path)}
+
+    photos = photo_files(args.photos)
+    times = photo_seconds(photos, models, args.repeats)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    result["photos"] = {
+        "n_files": len(photos),
+        "seconds_per_pass": times,
+        "median_s": med,
+        "flip_over_one_way": med["flip"] / med["one_way"],
+    }
+
+    faces = aligned_faces(args.crops, args.n, served.input_size)
+    secs = interleaved_seconds({k: lambda m=m: m.ages(faces) for k, m in models.items()},
+                               args.calls, warmup=3)  # fmt: skip
+    per_s = {k: args.n / median for k, (median, _) in secs.items()}
+    result["faces"] = {
+        "batch": args.n,
+        "faces_per_s": per_s,
+        "one_way_over_flip": per_s["one_way"] / per_s["flip"],
+    }
+    result["environment"]["load_avg_1m_end"] = os.getloadavg()[0]
+    write_json(result, args.out)
+    p, f = result["photos"], result["faces"]
+    print(
+        f"{p['n_files']} files per pass: flip {med['flip']:.2f} s, one way {med['one_way']:.2f} s "
+        f"(x{p['flip_over_one_way']:.3f}); faces/s at batch {args.n}: flip "
+        f"{per_s['flip']:,.0f}, one way {per_s['one_way']:,.0f} (x{f['one_way_over_flip']:.2f})"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,60 @@
+"""``research.flip_reading``: evaluate's two readings are what ``predict``'s model reads."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from PIL import Image
+
+from agedistill.evaluation.metrics import mae
+from agedistill.serving.age_model import AgeModel
+from agedistill.serving.loading import load_age_model
+from research.flip_reading import flip_reading
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory, repo: Path, sample_images: Path) -> Path:
+    """A run's test part of 30 real sample chips from two sources, as ``split`` writes it."""
+    ws = tmp_path_factory.mktemp("run")
+    crops = ws / "data" / "aligned" / "crops"
+    crops.mkdir(parents=True)
+    (ws / "data" / "split").mkdir()
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["evaluate"].update(latency_batch=2, latency_repeats=1)  # speed is not scored here
+    (ws / "params.yaml").write_text(yaml.safe_dump(params))
+    rows = []
+    for i, chip in enumerate(sorted(sample_images.glob("*.jpg"))[::33][:30]):
+        name = f"{i:06d}.png"
+        Image.open(chip).convert("RGB").resize((144, 144)).save(crops / name)
+        rows.append({"crop": name, "age": min(int(chip.name.split("_")[0]), 100),
+                     "source": "a" if i % 2 else "b"})  # fmt: skip
+    pd.DataFrame(rows).to_csv(ws / "data" / "split" / "test.csv", index=False)
+    return ws
+
+
+def test_both_readings_match_the_served_model(workspace: Path) -> None:
+    model = load_age_model()
+    got = flip_reading(model.path, workspace)
+    test = pd.read_csv(workspace / "data" / "split" / "test.csv")
+    crops = np.stack([
+        np.asarray(Image.open(workspace / "data" / "aligned" / "crops" / c).resize(
+            (model.input_size, model.input_size), Image.BILINEAR))
+        for c in test["crop"]
+    ])  # fmt: skip
+    true = test["age"].to_numpy(float)
+    for reading, flip in (("one_way", False), ("flip", True)):
+        age, std = AgeModel(model.net, model.config, model.path, flip).ages(crops)
+        r = got[reading]
+        assert r["mae"] == pytest.approx(mae(age, true), abs=0.02)
+        for source, s in r["by_source"].items():
+            keep = (test["source"] == source).to_numpy()
+            assert s["n"] == keep.sum()
+            assert s["mae"] == pytest.approx(mae(age[keep], true[keep]), abs=0.02)
+            inside = np.abs(age[keep] - true[keep]) <= std[keep]
+            assert s["std_coverage"] == pytest.approx(inside.mean(), abs=1 / keep.sum() + 1e-9)
+            assert s["worst_group_ratio"] >= 1.0
+    assert got["flip"]["mae"] != pytest.approx(got["one_way"]["mae"], abs=1e-4)
