@@ -2,8 +2,9 @@
 
 * ``agedistill exp PROFILE [DVC ARGS...]``: run the pipeline with a params profile.
 * ``agedistill predict PATH... [--model FILE|FILE.onnx] [--out preds.csv|.json|.jsonl]
-  [--annotate DIR] [--workers N] [--resume] [--shard K/N]``: ages for every face in photos
-  (files or folders, recursive), rows streamed in input order; default model: the shipped student.
+  [--annotate DIR] [--no-flip] [--workers N] [--resume] [--shard K/N]``: ages for every face in
+  photos (files or folders, recursive), each face read as it is and mirrored unless ``--no-flip``,
+  rows streamed in input order; default model: the shipped student.
 * ``agedistill export --format onnx|torchscript --out FILE [--model FILE]``.
 * ``agedistill report [METRICS] | --exps``: the MAE table of one run, or one row per experiment.
 """

@@ -77,7 +77,8 @@ def main() -> None:
     cores = os.cpu_count() or 1
     default = torch.get_num_threads()
     settings = {f"{default} threads (default)": default, "1 thread": 1}
-    model, detector = load_age_model(), MtcnnDetector(**DETECT_DEFAULTS)
+    model = load_age_model(flip=False)  # one reading per face, as the stored figures
+    detector = MtcnnDetector(**DETECT_DEFAULTS)
 
     result: dict = {
         "when": datetime.now(UTC).isoformat(timespec="seconds"),

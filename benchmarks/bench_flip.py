@@ -66,6 +66,23 @@ def photo_seconds(
     return times
 
 
+def photo_result(photos: list[Path], models: dict[str, AgeModel], repeats: int) -> dict[str, Any]:
+    """Seconds per pass over the photos each way, their medians and the ratio flip / one way."""
+    times = photo_seconds(photos, models, repeats)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    return {"n_files": len(photos), "seconds_per_pass": times, "median_s": med,
+            "flip_over_one_way": med["flip"] / med["one_way"]}  # fmt: skip
+
+
+def face_result(faces: np.ndarray, models: dict[str, AgeModel], calls: int) -> dict[str, Any]:
+    """Faces/s of the age model alone each way on one batch, and the ratio one way / flip."""
+    secs = interleaved_seconds({k: lambda m=m: m.ages(faces) for k, m in models.items()},
+                               calls, warmup=3)  # fmt: skip
+    per_s = {k: len(faces) / median for k, (median, _) in secs.items()}
+    return {"batch": len(faces), "faces_per_s": per_s,
+            "one_way_over_flip": per_s["one_way"] / per_s["flip"]}  # fmt: skip
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", default=None, help="model file (default: the one predict serves)")
@@ -85,31 +102,16 @@ def main() -> None:
               "one_way": dataclasses.replace(served, flip=False)}  # fmt: skip
     result: dict[str, Any] = {"environment": environment(args.threads), "model": str(served.path)}
 
-    photos = photo_files(args.photos)
-    times = photo_seconds(photos, models, args.repeats)
-    med = {k: statistics.median(v) for k, v in times.items()}
-    result["photos"] = {
-        "n_files": len(photos),
-        "seconds_per_pass": times,
-        "median_s": med,
-        "flip_over_one_way": med["flip"] / med["one_way"],
-    }
-
+    result["photos"] = photo_result(photo_files(args.photos), models, args.repeats)
     faces = aligned_faces(args.crops, args.n, served.input_size)
-    secs = interleaved_seconds({k: lambda m=m: m.ages(faces) for k, m in models.items()},
-                               args.calls, warmup=3)  # fmt: skip
-    per_s = {k: args.n / median for k, (median, _) in secs.items()}
-    result["faces"] = {
-        "batch": args.n,
-        "faces_per_s": per_s,
-        "one_way_over_flip": per_s["one_way"] / per_s["flip"],
-    }
+    result["faces"] = face_result(faces, models, args.calls)
     result["environment"]["load_avg_1m_end"] = os.getloadavg()[0]
     write_json(result, args.out)
     p, f = result["photos"], result["faces"]
+    med, per_s = p["median_s"], f["faces_per_s"]
     print(
         f"{p['n_files']} files per pass: flip {med['flip']:.2f} s, one way {med['one_way']:.2f} s "
-        f"(x{p['flip_over_one_way']:.3f}); faces/s at batch {args.n}: flip "
+        f"(x{p['flip_over_one_way']:.3f}); faces/s at batch {f['batch']}: flip "
         f"{per_s['flip']:,.0f}, one way {per_s['one_way']:,.0f} (x{f['one_way_over_flip']:.2f})"
     )
 

@@ -63,8 +63,9 @@ def timed(cmd: list[str]) -> float:
 
 
 def ours_cmd(folder: Path, out: Path, detector: str) -> list[str]:
+    # one reading per face (--no-flip), as the stored figures were measured
     return [sys.executable, "-m", "agedistill.cli", "predict", str(folder), "--out", str(out),
-            "--no-progress", "--detector", detector]  # fmt: skip
+            "--no-progress", "--detector", detector, "--no-flip"]  # fmt: skip
 
 
 def boxes_by_file(table: Path, columns: tuple[str, str, str, str], ltwh: bool) -> dict:

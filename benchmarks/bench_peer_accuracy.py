@@ -196,8 +196,9 @@ def main() -> None:
                 peer.rename(index=to_original).rename_axis("path").reset_index().to_csv(
                     args.peer_answers, index=False
                 )
+        # one reading per face (--no-flip), as the stored figures were measured
         ours = [sys.executable, "-m", "agedistill.cli", "predict", *truth["path"],
-                "--out", str(work / "ours.csv")]  # fmt: skip
+                "--out", str(work / "ours.csv"), "--no-flip"]  # fmt: skip
         if args.model is not None:
             ours += ["--model", str(args.model)]
         subprocess.run(ours, check=True)

@@ -79,7 +79,9 @@ def rate(n: int, fn: Callable[[], Any]) -> float:
 
 def new_predict(folder: Path, out: Path, workers: int) -> None:
     """The ``predict`` command on ``folder`` (as ``agedistill predict FOLDER --out OUT``)."""
-    code = run_predict([folder], PredictOptions(out=out, progress=False, workers=workers))
+    # one reading per face, as the old path and the stored figures
+    opts = PredictOptions(out=out, progress=False, workers=workers, flip=False)
+    code = run_predict([folder], opts)
     assert code == 0
 
 

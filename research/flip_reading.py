@@ -19,7 +19,7 @@ from typing import Any
 import torch
 
 from agedistill.config import load_params
-from agedistill.data.tables import load_table
+from agedistill.data.tables import FaceTable, load_table
 from agedistill.evaluation.scoring import evaluate_models
 from agedistill.pipeline.outputs import write_json
 
@@ -35,7 +35,7 @@ def flip_reading(model_file: Path, workspace: Path) -> dict[str, Any]:
     params = load_params(workspace / "params.yaml")
     split, crops = workspace / "data" / "split", workspace / "data" / "aligned" / "crops"
 
-    def tables(size: int):  # an age model reads only the test part
+    def tables(size: int) -> tuple[FaceTable, FaceTable]:  # an age model reads only the test part
         test = load_table(split / "test.csv", crops, size)
         return test, test
 

@@ -4,7 +4,7 @@ Scores, on one pipeline's test part, its student and class teacher (and both on 
 part too), every finished ablation run's student (grouped by variant: mean and std over seeds) and,
 optionally, the brief's reference CNN (trained by ``recipe_search.py``, read on the raw chips it
 was trained on). Each face is read once as it is and once mirrored; "flip" averages the two class
-distributions (``agedistill predict --flip``).
+distributions (what ``agedistill predict`` reads by default).
 
     python -m research.flip_tta --workspace <full run> --ablation <full run>/ablation \\
         --reference /work/rs_cache/models/reference.pt --cache /work/rs_cache \\

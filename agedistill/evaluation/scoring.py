@@ -188,10 +188,12 @@ def evaluate_models(
     The age models also report ``std_coverage``: the share of test faces whose true age lies
     within the predicted age +- its calibrated ``age_std`` (the model's ``age_std_scale``).
 
-    The metrics are those of each model as it is; ``mae_flip`` and ``mae_21_60_flip`` are its MAE
-    with test-time flip augmentation, at twice the cost: for the classifiers each face is also fed
-    mirrored and the two age distributions averaged (``agedistill predict --flip``); the ranking
-    teacher's probe reads each face's features averaged with its mirror image's. Where the test
+    The metrics are those of each model reading each face once; ``mae_flip`` and
+    ``mae_21_60_flip`` are its MAE with test-time flip augmentation, at twice the cost: for the
+    classifiers each face is also fed mirrored and the two age distributions averaged (what
+    ``agedistill predict`` reads by default), with ``std_coverage_flip`` and, per source,
+    ``worst_group_ratio_flip``; the ranking teacher's probe reads each face's features averaged
+    with its mirror image's. Where the test
     rows name their ``source``, ``by_source`` holds them per source (see :func:`score`).
     """
     min_age, max_age = ages.min_age, ages.max_age

@@ -59,6 +59,9 @@ class OnnxAgeModel(AgeModel):
 def load_onnx_model(path: str | Path, flip: bool = DEFAULT_FLIP) -> OnnxAgeModel:
     """Read an ONNX file written by ``agedistill export`` and check it is an age model.
 
+    ``flip``: also read each face mirrored and average the two distributions
+    (:attr:`~agedistill.serving.age_model.AgeModel.flip`).
+
     Raises
     ------
     ModelFileError

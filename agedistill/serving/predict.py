@@ -163,7 +163,8 @@ def predict_image(
     image : PIL.Image.Image or numpy.ndarray
         Any PIL mode, or a uint8 array (H, W), (H, W, 3) RGB or (H, W, 4) RGBA.
     model : AgeModel, str or Path, optional
-        A loaded model or a model file; default: the shipped student (loaded once).
+        A loaded model or a model file; default: the shipped student (loaded once). A file is
+        loaded reading each face both ways (``load_age_model(path, flip=False)`` reads it once).
     detector : Detector, optional
         Default: MTCNN with :data:`DETECT_DEFAULTS` (created once).
 
