@@ -104,10 +104,8 @@ def score(
     return out
 
 
-def _worst_group_ratio(pred: np.ndarray, true: np.ndarray, rows: pd.DataFrame) -> float:
+def _worst_group_ratio(groups: dict[str, float], overall: float) -> float:
     """The worst age group's MAE over the MAE of all rows (1.0 when every prediction is exact)."""
-    overall = mae(pred, true)
-    groups = grouped_mae(pred, rows)["age_group"]
     return max(groups.values()) / overall if overall > 0 else 1.0
 
 
@@ -132,9 +130,10 @@ def by_source(
         )
         m = _metrics(p, t, r, cs_max, flip, std=spread, std_flip=spread_flip)
         m = {k: v for k, v in m.items() if not (isinstance(v, float) and np.isnan(v))}
-        m["worst_group_ratio"] = _worst_group_ratio(p, t, r)
-        if flip is not None:
-            m["worst_group_ratio_flip"] = _worst_group_ratio(flip, t, r)
+        m["worst_group_ratio"] = _worst_group_ratio(m["mae_age_group"], m["mae"])
+        if flip is not None:  # the flip reading's groups: _metrics groups the plain one only
+            flip_groups = grouped_mae(flip, r)["age_group"]
+            m["worst_group_ratio_flip"] = _worst_group_ratio(flip_groups, m["mae_flip"])
         out[str(name)] = {"n": int(keep.sum()), **m}
     return out
 
