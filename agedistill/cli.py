@@ -5,7 +5,7 @@
   [--annotate DIR] [--no-flip] [--workers N] [--resume] [--shard K/N]``: ages for every face in
   photos (files or folders, recursive), each face read as it is and mirrored unless ``--no-flip``,
   rows streamed in input order; default model: the shipped student.
-* ``agedistill export --format onnx|torchscript --out FILE [--model FILE]``.
+* ``agedistill export --format onnx|torchscript --out FILE [--model FILE] [--flip]``.
 * ``agedistill report [METRICS] | --exps``: the MAE table of one run, or one row per experiment.
 """
 
@@ -84,6 +84,12 @@ def _parser() -> argparse.ArgumentParser:
     exp_.add_argument("--format", required=True, choices=["onnx", "torchscript"])
     exp_.add_argument("--out", required=True, help="file to write")
     exp_.add_argument("--model", help="model file (default: the shipped student)")
+    exp_.add_argument(
+        "--flip",
+        action="store_true",
+        help="a graph that reads each face as it is and mirrored and averages the two age "
+        "distributions (predict's default reading, twice the graph's cost); default: once",
+    )
     return ap
 
 
@@ -165,7 +171,7 @@ def _predict(args: argparse.Namespace) -> int:
 def _export(args: argparse.Namespace) -> int:
     from agedistill.serving.export import export_model
 
-    out = export_model(args.format, args.out, args.model)
+    out = export_model(args.format, args.out, args.model, args.flip)
     print(f"agedistill export: wrote {out}", file=sys.stderr)
     return 0
 

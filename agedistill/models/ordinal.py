@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import math
 from functools import lru_cache
 
 import numpy as np
@@ -58,7 +59,7 @@ def mixture_logits(*logits: torch.Tensor) -> torch.Tensor:
     if not logits:
         raise ValueError("mixture_logits needs at least one tensor of logits")
     logp = torch.stack([x.log_softmax(dim=-1) for x in logits])
-    return torch.logsumexp(logp, dim=0) - torch.log(torch.tensor(float(len(logits))))
+    return torch.logsumexp(logp, dim=0) - math.log(len(logits))  # a constant when traced
 
 
 @lru_cache(maxsize=8)

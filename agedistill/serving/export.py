@@ -8,6 +8,12 @@ The exported graph takes the aligned face tensor the PyTorch model itself takes,
 code of its own. The preprocessing constants travel as ONNX
 metadata / a TorchScript extra file (``agedistill.json``).
 
+By default the graph reads each face once. Exported with ``flip`` it reads each face as it is
+and mirrored, in one batch of 2B, and its outputs are those of the equal mixture of the two age
+distributions (``logits`` are the mixture's log-probabilities): what ``agedistill predict``
+reports by default, at twice the graph's cost. The metadata key ``agedistill_flip`` ("1" or
+"0") says which, so ``predict`` never mirrors a face twice.
+
 The ONNX file is written by the TorchScript-based exporter (``dynamo=False``): the
 ``torch.export``-based default needs ``onnxscript``, which the project does not depend on.
 """
@@ -23,9 +29,10 @@ import torch
 from torch import nn
 
 from agedistill.models.inputs import MEAN, STD
-from agedistill.models.ordinal import age_std, median_age
+from agedistill.models.ordinal import age_std, median_age, mixture_logits
 from agedistill.serving.age_model import AgeModel
 from agedistill.serving.loading import load_age_model
+from agedistill.serving.onnx_model import FLIP_KEY
 
 FORMATS = ("onnx", "torchscript")
 INPUT_NAME = "faces"
@@ -37,25 +44,43 @@ class AgeOutputs(nn.Module):
     """The classifier followed by its age (median) and spread: faces -> (logits, age, std).
 
     ``std_scale`` calibrates the spread (the model's ``age_std_scale``); at 1 the graph has no
-    multiplication at all.
+    multiplication at all. ``flip``: the network also reads each face mirrored, in the same
+    batch, and the outputs are those of the mixture of the two distributions.
     """
 
-    def __init__(self, net: nn.Module, min_age: int, std_scale: float = 1.0) -> None:
+    def __init__(
+        self, net: nn.Module, min_age: int, std_scale: float = 1.0, flip: bool = False
+    ) -> None:
         super().__init__()
         self.net = net
         self.min_age = min_age
         self.std_scale = std_scale
+        self.flip = flip
+
+    @classmethod
+    def of(cls, model: AgeModel, flip: bool = False) -> AgeOutputs:
+        """The outputs module of an age model, in eval mode."""
+        return cls(model.net, model.min_age, model.std_scale, flip).eval()
 
     def forward(self, faces: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        logits = self.net(faces)  # (B, C)
+        if self.flip:
+            both = self.net(torch.cat([faces, faces.flip(-1)]))  # (2B, C): one pass, both ways
+            logits = mixture_logits(*both.chunk(2))
+        else:
+            logits = self.net(faces)  # (B, C)
         age, std = median_age(logits, self.min_age), age_std(logits)
         if self.std_scale != 1.0:
             std = std * self.std_scale
         return logits, age, std
 
 
-def export_metadata(model: AgeModel) -> dict[str, str]:
+def export_metadata(model: AgeModel, flip: bool = False) -> dict[str, str]:
     """What a runtime needs to feed the exported graph, as string key-value pairs."""
+    reads = (
+        "each face as it is and mirrored; outputs of the mixture of the two age distributions"
+        if flip
+        else "each face once (agedistill predict also reads it mirrored, unless --no-flip)"
+    )
     return {
         "agedistill_config": json.dumps(model.config, sort_keys=True),
         "input": f"{INPUT_NAME}: (B, 3, {model.input_size}, {model.input_size}) float32 RGB",
@@ -67,6 +92,8 @@ def export_metadata(model: AgeModel) -> dict[str, str]:
         f"(agedistill.faces.detectors) on a {model.detect_pad} border",
         "min_age": str(model.min_age),
         "outputs": ", ".join(OUTPUT_NAMES),
+        "reads": reads,
+        FLIP_KEY: "1" if flip else "0",
     }
 
 
@@ -75,11 +102,12 @@ def _example(model: AgeModel, batch: int = 2) -> torch.Tensor:
     return torch.zeros(batch, 3, model.input_size, model.input_size)
 
 
-def export_onnx(model: AgeModel, out: Path) -> None:
-    """Write ``model`` as ONNX with a dynamic batch axis and preprocessing metadata."""
+def export_onnx(model: AgeModel, out: Path, flip: bool = False) -> None:
+    """Write ``model`` as ONNX with a dynamic batch axis and preprocessing metadata; with
+    ``flip``, a graph that reads each face both ways (:class:`AgeOutputs`)."""
     import onnx
 
-    wrapper = AgeOutputs(model.net, model.min_age, model.std_scale).eval()
+    wrapper = AgeOutputs.of(model, flip)
     axes: dict[str, dict[int, str]] = {name: {0: "batch"} for name in [INPUT_NAME, *OUTPUT_NAMES]}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)  # the legacy exporter, on purpose
@@ -88,16 +116,17 @@ def export_onnx(model: AgeModel, out: Path) -> None:
             output_names=OUTPUT_NAMES, dynamic_axes=axes, opset_version=OPSET,
         )  # fmt: skip
     proto = onnx.load(str(out))
-    for key, value in export_metadata(model).items():
+    for key, value in export_metadata(model, flip).items():
         proto.metadata_props.add(key=key, value=value)
     onnx.checker.check_model(proto)
     onnx.save(proto, str(out))
 
 
-def export_torchscript(model: AgeModel, out: Path) -> None:
-    """Write ``model`` as a traced TorchScript module (``torch.jit.load``, no Python classes)."""
-    wrapper = AgeOutputs(model.net, model.min_age, model.std_scale).eval()
-    extra = {"agedistill.json": json.dumps(export_metadata(model))}
+def export_torchscript(model: AgeModel, out: Path, flip: bool = False) -> None:
+    """Write ``model`` as a traced TorchScript module (``torch.jit.load``, no Python classes);
+    with ``flip``, one that reads each face both ways (:class:`AgeOutputs`)."""
+    wrapper = AgeOutputs.of(model, flip)
+    extra = {"agedistill.json": json.dumps(export_metadata(model, flip))}
     with torch.no_grad(), warnings.catch_warnings():
         # TorchScript is deprecated upstream but still what PyTorch Mobile / LibTorch load
         warnings.simplefilter("ignore", DeprecationWarning)
@@ -106,7 +135,9 @@ def export_torchscript(model: AgeModel, out: Path) -> None:
         torch.jit.save(traced, str(out), _extra_files=extra)
 
 
-def export_model(fmt: str, out: str | Path, model_path: str | Path | None = None) -> Path:
+def export_model(
+    fmt: str, out: str | Path, model_path: str | Path | None = None, flip: bool = False
+) -> Path:
     """Export a model file (default: the shipped student) to ``fmt`` at ``out``.
 
     Parameters
@@ -116,6 +147,9 @@ def export_model(fmt: str, out: str | Path, model_path: str | Path | None = None
         The file to write; its folder is created.
     model_path : str or Path, optional
         An age model file; default: the shipped student.
+    flip : bool
+        Write a graph that reads each face as it is and mirrored and averages the two age
+        distributions (``predict``'s default reading, twice the graph's cost); default: once.
 
     Returns
     -------
@@ -134,12 +168,13 @@ def export_model(fmt: str, out: str | Path, model_path: str | Path | None = None
     model = load_age_model(model_path)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    (export_onnx if fmt == "onnx" else export_torchscript)(model, out)
+    (export_onnx if fmt == "onnx" else export_torchscript)(model, out, flip)
     return out
 
 
-def torch_outputs(model: AgeModel, faces: torch.Tensor) -> dict[str, Any]:
-    """The reference outputs of the PyTorch model for normalised faces, as numpy arrays."""
+def torch_outputs(model: AgeModel, faces: torch.Tensor, flip: bool = False) -> dict[str, Any]:
+    """The reference outputs of the PyTorch model for normalised faces, as numpy arrays (with
+    ``flip``, those of a graph exported with ``flip``)."""
     with torch.inference_mode():
-        outs = AgeOutputs(model.net, model.min_age, model.std_scale).eval()(faces)
+        outs = AgeOutputs.of(model, flip)(faces)
     return {name: t.numpy() for name, t in zip(OUTPUT_NAMES, outs, strict=True)}

@@ -9,7 +9,9 @@ the logits.
 
 A session is created lazily in each process that uses the model (an ONNX Runtime session does
 not survive ``fork``; ``predict``'s worker processes each open their own), with the process's
-thread setting (:mod:`agedistill.onnx_sessions`; one in a worker). Neither this module nor
+thread setting (:mod:`agedistill.onnx_sessions`; one in a worker). A graph exported with
+``--flip`` mirrors each face itself (metadata ``agedistill_flip``): the model then runs it once
+per batch, and ``flip=False`` cannot make it read a face once. Neither this module nor
 ONNX Runtime imports torch: ``predict`` with an ONNX model and the ``blazeface`` detector starts
 in a fraction of a second.
 """
@@ -17,6 +19,7 @@ in a fraction of a second.
 from __future__ import annotations
 
 import json
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,11 +32,17 @@ from agedistill.serving.age_model import DEFAULT_FLIP, AgeModel, check_age_confi
 from agedistill.serving.distribution import age_std, median_age, mixture_logits, normalized
 
 ONNX_SUFFIX = ".onnx"
+FLIP_KEY = "agedistill_flip"  # the metadata key ``export`` writes ("1": the graph mirrors faces)
 
 
 @dataclass(frozen=True)
 class OnnxAgeModel(AgeModel):
-    """An age model whose network is an ONNX graph (``net`` is unused and ``None``)."""
+    """An age model whose network is an ONNX graph (``net`` is unused and ``None``).
+
+    ``graph_flips``: the graph itself reads each face both ways (``export --flip``).
+    """
+
+    graph_flips: bool = False
 
     def session(self) -> Any:
         """This process's ONNX Runtime session of the file (created on first use)."""
@@ -51,7 +60,7 @@ class OnnxAgeModel(AgeModel):
         """As :meth:`AgeModel.ages`, through ONNX Runtime."""
         x = normalized(crops)
         logits = self.logits(x)
-        if self.flip:
+        if self.flip and not self.graph_flips:
             logits = mixture_logits(logits, self.logits(x[..., ::-1]))
         return median_age(logits, self.min_age), age_std(logits) * self.std_scale
 
@@ -60,7 +69,8 @@ def load_onnx_model(path: str | Path, flip: bool = DEFAULT_FLIP) -> OnnxAgeModel
     """Read an ONNX file written by ``agedistill export`` and check it is an age model.
 
     ``flip``: also read each face mirrored and average the two distributions
-    (:attr:`~agedistill.serving.age_model.AgeModel.flip`).
+    (:attr:`~agedistill.serving.age_model.AgeModel.flip`). A graph exported with ``--flip``
+    does so itself, whatever ``flip`` says (a warning when ``flip`` is off).
 
     Raises
     ------
@@ -90,4 +100,11 @@ def load_onnx_model(path: str | Path, flip: bool = DEFAULT_FLIP) -> OnnxAgeModel
         raise ModelFileError(f"{path}: graph has inputs {inputs} and outputs {outputs}")
     config = json.loads(meta["agedistill_config"])
     check_age_config(config, path)
-    return OnnxAgeModel(None, config, path, flip)  # type: ignore[arg-type]
+    graph_flips = meta.get(FLIP_KEY) == "1"
+    if graph_flips and not flip:
+        warnings.warn(
+            f"{path}: this graph reads each face both ways itself (exported with --flip); "
+            "reading once needs a graph exported without it",
+            stacklevel=2,
+        )
+    return OnnxAgeModel(None, config, path, graph_flips or flip, graph_flips)  # type: ignore[arg-type]

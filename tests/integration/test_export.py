@@ -82,6 +82,26 @@ def test_onnx_matches_pytorch(tmp_path: Path, model: AgeModel, faces: torch.Tens
         _assert_close(got, torch_outputs(model, batch))
 
 
+def test_flip_onnx_reads_real_faces_both_ways(
+    tmp_path: Path, model: AgeModel, faces: torch.Tensor
+) -> None:
+    from agedistill.models.ordinal import mixture_logits
+
+    out = tmp_path / "student-flip.onnx"
+    assert main(["export", "--format", "onnx", "--out", str(out), "--flip"]) == 0
+    session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    for batch in (faces, faces[:1]):
+        got = session.run(OUTPUT_NAMES, {INPUT_NAME: batch.numpy()})
+        _assert_close(got, torch_outputs(model, batch, flip=True))
+        once, mirrored = (torch_outputs(model, b)["logits"] for b in (batch, batch.flip(-1)))
+        mixed = mixture_logits(torch.from_numpy(once), torch.from_numpy(mirrored)).numpy()
+        np.testing.assert_allclose(got[0], mixed, rtol=0, atol=ATOL)
+    # served through predict's loader, it gives the PyTorch model's default (flip) ages
+    crops = ((faces * 0.25 + 0.5) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    served_age, _ = load_age_model(out).ages(crops)
+    np.testing.assert_allclose(served_age, model.ages(crops)[0], atol=1e-3)
+
+
 def test_torchscript_matches_pytorch(tmp_path: Path, model: AgeModel, faces: torch.Tensor) -> None:
     out = tmp_path / "student.ts"
     assert main(["export", "--format", "torchscript", "--out", str(out)]) == 0
