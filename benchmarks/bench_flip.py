@@ -7,7 +7,9 @@ In one run, with the shipped model as ``predict`` serves it (``--model``: defaul
   detector, flip on and off in turns (which goes first alternates), ``--repeats`` times; the
   wall time of each pass over the folder, medians and their ratio;
 * ``faces``: the age model alone on ``--n`` real aligned faces at batch 64, flip on and off in
-  blocks of calls (``bench_speed.interleaved_seconds``): faces/s, medians and their ratio.
+  blocks of calls (``bench_speed.interleaved_seconds``): faces/s, medians and their ratio; for
+  an ONNX model also ``flip_graph``, the same weights exported with ``--flip`` (the mirror
+  reading inside one graph call) in the same blocks.
 
     python benchmarks/bench_flip.py --crops <a run>/data/aligned/crops \\
         --out results/benchmarks/bench_flip.json
@@ -19,6 +21,7 @@ import argparse
 import dataclasses
 import os
 import statistics
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -29,7 +32,9 @@ from PIL import Image
 
 from agedistill.pipeline.outputs import write_json
 from agedistill.serving.age_model import AgeModel
+from agedistill.serving.export import export_model
 from agedistill.serving.loading import default_serving_path, load_age_model
+from agedistill.serving.onnx_model import ONNX_SUFFIX
 from agedistill.serving.predict import predict_detector, predict_files
 
 REPO = Path(__file__).resolve().parents[1]
@@ -75,12 +80,25 @@ def photo_result(photos: list[Path], models: dict[str, AgeModel], repeats: int) 
 
 
 def face_result(faces: np.ndarray, models: dict[str, AgeModel], calls: int) -> dict[str, Any]:
-    """Faces/s of the age model alone each way on one batch, and the ratio one way / flip."""
+    """Faces/s of the age model alone each way on one batch, and the ratio one way / flip (and
+    flip graph / flip, when ``models`` has a ``flip_graph``)."""
     secs = interleaved_seconds({k: lambda m=m: m.ages(faces) for k, m in models.items()},
                                calls, warmup=3)  # fmt: skip
     per_s = {k: len(faces) / median for k, (median, _) in secs.items()}
-    return {"batch": len(faces), "faces_per_s": per_s,
-            "one_way_over_flip": per_s["one_way"] / per_s["flip"]}  # fmt: skip
+    out = {"batch": len(faces), "faces_per_s": per_s,
+           "one_way_over_flip": per_s["one_way"] / per_s["flip"]}  # fmt: skip
+    if "flip_graph" in per_s:
+        out["flip_graph_over_flip"] = per_s["flip_graph"] / per_s["flip"]
+    return out
+
+
+def flip_graph(served: AgeModel, folder: Path) -> AgeModel | None:
+    """The served ONNX model's weights exported with ``--flip`` (None for a PyTorch model or an
+    ONNX file without its ``.pt`` beside it)."""
+    source = served.path.with_suffix(".pt")
+    if served.path.suffix != ONNX_SUFFIX or not source.is_file():
+        return None
+    return load_age_model(export_model("onnx", folder / "flip.onnx", source, flip=True))
 
 
 def main() -> None:
@@ -104,7 +122,10 @@ def main() -> None:
 
     result["photos"] = photo_result(photo_files(args.photos), models, args.repeats)
     faces = aligned_faces(args.crops, args.n, served.input_size)
-    result["faces"] = face_result(faces, models, args.calls)
+    with tempfile.TemporaryDirectory() as tmp:
+        graph = flip_graph(served, Path(tmp))
+        result["faces"] = face_result(faces, models | ({"flip_graph": graph} if graph else {}),
+                                      args.calls)  # fmt: skip
     result["environment"]["load_avg_1m_end"] = os.getloadavg()[0]
     write_json(result, args.out)
     p, f = result["photos"], result["faces"]
@@ -113,6 +134,7 @@ def main() -> None:
         f"{p['n_files']} files per pass: flip {med['flip']:.2f} s, one way {med['one_way']:.2f} s "
         f"(x{p['flip_over_one_way']:.3f}); faces/s at batch {f['batch']}: flip "
         f"{per_s['flip']:,.0f}, one way {per_s['one_way']:,.0f} (x{f['one_way_over_flip']:.2f})"
+        + (f", flip graph {per_s['flip_graph']:,.0f}" if "flip_graph" in per_s else "")
     )
 
 
