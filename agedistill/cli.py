@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import re
 import sys
+import warnings
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -87,8 +88,7 @@ def _parser() -> argparse.ArgumentParser:
     exp_.add_argument(
         "--flip",
         action="store_true",
-        help="a graph that reads each face as it is and mirrored and averages the two age "
-        "distributions (predict's default reading, twice the graph's cost); default: once",
+        help="a graph that reads each face both ways, as predict does by default; default: once",
     )
     return ap
 
@@ -198,6 +198,9 @@ def main(argv: list[str] | None = None) -> int:
     file and the problem).
     """
     args = _parser().parse_args(argv)
+    warnings.formatwarning = lambda message, *_, **__: (
+        f"agedistill {args.command}: warning: {message}\n"
+    )
     missing = _missing_pipeline_packages(args.command)
     if missing:
         print(f"agedistill {args.command}: error: needs {', '.join(missing)}; install the pipeline "

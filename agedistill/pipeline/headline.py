@@ -22,6 +22,7 @@ FROM_RESULTS = (
     ("student_faces_per_s", "student", "faces_per_s"),
     ("student_std_coverage", "student", "std_coverage"),
     ("student_mae_flip", "student", "mae_flip"),  # as ``predict`` reads faces by default
+    ("student_mae_21_60_flip", "student", "mae_21_60_flip"),
     ("student_std_coverage_flip", "student", "std_coverage_flip"),
 )
 
@@ -56,7 +57,7 @@ def headline(results: dict[str, Any]) -> dict[str, float]:
 
     Keys a results file lacks (an older one, a model not scored) are left out, not invented.
     The student's MAE on each test source is ``student_mae_<source>`` (see :func:`source_key`),
-    and ``student_mae_flip_<source>`` read both ways as ``predict`` reads by default.
+    and ``student_mae_<source>_flip`` read both ways as ``predict`` reads by default.
     Values are rounded to ``DECIMALS`` places: a table of experiments shows 12.6038, not
     12.603847666978836.
     """
@@ -72,7 +73,7 @@ def headline(results: dict[str, Any]) -> dict[str, float]:
     for source, r in results.get("student", {}).get("by_source", {}).items():
         out[f"student_mae_{source_key(source)}"] = round(float(r["mae"]), DECIMALS)
         if "mae_flip" in r:
-            out[f"student_mae_flip_{source_key(source)}"] = round(float(r["mae_flip"]), DECIMALS)
+            out[f"student_mae_{source_key(source)}_flip"] = round(float(r["mae_flip"]), DECIMALS)
     return out
 
 

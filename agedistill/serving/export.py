@@ -11,8 +11,8 @@ metadata / a TorchScript extra file (``agedistill.json``).
 By default the graph reads each face once. Exported with ``flip`` it reads each face as it is
 and mirrored, in one batch of 2B, and its outputs are those of the equal mixture of the two age
 distributions (``logits`` are the mixture's log-probabilities): what ``agedistill predict``
-reports by default, at twice the graph's cost. The metadata key ``agedistill_flip`` ("1" or
-"0") says which, so ``predict`` never mirrors a face twice.
+reports by default, at twice the graph's cost. Its metadata key ``agedistill_flip`` ("1") says
+so, and ``predict`` never mirrors a face twice; a one-reading graph has no such key.
 
 The ONNX file is written by the TorchScript-based exporter (``dynamo=False``): the
 ``torch.export``-based default needs ``onnxscript``, which the project does not depend on.
@@ -75,12 +75,13 @@ class AgeOutputs(nn.Module):
 
 
 def export_metadata(model: AgeModel, flip: bool = False) -> dict[str, str]:
-    """What a runtime needs to feed the exported graph, as string key-value pairs."""
-    reads = (
-        "each face as it is and mirrored; outputs of the mixture of the two age distributions"
-        if flip
-        else "each face once (agedistill predict also reads it mirrored, unless --no-flip)"
-    )
+    """What a runtime needs to feed the exported graph, as string key-value pairs (with
+    ``flip``, also that the graph reads each face both ways)."""
+    mirrored = {
+        "reads": "each face as it is and mirrored; outputs of the mixture of the two age "
+        "distributions",
+        FLIP_KEY: "1",
+    }
     return {
         "agedistill_config": json.dumps(model.config, sort_keys=True),
         "input": f"{INPUT_NAME}: (B, 3, {model.input_size}, {model.input_size}) float32 RGB",
@@ -92,8 +93,7 @@ def export_metadata(model: AgeModel, flip: bool = False) -> dict[str, str]:
         f"(agedistill.faces.detectors) on a {model.detect_pad} border",
         "min_age": str(model.min_age),
         "outputs": ", ".join(OUTPUT_NAMES),
-        "reads": reads,
-        FLIP_KEY: "1" if flip else "0",
+        **(mirrored if flip else {}),
     }
 
 

@@ -32,17 +32,25 @@ from agedistill.serving.age_model import DEFAULT_FLIP, AgeModel, check_age_confi
 from agedistill.serving.distribution import age_std, median_age, mixture_logits, normalized
 
 ONNX_SUFFIX = ".onnx"
-FLIP_KEY = "agedistill_flip"  # the metadata key ``export`` writes ("1": the graph mirrors faces)
+FLIP_KEY = "agedistill_flip"  # metadata ``export --flip`` writes ("1"): the graph mirrors faces
 
 
 @dataclass(frozen=True)
 class OnnxAgeModel(AgeModel):
     """An age model whose network is an ONNX graph (``net`` is unused and ``None``).
 
-    ``graph_flips``: the graph itself reads each face both ways (``export --flip``).
+    ``graph_flips``: the graph itself reads each face both ways (``export --flip``), so such a
+    model's ``flip`` is always on.
     """
 
     graph_flips: bool = False
+
+    def __post_init__(self) -> None:
+        if self.graph_flips and not self.flip:
+            raise ValueError(
+                f"{self.path}: this graph reads each face both ways itself (exported with "
+                "--flip); reading once needs a graph exported without it"
+            )
 
     def session(self) -> Any:
         """This process's ONNX Runtime session of the file (created on first use)."""
@@ -105,6 +113,6 @@ def load_onnx_model(path: str | Path, flip: bool = DEFAULT_FLIP) -> OnnxAgeModel
         warnings.warn(
             f"{path}: this graph reads each face both ways itself (exported with --flip); "
             "reading once needs a graph exported without it",
-            stacklevel=2,
+            stacklevel=3,  # the caller of load_age_model
         )
     return OnnxAgeModel(None, config, path, graph_flips or flip, graph_flips)  # type: ignore[arg-type]

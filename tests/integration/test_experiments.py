@@ -21,7 +21,8 @@ pytestmark = pytest.mark.integration
 
 HEADLINE = {"student_mae", "twin_mae", "class_teacher_mae", "rank_teacher_mae", "gain_over_twin",
             "gain_over_class_teacher", "student_cs5", "student_mae_21_60", "student_params",
-            "student_file_mb", "student_faces_per_s", "student_std_coverage"}  # fmt: skip
+            "student_file_mb", "student_faces_per_s", "student_std_coverage", "student_mae_flip",
+            "student_mae_21_60_flip", "student_std_coverage_flip"}  # fmt: skip
 PLOTS = 4  # the plots dvc.yaml declares
 
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -198,3 +200,33 @@ def test_cli_reads_each_face_both_ways_unless_told_not_to(photos: Path, tmp_path
             got = [float(r["age"]) for r in csv.DictReader(f)]
         assert got == pytest.approx(expected[flip], abs=0.011)
     assert expected[True] != pytest.approx(expected[False], abs=0.05)
+
+
+def test_a_flip_graph_reads_both_ways_and_no_flip_says_it_cannot(
+    photos: Path, tmp_path: Path
+) -> None:
+    """``export --flip``'s graph gives ``predict``'s default ages; ``--no-flip`` with it warns on
+    one line of stderr (the command as a user runs it) and still reads both ways."""
+    photo = photos / "dlib_faces/2008_001009.jpg"  # two faces
+    graph = tmp_path / "flip.onnx"
+    assert main(["export", "--format", "onnx", "--flip", "--out", str(graph)]) == 0
+    rows = {}
+    for flags in ([], ["--no-flip"]):
+        out = tmp_path / f"preds{len(flags)}.csv"
+        done = subprocess.run(
+            [sys.executable, "-m", "agedistill.cli", "predict", str(photo), "--model", str(graph),
+             "--out", str(out), *flags], capture_output=True, text=True, check=True,
+        )  # fmt: skip
+        with open(out, newline="") as f:
+            rows[bool(flags)] = [float(r["age"]) for r in csv.DictReader(f)]
+        warned = [ln for ln in done.stderr.splitlines() if "warning" in ln.lower()]
+        assert warned == (
+            [f"agedistill predict: warning: {graph}: this graph reads each face both ways itself "
+             "(exported with --flip); reading once needs a graph exported without it"]
+            if flags else []
+        )  # fmt: skip
+    out = tmp_path / "default.csv"
+    assert main(["predict", str(photo), "--out", str(out)]) == 0  # the shipped graph, both ways
+    with open(out, newline="") as f:
+        default = [float(r["age"]) for r in csv.DictReader(f)]
+    assert len(default) == 2 and rows[False] == rows[True] == pytest.approx(default, abs=0.011)

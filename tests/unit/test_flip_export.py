@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 
 import numpy as np
@@ -32,18 +33,22 @@ def crops(n: int = 5) -> np.ndarray:
     return np.random.default_rng(1).integers(0, 256, (n, 32, 32, 3), dtype=np.uint8)
 
 
-def test_the_flip_graph_outputs_the_mixture_of_both_readings(model_file, tmp_path):
+@pytest.mark.parametrize("n", [5, 1])  # traced at batch 2: other sizes, one face among them
+def test_the_flip_graph_outputs_the_mixture_of_both_readings(model_file, tmp_path, n):
     once = load_age_model(export_model("onnx", tmp_path / "once.onnx", model_file), flip=False)
     both = load_age_model(export_model("onnx", tmp_path / "both.onnx", model_file, flip=True))
     assert not once.graph_flips and both.graph_flips and both.flip
-    x = ((crops().astype(np.float32) / 255 - 0.5) / 0.25).transpose(0, 3, 1, 2)
+    x = ((crops(n).astype(np.float32) / 255 - 0.5) / 0.25).transpose(0, 3, 1, 2)
     plain, mirrored = once.logits(np.ascontiguousarray(x)), once.logits(x[..., ::-1].copy())
     expected = mixture_logits(torch.from_numpy(plain), torch.from_numpy(mirrored)).numpy()
     got = both.logits(np.ascontiguousarray(x))
+    assert got.shape == (n, CONFIG["num_classes"])
     np.testing.assert_allclose(got, expected, atol=1e-4)
     assert np.abs(got - plain).max() > 1e-2  # the mirror reading did change the distribution
     meta = {p.key: p.value for p in onnx.load(str(tmp_path / "both.onnx")).metadata_props}
     assert meta[FLIP_KEY] == "1" and "mirrored" in meta["reads"]
+    plain_meta = {p.key for p in onnx.load(str(tmp_path / "once.onnx")).metadata_props}
+    assert FLIP_KEY not in plain_meta and "reads" not in plain_meta  # as files written before
 
 
 def test_serving_a_flip_graph_matches_pytorch_flip_in_one_run_per_batch(
@@ -63,11 +68,15 @@ def test_serving_a_flip_graph_matches_pytorch_flip_in_one_run_per_batch(
     np.testing.assert_allclose(std, ref_std, rtol=1e-3)
 
 
-def test_asking_a_flip_graph_to_read_once_warns(model_file, tmp_path):
+def test_asking_a_flip_graph_to_read_once_warns_and_it_reads_both_ways(model_file, tmp_path):
     onnx_file = export_model("onnx", tmp_path / "both.onnx", model_file, flip=True)
     with pytest.warns(UserWarning, match="both ways itself"):
         model = load_age_model(onnx_file, flip=False)
     assert model.flip  # it still reports how it reads
+    np.testing.assert_allclose(model.ages(crops())[0], load_age_model(model_file).ages(crops())[0],
+                               atol=1e-3)  # fmt: skip
+    with pytest.raises(ValueError, match="both ways itself"):
+        dataclasses.replace(model, flip=False)  # a model that says it reads once must do so
     once = export_model("onnx", tmp_path / "once.onnx", model_file)
     with warnings.catch_warnings():
         warnings.simplefilter("error")

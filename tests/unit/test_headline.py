@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from agedistill.pipeline.headline import headline
+from agedistill.pipeline.headline import headline, source_key
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -24,9 +24,12 @@ def test_headline_of_the_committed_sample_results():
     assert h["student_faces_per_s"] == pytest.approx(results["student"]["faces_per_s"], **near)
     assert h["student_mae"] == round(h["student_mae"], 4)
     assert h["student_mae_flip"] == pytest.approx(results["student"]["mae_flip"], **near)
+    assert h["student_mae_21_60_flip"] == pytest.approx(
+        results["student"]["mae_21_60_flip"], **near
+    )
     assert h["student_std_coverage_flip"] == results["student"]["std_coverage_flip"]
     for source, r in results["student"]["by_source"].items():
-        assert h[f"student_mae_flip_{source}"] == pytest.approx(r["mae_flip"], **near)
+        assert h[f"student_mae_{source_key(source)}_flip"] == pytest.approx(r["mae_flip"], **near)
 
 
 def test_headline_leaves_out_what_results_lack():
