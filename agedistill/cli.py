@@ -198,9 +198,17 @@ def main(argv: list[str] | None = None) -> int:
     file and the problem).
     """
     args = _parser().parse_args(argv)
+    shown = warnings.formatwarning
     warnings.formatwarning = lambda message, *_, **__: (
         f"agedistill {args.command}: warning: {message}\n"
-    )
+    )  # one line, as the errors below; restored for a caller that runs main in-process
+    try:
+        return _run(args)
+    finally:
+        warnings.formatwarning = shown
+
+
+def _run(args: argparse.Namespace) -> int:
     missing = _missing_pipeline_packages(args.command)
     if missing:
         print(f"agedistill {args.command}: error: needs {', '.join(missing)}; install the pipeline "

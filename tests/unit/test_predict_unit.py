@@ -176,6 +176,26 @@ def test_exit_code_is_1_only_when_nothing_could_be_read(tmp_path: Path, capsys) 
     assert "none of 2 input file(s) could be read" in capsys.readouterr().err
 
 
+def test_the_command_formats_warnings_on_one_line_only_while_it_runs(
+    tmp_path: Path, monkeypatch
+) -> None:
+    import warnings
+
+    import agedistill.cli as cli
+
+    seen = []
+
+    def run(args):  # stands in for the command: what a warning inside it looks like
+        seen.append(warnings.formatwarning(UserWarning("it is so"), UserWarning, "f.py", 3))
+        return 0
+
+    before = warnings.formatwarning
+    monkeypatch.setattr(cli, "_run", run)
+    assert main(["predict", str(tmp_path)]) == 0
+    assert seen == ["agedistill predict: warning: it is so\n"]
+    assert warnings.formatwarning is before  # a caller's own warnings look as they did
+
+
 def test_a_faceless_image_counts_as_read(tmp_path: Path) -> None:
     Image.new("RGB", (200, 200), (90, 90, 90)).save(tmp_path / "grey.png")
     out = tmp_path / "preds.json"
