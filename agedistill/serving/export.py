@@ -28,11 +28,12 @@ from typing import Any
 import torch
 from torch import nn
 
+from agedistill.models.errors import ModelFileError
 from agedistill.models.inputs import MEAN, STD
 from agedistill.models.ordinal import age_std, median_age, mixture_logits
 from agedistill.serving.age_model import AgeModel
 from agedistill.serving.loading import load_age_model
-from agedistill.serving.onnx_model import FLIP_KEY
+from agedistill.serving.onnx_model import FLIP_KEY, OnnxAgeModel
 
 FORMATS = ("onnx", "torchscript")
 INPUT_NAME = "faces"
@@ -159,13 +160,17 @@ def export_model(
     Raises
     ------
     agedistill.models.files.ModelFileError
-        For a missing, corrupt or unsuitable model file.
+        For a missing, corrupt or unsuitable model file, or an ONNX file.
     ValueError
         For an unknown format.
     """
     if fmt not in FORMATS:
         raise ValueError(f"unknown export format {fmt!r}; use one of {', '.join(FORMATS)}")
     model = load_age_model(model_path)
+    if isinstance(model, OnnxAgeModel):
+        raise ModelFileError(
+            f"{model.path}: already an exported ONNX graph; export reads the .pt model file"
+        )
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     (export_onnx if fmt == "onnx" else export_torchscript)(model, out, flip)

@@ -96,3 +96,16 @@ def test_the_torchscript_flip_module_matches_the_onnx_one(model_file, tmp_path):
     ref_age, ref_std = load_age_model(model_file).ages(crops())
     np.testing.assert_allclose(age.numpy(), ref_age, atol=1e-3)
     np.testing.assert_allclose(std.numpy(), ref_std, rtol=1e-3)
+
+
+def test_exporting_an_exported_graph_is_a_one_line_error(model_file, tmp_path, capsys):
+    from agedistill.cli import main
+
+    graph = export_model("onnx", tmp_path / "both.onnx", model_file, flip=True)
+    out = tmp_path / "x.onnx"
+    assert main(["export", "--format", "onnx", "--model", str(graph), "--out", str(out)]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"agedistill export: error: {graph}: already an exported ONNX graph; export reads the "
+        ".pt model file"
+    )
+    assert not out.exists()
