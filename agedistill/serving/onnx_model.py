@@ -35,6 +35,14 @@ ONNX_SUFFIX = ".onnx"
 FLIP_KEY = "agedistill_flip"  # metadata ``export --flip`` writes ("1"): the graph mirrors faces
 
 
+def _reads_both_ways(path: Path) -> str:
+    """What a flip graph asked to read each face once is told."""
+    return (
+        f"{path}: this graph reads each face both ways itself (exported with --flip); "
+        "reading once needs a graph exported without it"
+    )
+
+
 @dataclass(frozen=True)
 class OnnxAgeModel(AgeModel):
     """An age model whose network is an ONNX graph (``net`` is unused and ``None``).
@@ -47,10 +55,7 @@ class OnnxAgeModel(AgeModel):
 
     def __post_init__(self) -> None:
         if self.graph_flips and not self.flip:
-            raise ValueError(
-                f"{self.path}: this graph reads each face both ways itself (exported with "
-                "--flip); reading once needs a graph exported without it"
-            )
+            raise ValueError(_reads_both_ways(self.path))
 
     def session(self) -> Any:
         """This process's ONNX Runtime session of the file (created on first use)."""
@@ -110,9 +115,5 @@ def load_onnx_model(path: str | Path, flip: bool = DEFAULT_FLIP) -> OnnxAgeModel
     check_age_config(config, path)
     graph_flips = meta.get(FLIP_KEY) == "1"
     if graph_flips and not flip:
-        warnings.warn(
-            f"{path}: this graph reads each face both ways itself (exported with --flip); "
-            "reading once needs a graph exported without it",
-            stacklevel=3,  # the caller of load_age_model
-        )
+        warnings.warn(_reads_both_ways(path), stacklevel=3)  # at the caller of load_age_model
     return OnnxAgeModel(None, config, path, graph_flips or flip, graph_flips)  # type: ignore[arg-type]
