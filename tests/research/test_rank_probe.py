@@ -1,0 +1,74 @@
+"""The ranking-teacher probe: its params, its folder laid out as a workspace, its table."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+
+def test_a_rank_probe_changes_only_its_section_and_is_validated(tmp_path):
+    import yaml
+
+    from research.ablation import Workspace, with_overrides
+
+    ws = Workspace(params=tmp_path / "params.yaml")
+    ws.params.write_text(Path("params.yaml").read_text())
+    own = yaml.safe_load(ws.params.read_text())
+    probe = with_overrides(ws, ["rank_teacher.k=4", "rank_teacher.model.input_size=144"],
+                           tmp_path / "k4", section="rank_teacher")  # fmt: skip
+    written = yaml.safe_load(probe.params.read_text())
+    assert written["rank_teacher"]["k"] == 4
+    assert written["rank_teacher"]["model"] == {**own["rank_teacher"]["model"], "input_size": 144}
+    assert {k: v for k, v in written.items() if k != "rank_teacher"} == {
+        k: v for k, v in own.items() if k != "rank_teacher"
+    }
+    with pytest.raises(ValueError, match=r"expected rank_teacher\.KEY=VALUE"):
+        with_overrides(ws, ["class_teacher.epochs=2"], tmp_path / "x", section="rank_teacher")
+    with pytest.raises(Exception, match="less than or equal to 5"):  # K! classes: checked first
+        with_overrides(ws, ["rank_teacher.k=9"], tmp_path / "y", section="rank_teacher")
+
+
+def test_a_probe_folder_reads_as_a_workspace_with_the_runs_data_and_class_teacher(tmp_path):
+    from research.ablation import Workspace
+    from research.rank_probe import link_workspace
+
+    run = tmp_path / "run"
+    (run / "data" / "aligned" / "crops").mkdir(parents=True)
+    (run / "data" / "split").mkdir(parents=True)
+    (run / "data" / "split" / "test.csv").write_text("crop,age\n")
+    (run / "models").mkdir()
+    (run / "models" / "class_teacher.pt").write_bytes(b"class")
+    (run / "models" / "rank_teacher.pt").write_bytes(b"rank of the run")
+    (run / "params.yaml").write_text("x: 1\n")
+    probe = tmp_path / "run" / "rank-probe" / "k4"
+    probe.mkdir(parents=True)
+    (probe / "params.yaml").write_text("x: 2\n")
+    link_workspace(Workspace.of(run), probe)
+    (probe / "models" / "rank_teacher.pt").write_bytes(b"rank of the probe")
+    link_workspace(Workspace.of(run), probe)  # a resumed probe: the links stay as they are
+
+    ws = Workspace.of(probe)
+    ws.check()
+    assert ws.class_teacher.read_bytes() == b"class"
+    assert ws.rank_teacher.read_bytes() == b"rank of the probe"
+    assert ws.params.read_text() == "x: 2\n"
+    assert (ws.split / "test.csv").read_text() == "crop,age\n"
+
+
+def test_rank_probe_table_puts_each_source_in_its_column():
+    from research.rank_probe import format_rows
+
+    rows = [
+        {"name": "workspace", "val_kendall_tau": 0.843, "train_wall_s": 742.5, "test_mae": 6.47,
+         "test_mae_flip": 6.35, "by_source": {"utkface": {"mae": 6.02}, "aaf": {"mae": 6.44}}},
+        {"name": "k4", "val_kendall_tau": None, "train_wall_s": None, "test_mae": 6.1,
+         "test_mae_flip": 6.0, "by_source": {"utkface": {"mae": 5.8}, "aaf": {"mae": 6.2}},
+         "sets": ["rank_teacher.k=4"]},
+    ]  # fmt: skip
+    lines = format_rows(rows).splitlines()
+    assert lines[0].split(" | ")[3:5] == ["aaf", "utkface"]
+    assert lines[2].split(" | ")[1:6] == ["(the run's own)", "0.843", "6.440", "6.020", "6.470"]
+    assert lines[2].endswith("| 742 |")
+    assert lines[3].split(" | ")[1:6] == ["rank_teacher.k=4", "", "6.200", "5.800", "6.100"]
+    assert lines[3].endswith("|  |")
