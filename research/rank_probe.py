@@ -104,10 +104,23 @@ def _row(name: str, test: dict[str, Any], fit: dict[str, Any]) -> dict[str, Any]
     }  # fmt: skip
 
 
+def workspace_score(ws: Workspace, root: Path) -> dict[str, Any]:
+    """The workspace ranking teacher's probe metrics, kept in ``root/workspace.json`` by digest."""
+    from agedistill.training.checkpoints import file_digest
+
+    digest, kept = file_digest(ws.rank_teacher), root / "workspace.json"
+    if kept.exists() and (saved := json.loads(kept.read_text()))["rank_teacher"] == digest:
+        return saved["test"]
+    test = probe_score(ws.rank_teacher, ws)
+    root.mkdir(parents=True, exist_ok=True)
+    kept.write_text(json.dumps({"rank_teacher": digest, "test": test}, default=float) + "\n")
+    return test
+
+
 def table(ws: Workspace, root: Path) -> list[dict[str, Any]]:
     """The workspace's ranking teacher, then every finished probe under ``root``, as table rows."""
     fit = json.loads((ws.rank_teacher.parent.parent / "metrics" / "rank_teacher.json").read_text())
-    rows = [_row("workspace", probe_score(ws.rank_teacher, ws), fit)]
+    rows = [_row("workspace", workspace_score(ws, root), fit)]
     for path in sorted(root.glob("*/result.json")):
         r = json.loads(path.read_text())
         sets = (path.parent / "sets.txt").read_text().split()

@@ -72,3 +72,20 @@ def test_rank_probe_table_puts_each_source_in_its_column():
     assert lines[2].endswith("| 742 |")
     assert lines[3].split(" | ")[1:6] == ["rank_teacher.k=4", "", "6.200", "5.800", "6.100"]
     assert lines[3].endswith("|  |")
+
+
+def test_the_workspace_teacher_is_scored_once_per_file(tmp_path, monkeypatch):
+    import research.rank_probe as rp
+    from research.ablation import Workspace
+
+    ws = Workspace.of(tmp_path)
+    ws.rank_teacher.parent.mkdir(parents=True)
+    ws.rank_teacher.write_bytes(b"teacher one")
+    calls = []
+    monkeypatch.setattr(rp, "probe_score", lambda f, w: calls.append(f) or {"mae": len(calls)})
+    root = tmp_path / "rank-probe"
+    assert rp.workspace_score(ws, root) == {"mae": 1}
+    assert rp.workspace_score(ws, root) == {"mae": 1}  # kept: not scored again
+    ws.rank_teacher.write_bytes(b"teacher two")  # another file: scored afresh
+    assert rp.workspace_score(ws, root) == {"mae": 2}
+    assert calls == [ws.rank_teacher, ws.rank_teacher]
