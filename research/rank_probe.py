@@ -26,7 +26,11 @@ import json
 from pathlib import Path
 from typing import Any
 
-from research.ablation import Workspace, with_overrides
+from research.ablation import Workspace
+from research.probes import ProbeKind, add_probe_args, run_or_table
+
+KIND = ProbeKind(section="rank_teacher", folder="rank-probe", stem="rank_probe",
+                 val_key="best_val_kendall_tau", val_head="val τ")  # fmt: skip
 
 
 def probe_score(model_file: Path, ws: Workspace) -> dict[str, Any]:
@@ -94,16 +98,6 @@ def train_and_score(ws: Workspace, out: Path, threads: int) -> dict[str, Any]:
     return result
 
 
-def _row(name: str, test: dict[str, Any], fit: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "name": name, "val_kendall_tau": fit.get("best_val_kendall_tau"),
-        "val_order_acc": fit.get("val_order_acc"), "train_wall_s": fit.get("train_wall_s"),
-        "test_mae": test["mae"], "test_mae_flip": test["mae_flip"],
-        "by_source": {s: {"mae": v["mae"], "mae_flip": v["mae_flip"]}
-                      for s, v in test.get("by_source", {}).items()},
-    }  # fmt: skip
-
-
 def workspace_score(ws: Workspace, root: Path) -> dict[str, Any]:
     """The workspace ranking teacher's probe metrics, kept in ``root/workspace.json`` by digest."""
     from agedistill.training.checkpoints import file_digest
@@ -117,60 +111,17 @@ def workspace_score(ws: Workspace, root: Path) -> dict[str, Any]:
     return test
 
 
-def table(ws: Workspace, root: Path) -> list[dict[str, Any]]:
-    """The workspace's ranking teacher, then every finished probe under ``root``, as table rows."""
+def own_teacher(ws: Workspace, root: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The workspace's ranking teacher: its probe's test metrics and its stage's fit metrics."""
     fit = json.loads((ws.rank_teacher.parent.parent / "metrics" / "rank_teacher.json").read_text())
-    rows = [_row("workspace", workspace_score(ws, root), fit)]
-    for path in sorted(root.glob("*/result.json")):
-        r = json.loads(path.read_text())
-        sets = (path.parent / "sets.txt").read_text().split()
-        rows.append({**_row(path.parent.name, r["test"], r["fit"]), "sets": sets})
-    return rows
-
-
-def format_rows(rows: list[dict[str, Any]]) -> str:
-    """The rows of :func:`table` as a Markdown table, one column per test source."""
-    sources = sorted(rows[0]["by_source"])
-    head = ["probe", "changes", "val τ", *sources, "all", "all with flip", "train s"]
-    lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
-    for r in rows:
-        tau = r["val_kendall_tau"]
-        cells = [r["name"], " ".join(r.get("sets", [])) or "(the run's own)",
-                 f"{tau:.3f}" if tau is not None else "",
-                 *(f"{r['by_source'][s]['mae']:.3f}" for s in sources),
-                 f"{r['test_mae']:.3f}", f"{r['test_mae_flip']:.3f}",
-                 f"{r['train_wall_s']:.0f}" if r["train_wall_s"] else ""]  # fmt: skip
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    return workspace_score(ws, root), fit
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("cmd", choices=["run", "table"])
-    ap.add_argument("--workspace", type=Path, default=Path("."), help="a finished pipeline")
-    ap.add_argument("--out", type=Path,
-                    help="probes' parent folder (default <workspace>/rank-probe)")  # fmt: skip
-    ap.add_argument("--name", help="run: the probe's folder name")
-    ap.add_argument("--set", action="append", default=[], metavar="rank_teacher.KEY=VALUE",
-                    help="run: change a rank_teacher param (repeatable)")  # fmt: skip
-    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: the params')")
-    ap.add_argument("--metrics", type=Path, default=Path("results/research/rank_probe"))
-    args = ap.parse_args()
-    ws = Workspace.of(args.workspace)
-    ws.check()
-    root = args.out or args.workspace / "rank-probe"
-    if args.cmd == "run":
-        if not args.name or not args.set:
-            ap.error("run needs --name and at least one --set rank_teacher.KEY=VALUE")
-        out = root / args.name
-        probe = with_overrides(ws, args.set, out, section="rank_teacher")
-        (out / "sets.txt").write_text("\n".join(args.set) + "\n")
-        train_and_score(probe, out, args.threads)
-    rows = table(ws, root)
-    args.metrics.mkdir(parents=True, exist_ok=True)
-    (args.metrics / "rank_probe.json").write_text(json.dumps(rows, indent=2) + "\n")
-    (args.metrics / "rank_probe.md").write_text(format_rows(rows) + "\n")
-    print(format_rows(rows))
+    add_probe_args(ap, KIND)
+    run_or_table(ap.parse_args(), ap, KIND, train_and_score, own_teacher)
 
 
 if __name__ == "__main__":

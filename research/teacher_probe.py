@@ -27,7 +27,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from research.ablation import Workspace, class_teacher_score, test_score, with_overrides
+from research.ablation import Workspace, class_teacher_score, test_score
+from research.probes import ProbeKind, add_probe_args, run_or_table
 
 
 def train_and_score(ws: Workspace, out: Path, threads: int) -> dict[str, Any]:
@@ -96,84 +97,37 @@ def ensemble_score(ws: Workspace, models: list[Path], cs_max: int) -> dict[str, 
     return {**{k: mean_score([k]) for k in preds}, "ensemble": mean_score(list(preds))}
 
 
-def _row(name: str, test: dict[str, Any], val_mae: float | None, wall: float | None) -> dict:
-    src = test["by_source"]
-    return {
-        "name": name, "val_mae": val_mae, "train_wall_s": wall,
-        "test_mae": test["mae"], "test_mae_flip": test["mae_flip"],
-        "by_source": {s: {"mae": v["mae"], "mae_flip": v["mae_flip"]} for s, v in src.items()},
-    }  # fmt: skip
+KIND = ProbeKind(section="class_teacher", folder="teacher-probe", stem="teacher_probe",
+                 val_key="best_val_mae", val_head="val MAE")  # fmt: skip
 
 
-def table(ws: Workspace, root: Path) -> list[dict[str, Any]]:
-    """The workspace's class teacher, then every finished probe under ``root``, as table rows."""
-    base_metrics = json.loads((ws.class_teacher.parent.parent / "metrics" / "class_teacher.json")
-                              .read_text())  # fmt: skip
-    rows = [_row("workspace", class_teacher_score(ws), base_metrics.get("best_val_mae"),
-                 base_metrics.get("train_wall_s"))]  # fmt: skip
-    for path in sorted(root.glob("*/result.json")):
-        r = json.loads(path.read_text())
-        sets = (path.parent / "sets.txt").read_text().split()
-        row = _row(path.parent.name, r["test"], r["fit"].get("best_val_mae"),
-                   r["fit"].get("train_wall_s"))  # fmt: skip
-        rows.append({**row, "sets": sets})
-    return rows
-
-
-def format_rows(rows: list[dict[str, Any]]) -> str:
-    """The rows of :func:`table` as a Markdown table, one column per test source."""
-    sources = sorted(rows[0]["by_source"])
-    head = ["probe", "changes", "val MAE", *sources, "all", "all with flip", "train s"]
-    lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
-    for r in rows:
-        cells = [r["name"], " ".join(r.get("sets", [])) or "(the run's own)",
-                 f"{r['val_mae']:.3f}" if r["val_mae"] is not None else "",
-                 *(f"{r['by_source'][s]['mae']:.3f}" for s in sources),
-                 f"{r['test_mae']:.3f}", f"{r['test_mae_flip']:.3f}",
-                 f"{r['train_wall_s']:.0f}" if r["train_wall_s"] else ""]  # fmt: skip
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+def own_teacher(ws: Workspace, root: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The workspace's class teacher: its test metrics and its stage's fit metrics."""
+    fit = json.loads((ws.class_teacher.parent.parent / "metrics" / "class_teacher.json")
+                     .read_text())  # fmt: skip
+    return class_teacher_score(ws), fit
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("cmd", choices=["run", "table", "ensemble"])
-    ap.add_argument("--workspace", type=Path, default=Path("."), help="a finished pipeline")
-    ap.add_argument("--out", type=Path,
-                    help="probes' parent folder (default <workspace>/teacher-probe)")  # fmt: skip
-    ap.add_argument("--name", help="run: the probe's folder name")
-    ap.add_argument("--set", action="append", default=[], metavar="class_teacher.KEY=VALUE",
-                    help="run: change a class_teacher param (repeatable)")  # fmt: skip
+    add_probe_args(ap, KIND)
     ap.add_argument("--models", type=Path, nargs="+", help="ensemble: class-teacher files")
-    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: the params')")
-    ap.add_argument("--metrics", type=Path, default=Path("results/research/teacher_probe"))
     args = ap.parse_args()
+    if args.cmd != "ensemble":
+        run_or_table(args, ap, KIND, train_and_score, own_teacher)
+        return
+    if not args.models or len(args.models) < 2:
+        ap.error("ensemble needs --models with two or more class-teacher files")
+    from agedistill.config import load_params
+
     ws = Workspace.of(args.workspace)
     ws.check()
-    root = args.out or args.workspace / "teacher-probe"
-    if args.cmd == "ensemble":
-        if not args.models or len(args.models) < 2:
-            ap.error("ensemble needs --models with two or more class-teacher files")
-        from agedistill.config import load_params
-
-        scores = ensemble_score(ws, args.models, load_params(ws.params).evaluate.cs_max)
-        args.metrics.mkdir(parents=True, exist_ok=True)
-        (args.metrics / "ensemble.json").write_text(json.dumps(scores, indent=2) + "\n")
-        print(json.dumps({k: {"mae": v["mae"], "mae_flip": v["mae_flip"]}
-                          for k, v in scores.items()}, indent=2))  # fmt: skip
-        return
-    if args.cmd == "run":
-        if not args.name or not args.set:
-            ap.error("run needs --name and at least one --set class_teacher.KEY=VALUE")
-        out = root / args.name
-        probe = with_overrides(ws, args.set, out, section="class_teacher")
-        (out / "sets.txt").write_text("\n".join(args.set) + "\n")
-        train_and_score(probe, out, args.threads)
-    rows = table(ws, root)
+    scores = ensemble_score(ws, args.models, load_params(ws.params).evaluate.cs_max)
     args.metrics.mkdir(parents=True, exist_ok=True)
-    (args.metrics / "teacher_probe.json").write_text(json.dumps(rows, indent=2) + "\n")
-    (args.metrics / "teacher_probe.md").write_text(format_rows(rows) + "\n")
-    print(format_rows(rows))
+    (args.metrics / "ensemble.json").write_text(json.dumps(scores, indent=2) + "\n")
+    print(json.dumps({k: {"mae": v["mae"], "mae_flip": v["mae_flip"]}
+                      for k, v in scores.items()}, indent=2))  # fmt: skip
 
 
 if __name__ == "__main__":

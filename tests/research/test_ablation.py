@@ -241,16 +241,17 @@ def test_workspace_of_a_folder_puts_every_path_under_it(tmp_path):
 
 
 def test_teacher_probe_table_puts_each_source_in_its_column():
-    from research.teacher_probe import format_rows
+    from research.probes import format_rows
+    from research.teacher_probe import KIND
 
     rows = [
-        {"name": "workspace", "val_mae": 5.26, "train_wall_s": 1607.0, "test_mae": 5.39,
+        {"name": "workspace", "best_val_mae": 5.26, "train_wall_s": 1607.0, "test_mae": 5.39,
          "test_mae_flip": 5.28, "by_source": {"utkface": {"mae": 5.18}, "aaf": {"mae": 5.27}}},
-        {"name": "px144", "val_mae": 4.99, "train_wall_s": None, "test_mae": 5.26,
+        {"name": "px144", "best_val_mae": 4.99, "train_wall_s": None, "test_mae": 5.26,
          "test_mae_flip": 5.15, "by_source": {"utkface": {"mae": 4.98}, "aaf": {"mae": 5.20}},
          "sets": ["class_teacher.input_size=144"]},
     ]  # fmt: skip
-    lines = format_rows(rows).splitlines()
+    lines = format_rows(rows, KIND).splitlines()
     assert lines[0].split(" | ")[3:5] == ["aaf", "utkface"]  # sources sorted by name
     assert lines[2].split(" | ")[1:6] == ["(the run's own)", "5.260", "5.270", "5.180", "5.390"]
     assert lines[3].split(" | ")[1:6] == ["class_teacher.input_size=144", "4.990", "5.200",

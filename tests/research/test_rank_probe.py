@@ -56,22 +56,36 @@ def test_a_probe_folder_reads_as_a_workspace_with_the_runs_data_and_class_teache
     assert (ws.split / "test.csv").read_text() == "crop,age\n"
 
 
-def test_rank_probe_table_puts_each_source_in_its_column():
-    from research.rank_probe import format_rows
+def test_the_table_puts_the_workspace_first_then_each_finished_probe(tmp_path):
+    import json
 
-    rows = [
-        {"name": "workspace", "val_kendall_tau": 0.843, "train_wall_s": 742.5, "test_mae": 6.47,
-         "test_mae_flip": 6.35, "by_source": {"utkface": {"mae": 6.02}, "aaf": {"mae": 6.44}}},
-        {"name": "k4", "val_kendall_tau": None, "train_wall_s": None, "test_mae": 6.1,
-         "test_mae_flip": 6.0, "by_source": {"utkface": {"mae": 5.8}, "aaf": {"mae": 6.2}},
-         "sets": ["rank_teacher.k=4"]},
-    ]  # fmt: skip
-    lines = format_rows(rows).splitlines()
-    assert lines[0].split(" | ")[3:5] == ["aaf", "utkface"]
+    from research.probes import format_rows, table
+    from research.rank_probe import KIND
+
+    def test(mae, utk, aaf):
+        by_source = {"utkface": {"mae": utk, "mae_flip": utk}, "aaf": {"mae": aaf, "mae_flip": aaf}}
+        return {"mae": mae, "mae_flip": mae - 0.1, "by_source": by_source}
+
+    root = tmp_path / "rank-probe"
+    for name, fit in {"k4": {"best_val_kendall_tau": 0.831, "train_wall_s": 2962.0},
+                      "unfinished": None}.items():  # fmt: skip
+        (root / name).mkdir(parents=True)
+        (root / name / "sets.txt").write_text("rank_teacher.k=4\nrank_teacher.min_gap=3\n")
+        if fit:
+            (root / name / "result.json").write_text(
+                json.dumps({"fit": fit, "test": test(6.1, 5.8, 6.2)})
+            )
+    rows = table(test(6.47, 6.02, 6.44), {"best_val_kendall_tau": 0.843, "train_wall_s": 742.5},
+                 root, KIND)  # fmt: skip
+    assert [r["name"] for r in rows] == ["workspace", "k4"]  # a probe without a result is left out
+    lines = format_rows(rows, KIND).splitlines()
+    assert lines[0].split(" | ")[2:5] == ["val τ", "aaf", "utkface"]  # sources sorted by name
     assert lines[2].split(" | ")[1:6] == ["(the run's own)", "0.843", "6.440", "6.020", "6.470"]
     assert lines[2].endswith("| 742 |")
-    assert lines[3].split(" | ")[1:6] == ["rank_teacher.k=4", "", "6.200", "5.800", "6.100"]
-    assert lines[3].endswith("|  |")
+    assert lines[3].split(" | ")[1:6] == ["rank_teacher.k=4 rank_teacher.min_gap=3", "0.831",
+                                          "6.200", "5.800", "6.100"]  # fmt: skip
+    rows[1]["best_val_kendall_tau"] = rows[1]["train_wall_s"] = None
+    assert format_rows(rows, KIND).splitlines()[3].endswith("| 6.100 | 6.000 |  |")
 
 
 def test_the_workspace_teacher_is_scored_once_per_file(tmp_path, monkeypatch):
