@@ -35,11 +35,9 @@ KIND = ProbeKind(section="rank_teacher", folder="rank-probe", stem="rank_probe",
 
 def probe_score(model_file: Path, ws: Workspace) -> dict[str, Any]:
     """Test metrics of a ranking teacher's ridge probe, as ``evaluate`` scores it."""
-    import numpy as np
-
     from agedistill.config import load_params
     from agedistill.data.tables import load_table
-    from agedistill.evaluation.scoring import linear_probe, score
+    from agedistill.evaluation.scoring import probe_ages, score
     from agedistill.models.files import load_model
 
     params = load_params(ws.params)
@@ -47,8 +45,7 @@ def probe_score(model_file: Path, ws: Workspace) -> dict[str, Any]:
     side = config["input_size"]
     train = load_table(ws.split / "train.csv", ws.crops, side)
     test = load_table(ws.split / "test.csv", ws.crops, side)
-    pred, pred_flip = (np.clip(p, params.ages.min_age, params.ages.max_age)
-                       for p in linear_probe(model, train, test, size=side))  # fmt: skip
+    pred, pred_flip = probe_ages(model, train, test, params.ages, side)
     return score(pred, test, params.evaluate.cs_max, pred_flip)
 
 

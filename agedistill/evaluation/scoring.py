@@ -73,6 +73,18 @@ def linear_probe(
     )
 
 
+def probe_ages(
+    model, train: FaceTable, test: FaceTable, ages: AgesParams, size: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """The ranking teacher's ages for ``test`` read once and with flip, as ``evaluate`` scores it.
+
+    Its :func:`linear_probe` at the teacher's input ``size``, clipped to the age range ``ages``.
+    """
+    plain, flip = linear_probe(model, train, test, size=size)
+    return (np.clip(plain, ages.min_age, ages.max_age),
+            np.clip(flip, ages.min_age, ages.max_age))  # fmt: skip
+
+
 def score(
     pred: np.ndarray,
     test: FaceTable,
@@ -195,7 +207,6 @@ def evaluate_models(
     with its mirror image's. Where the test
     rows name their ``source``, ``by_source`` holds them per source (see :func:`score`).
     """
-    min_age, max_age = ages.min_age, ages.max_age
     cs_max, latency_batch, latency_repeats = (
         params.cs_max,
         params.latency_batch,
@@ -210,10 +221,7 @@ def evaluate_models(
             preds = pd.DataFrame({"crop": test.rows["crop"], "true_age": test.ages.numpy()})
         std = std_flip = None
         if config["arch"] == "rank_teacher":
-            pred, pred_flip = (
-                np.clip(p, min_age, max_age)
-                for p in linear_probe(model, train, test, size=config["input_size"])
-            )
+            pred, pred_flip = probe_ages(model, train, test, ages, config["input_size"])
             cost_model = model.backbone
         else:
             pred, std, pred_flip, std_flip = (

@@ -111,6 +111,24 @@ def test_probe_resizes_faces_to_the_teachers_input_size(sample_images):
     assert abs(resized - unresized).max() > 1.0
 
 
+def test_probe_ages_are_the_probe_clipped_to_the_age_range(sample_images):
+    import numpy as np
+
+    from agedistill.config import AgesParams
+    from agedistill.evaluation.scoring import linear_probe, probe_ages
+
+    faces = chip_table(sample_images, step=10, n=64)
+    torch.manual_seed(0)
+    rt = RankTeacher([8, 16], k=3, feature_dim=4, stem_stride=2)
+    raw, raw_flip = linear_probe(rt, faces, faces, size=16)
+    lo, hi = (int(a) for a in np.percentile(raw, [25, 75]).round())  # clips both tails
+    plain, flip = probe_ages(rt, faces, faces, AgesParams(min_age=lo, max_age=hi), 16)
+    assert plain.min() == lo and plain.max() == hi and flip.min() >= lo and flip.max() <= hi
+    inside = (raw > lo) & (raw < hi)
+    assert inside.any() and np.array_equal(plain[inside], raw[inside])
+    assert np.array_equal(flip, np.clip(raw_flip, lo, hi))
+
+
 def test_score_reports_flip_metrics_only_when_given(sample_images):
     from agedistill.evaluation.scoring import score
 
