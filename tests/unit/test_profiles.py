@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 
 import pytest
 import yaml
@@ -61,10 +62,21 @@ def test_a_bad_profile_fails_before_dvc_starts(repo, tmp_path, monkeypatch):
         profile_overrides(tmp_path / "bad.yaml")
 
 
-@pytest.mark.parametrize("name", ["full.yaml", "full-144.yaml", "full-paper.yaml"])
+FULL_PROFILES = sorted(p.name for p in (Path(__file__).parents[2] / "profiles").glob("full*.yaml"))
+
+
+def test_the_full_profiles_are_all_checked():
+    assert {"full.yaml", "full-144.yaml", "full-balanced.yaml", "full-paper.yaml"} <= set(
+        FULL_PROFILES
+    )
+
+
+@pytest.mark.parametrize("name", FULL_PROFILES)
 def test_every_shipped_profile_is_valid_against_the_params(repo, pipeline_dir, name):
     sets = dict(a.split("=", 1) for a in profile_overrides(repo / "profiles" / name)[1::2])
     assert sets["split.test_size"] == "2000"
+    if name == "full-balanced.yaml":  # full-144's recipe with the ground truth weighted by age
+        assert sets["distill.age_balance"] == "0.25" and sets["student.input_size"] == "128"
 
 
 def test_sample_144_profile_is_valid_and_keeps_the_sample_data(repo, pipeline_dir):
