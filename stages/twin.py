@@ -7,7 +7,7 @@ from agedistill.config import load_params
 from agedistill.data.tables import load_table
 from agedistill.pipeline.stage import stage_main
 from agedistill.training.harness import publish, training_stage
-from agedistill.training.recipes import train_student
+from agedistill.training.recipes import TWIN_DISTILL_FIELDS, train_student
 
 
 def main() -> None:
@@ -24,9 +24,7 @@ def main() -> None:
     train = load_table(split / "train.csv", args.crops, params.align.size)  # as distill reads it
     val = load_table(split / "val.csv", args.crops, arch.input_size)
     stage_params = {
-        "train": d.train.model_dump(),
-        "mixup": d.mixup,
-        "gt_weight": d.gt_weight,
+        **{k: v for k, v in d.model_dump().items() if k in TWIN_DISTILL_FIELDS},
         "model": arch.model_dump(),
         "ages": params.ages.model_dump(),
         "age_loss": params.age_loss.model_dump(),

@@ -284,6 +284,11 @@ class Teachers:
 
 _NO_TEACHERS = Teachers(classifier=None, ranker=None, hint_stage=0)  # type: ignore[arg-type]
 
+# The fields of DistillParams the twin trains by (train_student with teachers None); the others
+# belong to the teachers' terms and the unlabelled faces, which the twin never reads. The twin
+# stage logs these and dvc.yaml lists them as its params.
+TWIN_DISTILL_FIELDS: tuple[str, ...] = ("train", "mixup", "gt_weight", "age_balance")
+
 
 def train_student(
     train: FaceTable,

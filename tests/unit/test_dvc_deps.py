@@ -133,3 +133,11 @@ def test_nothing_the_pipeline_or_predict_runs_imports_research() -> None:
     assert not [p for p in closure if "research" in p.relative_to(ROOT).parts]
     # the research scripts do reach into the package (so the check is not vacuous)
     assert any("research" in p.parts for p in import_closure(["research.run_ablation"]))
+
+
+def test_the_twin_stage_reruns_when_a_param_it_trains_by_changes() -> None:
+    from agedistill.training.recipes import TWIN_DISTILL_FIELDS
+
+    params = set(yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]["twin"]["params"])
+    missing = {f"distill.{f}" for f in TWIN_DISTILL_FIELDS} - params
+    assert not missing, f"dvc.yaml's twin stage does not list {sorted(missing)}"

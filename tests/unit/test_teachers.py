@@ -150,6 +150,27 @@ def test_calibration_is_written_into_the_model_file(faces, tmp_path):
     assert fit_std_scale(age, std, faces.ages.numpy()) == pytest.approx(1.0, rel=1e-4)
 
 
+def test_the_twin_trains_by_its_declared_distill_fields_alone(faces, tmp_path):
+    """Every DistillParams field outside TWIN_DISTILL_FIELDS changed at once: the same twin."""
+    base = distill_params(train_params(1, batch_size=16, jpeg=0.5))
+    others = {
+        "temperature": 4.0,
+        "kd_weight": 0.0,
+        "hint_weight": 3.0,
+        "hint_stage": 0,
+        "hint_norm": "attention",
+        "unlabelled_ratio": 0.5,
+        "teachers_read_clean": True,
+    }
+    assert set(others) | set(recipes.TWIN_DISTILL_FIELDS) == set(type(base).model_fields)
+    states = []
+    for i, params in enumerate((base, base.model_copy(update=others))):
+        train_student(faces, faces, MODEL, params, AGES, None, out=tmp_path / f"twin{i}.pt")
+        states.append(load_model(tmp_path / f"twin{i}.pt")[0].state_dict())
+    for name, tensor in states[0].items():
+        assert torch.equal(tensor, states[1][name]), name
+
+
 @pytest.mark.parametrize("balance", [0.0, 0.5])
 def test_age_balance_weights_each_faces_ground_truth_by_its_age(
     faces, tmp_path, monkeypatch, balance
