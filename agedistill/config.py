@@ -237,8 +237,9 @@ class DistillParams(_Strict):
     # flips and blends): soft targets and hints of the face, not of its damage
     teachers_read_clean: bool = False
     # ground-truth term weighted by the smoothed count of the face's age to this power, negated
-    # (label-distribution smoothing): 0 = every face alike, 0.5 lifts rare ages; distill and twin
-    age_balance: Annotated[float, Field(ge=0, le=1)] = 0.0
+    # (label-distribution smoothing): 0 = every face alike (full.yaml), 0.5 lifts rare ages more;
+    # distill and twin
+    age_balance: Annotated[float, Field(ge=0, le=1)] = 0.25
 
 
 class EvaluateParams(_Strict):

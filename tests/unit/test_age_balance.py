@@ -43,7 +43,7 @@ def test_power_zero_weights_every_face_alike_and_bad_input_is_refused():
 
 def test_the_param_is_a_power_between_zero_and_one():
     train = TrainParams()
-    assert DistillParams(train=train).age_balance == 0.0
+    assert DistillParams(train=train).age_balance == 0.25  # the shipped recipe
     assert DistillParams(train=train, age_balance=0.5).age_balance == 0.5
     with pytest.raises(ValueError):
         DistillParams(train=train, age_balance=1.5)
