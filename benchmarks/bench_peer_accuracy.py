@@ -20,6 +20,7 @@ writes the JSON and a figure beside it (``.png``): MAE by age group and source, 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import subprocess
 import sys
 import tempfile
@@ -35,6 +36,7 @@ from PIL import Image, ImageEnhance, ImageFilter, ImageOps
 from agedistill.evaluation.metrics import AGE_GROUPS, group_label
 from agedistill.pipeline.machine import cpu_name
 from agedistill.pipeline.outputs import write_json
+from agedistill.serving.loading import default_model_path
 
 GROUP_ORDER = [group_label(lo) for lo, _ in AGE_GROUPS]
 
@@ -168,6 +170,7 @@ def main() -> None:
         "peer has run; a rerun of agedistill alone reuses it",
     )
     args = ap.parse_args()
+    model_file = args.model or default_model_path()
 
     truth = pd.read_csv(args.test_csv, usecols=["path", "source", "age"]).drop_duplicates("path")
     missing = [p for p in truth["path"] if not Path(p).is_file()]
@@ -210,6 +213,7 @@ def main() -> None:
         "cpu": cpu_name(),
         "peer": PEER,
         "model": str(args.model or "shipped student"),
+        "model_sha256": hashlib.sha256(model_file.read_bytes()).hexdigest()[:16],
         "test_csv": str(args.test_csv),
         "degrade": args.degrade,
         "peer_answers": str(args.peer_answers) if args.peer_answers else None,
