@@ -20,7 +20,6 @@ writes the JSON and a figure beside it (``.png``): MAE by age group and source, 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import subprocess
 import sys
 import tempfile
@@ -37,6 +36,7 @@ from agedistill.evaluation.metrics import AGE_GROUPS, group_label
 from agedistill.pipeline.machine import cpu_name
 from agedistill.pipeline.outputs import write_json
 from agedistill.serving.loading import default_model_path
+from agedistill.training.checkpoints import file_digest
 
 GROUP_ORDER = [group_label(lo) for lo, _ in AGE_GROUPS]
 
@@ -213,7 +213,7 @@ def main() -> None:
         "cpu": cpu_name(),
         "peer": PEER,
         "model": str(args.model or "shipped student"),
-        "model_sha256": hashlib.sha256(model_file.read_bytes()).hexdigest()[:16],
+        "model_sha256": file_digest(model_file)[:16],
         "test_csv": str(args.test_csv),
         "degrade": args.degrade,
         "peer_answers": str(args.peer_answers) if args.peer_answers else None,
