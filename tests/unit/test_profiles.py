@@ -66,9 +66,13 @@ FULL_PROFILES = sorted(p.name for p in (Path(__file__).parents[2] / "profiles").
 
 
 def test_the_full_profiles_are_all_checked():
-    assert {"full.yaml", "full-144.yaml", "full-balanced.yaml", "full-paper.yaml"} <= set(
-        FULL_PROFILES
-    )
+    assert {
+        "full.yaml",
+        "full-144.yaml",
+        "full-balanced.yaml",
+        "full-paper.yaml",
+        "full-prints.yaml",
+    } <= set(FULL_PROFILES)
 
 
 @pytest.mark.parametrize("name", FULL_PROFILES)
@@ -77,10 +81,18 @@ def test_every_shipped_profile_is_valid_against_the_params(repo, pipeline_dir, n
     assert sets["split.test_size"] == "2000"
     # the sample (params.yaml) weights the ground truth by age; each full profile sets the knob
     # itself, so that the frozen runs before it (full-v10 and older) rebuild as they ran
-    if name == "full-balanced.yaml":  # full-144's recipe with the ground truth weighted by age
+    if name in ("full-balanced.yaml", "full-prints.yaml"):  # full-144's, weighted by age
         assert sets["distill.age_balance"] == "0.25" and sets["student.input_size"] == "128"
     else:
         assert sets["distill.age_balance"] == "0.0"
+
+
+def test_full_prints_is_full_balanced_with_old_prints(repo):
+    prints = load_profile(repo / "profiles" / "full-prints.yaml")
+    balanced = load_profile(repo / "profiles" / "full-balanced.yaml")
+    assert prints["distill"].pop("teachers_read_clean") is True
+    assert prints["distill"]["train"].pop("scan") == 0.3
+    assert prints == balanced
 
 
 def test_sample_144_profile_is_valid_and_keeps_the_sample_data(repo, pipeline_dir):
