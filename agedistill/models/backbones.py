@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from agedistill.models.errors import ModelFileError
+from agedistill.models.errors import ModelFileError, check_stage
 from agedistill.models.inputs import MEAN, STD
 
 BACKBONE_NAMES: tuple[str, ...] = (
@@ -174,6 +174,10 @@ class Backbone(nn.Module):
         """Pooled embedding (B, out_features) and the map at the end of each stride."""
         raise NotImplementedError
 
+    def feature_map(self, x: torch.Tensor, stage: int) -> torch.Tensor:
+        """``forward_features(x)[1][stage]``, running no layer after that map."""
+        raise NotImplementedError
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """The pooled embedding (B, out_features) of agedistill-normalised faces."""
         return self.forward_features(x)[0]
@@ -201,6 +205,14 @@ class MobileNetV2Backbone(Backbone):
             if i in self.TAPS:
                 maps.append(x)
         return x.mean(dim=(2, 3)), maps
+
+    def feature_map(self, x: torch.Tensor, stage: int) -> torch.Tensor:
+        """The map after features ``TAPS[stage]``; the layers after it do not run."""
+        check_stage(stage, len(self.TAPS))
+        x = self.renormalize(x)
+        for layer in self.features[: self.TAPS[stage] + 1]:
+            x = layer(x)
+        return x
 
 
 def same_padding(size: int, kernel: int, stride: int) -> tuple[int, int]:
@@ -366,6 +378,16 @@ class EfficientNetLite(Backbone):
         x = F.relu6(self._bn1(self._conv_head(x)))
         maps.append(x)
         return x.mean(dim=(2, 3)), maps
+
+    def feature_map(self, x: torch.Tensor, stage: int) -> torch.Tensor:
+        """The map ending stride 2^(stage+1); the blocks after it (and the head) do not run."""
+        check_stage(stage, len(self.taps) + 1)
+        if stage == len(self.taps):  # the head's map
+            return self.forward_features(x)[1][stage]
+        x = F.relu6(self._bn0(self._conv_stem(self.renormalize(x))))
+        for block in self._blocks[: self.taps[stage] + 1]:
+            x = block(x)
+        return x
 
 
 def build_backbone(name: str) -> Backbone:

@@ -7,6 +7,8 @@ import math
 import torch
 from torch import nn
 
+from agedistill.models.errors import check_stage
+
 
 def _conv(cin: int, cout: int, stride: int = 1, depthwise: bool = False) -> nn.Sequential:
     if depthwise and cin > 3:
@@ -63,6 +65,15 @@ class ConvNet(nn.Module):
                 x = self.pool(x)
         return x.mean(dim=(2, 3)), maps
 
+    def feature_map(self, x: torch.Tensor, stage: int) -> torch.Tensor:
+        """Stage ``stage``'s map before pooling, running no later stage."""
+        check_stage(stage, len(self.stages))
+        for i in range(stage + 1):
+            x = self.stages[i](x)
+            if i < stage:
+                x = self.pool(x)
+        return x
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         emb, _ = self.forward_features(x)
         return self.head(self.dropout(emb))
@@ -90,6 +101,10 @@ class PretrainedNet(nn.Module):
     def forward_features(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """Pooled embedding (B, out_features) and the backbone's map at every stride."""
         return self.net.forward_features(x)
+
+    def feature_map(self, x: torch.Tensor, stage: int) -> torch.Tensor:
+        """The backbone's map at stride 2^(stage+1), running no later layer."""
+        return self.net.feature_map(x, stage)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         emb, _ = self.forward_features(x)
@@ -149,6 +164,10 @@ class RankTeacher(nn.Module):
     def feature_maps(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Every backbone stage's feature map for faces (N, 3, H, W)."""
         return self.backbone.forward_features(x)[1]
+
+    def feature_map(self, x: torch.Tensor, stage: int) -> torch.Tensor:
+        """``feature_maps(x)[stage]``, running none of the backbone's later layers (the hint)."""
+        return self.backbone.feature_map(x, stage)
 
     def forward(self, seq: torch.Tensor) -> torch.Tensor:
         b, k = seq.shape[:2]

@@ -381,7 +381,8 @@ def train_student(
     if params.age_balance > 0:
         gt_weights = age_balance_weights(labels, ages.num_classes, params.age_balance)
 
-    teachers_clean = params.teachers_read_clean
+    # a clean view only where a teacher reads it (not for the twin): the same draws either way
+    teachers_clean = params.teachers_read_clean and (kd_weight > 0 or hint_weight > 0)
 
     def views(images: torch.Tensor, rand: EpochRandom) -> tuple[torch.Tensor, torch.Tensor]:
         """The augmented faces the student reads and those the teachers read: one tensor,
@@ -425,7 +426,7 @@ def train_student(
             logs["kd_loss"] = kd.item()
         if hint_weight > 0:
             with torch.no_grad():
-                t_map = rank_teacher.feature_maps(resize_faces(xt, t_size))[teacher_hint_stage]
+                t_map = rank_teacher.feature_map(resize_faces(xt, t_size), teacher_hint_stage)
             hint = hint_loss(adapter(maps[student_hint_stage]), t_map, params.hint_norm)
             loss = loss + hint_weight * hint
             logs["hint_loss"] = hint.item()

@@ -3,7 +3,13 @@ import pandas as pd
 import pytest
 import torch
 
-from agedistill.data.augment import augment, batches, color_jitter, similarity_jitter
+from agedistill.data.augment import (
+    augment,
+    batches,
+    color_jitter,
+    jitter,
+    similarity_jitter,
+)
 from agedistill.evaluation.metrics import cumulative_score, group_label, grouped_mae, mae
 from agedistill.models.inputs import normalize
 from agedistill.training.recipes import kendall_tau
@@ -28,6 +34,19 @@ def test_shift_moves_content():
     peaks = [tuple((x[0] == 255).nonzero()[0].tolist()) for x in out]
     assert all(abs(r - 4) <= 2 and abs(c - 4) <= 2 for r, c in peaks)
     assert len(set(peaks)) > 5
+
+
+def test_shift_is_a_window_of_the_edge_replicated_face_at_the_drawn_offset():
+    img = torch.randint(0, 256, (16, 3, 10, 12), dtype=torch.uint8,
+                        generator=torch.Generator().manual_seed(1))  # fmt: skip
+    out = jitter(img, 2, False, torch.Generator().manual_seed(5))
+    g = torch.Generator().manual_seed(5)  # the same draws: x offsets, then y offsets
+    dx, dy = torch.randint(0, 5, (16,), generator=g), torch.randint(0, 5, (16,), generator=g)
+    padded = torch.nn.functional.pad(img.float(), [2] * 4, mode="replicate")
+    assert out.shape == (16, 3, 10, 12) and out.dtype == torch.float32
+    for i, (y, x) in enumerate(zip(dy.tolist(), dx.tolist(), strict=True)):
+        assert torch.equal(out[i], padded[i, :, y : y + 10, x : x + 12])
+    assert len(set(zip(dy.tolist(), dx.tolist(), strict=True))) > 5
 
 
 def test_batches_cover_every_index_once():

@@ -5,7 +5,9 @@ import torch
 
 from agedistill.config import AgesParams, ModelParams
 from agedistill.faces.detection import model_crop
+from agedistill.models.backbones import BACKBONE_NAMES
 from agedistill.models.files import ModelFileError, build_model, load_model, save_model
+from agedistill.models.folding import fold_batchnorm
 from agedistill.models.nets import ConvNet, HintAdapter, RankTeacher, count_parameters
 from agedistill.training.recipes import convnet_config
 
@@ -115,3 +117,23 @@ def test_stage_sides_are_the_feature_map_sides(size, stride, widths):
     net = ConvNet(widths, 5, stem_stride=stride).eval()
     maps = net.forward_features(torch.zeros(1, 3, size, size))[1]
     assert stage_sides(size, stride, len(widths)) == [m.shape[-1] for m in maps]
+
+
+@pytest.mark.parametrize("backbone", ["convnet", *BACKBONE_NAMES])
+def test_the_hint_map_equals_the_full_pass_and_runs_no_later_layer(backbone):
+    rt = RankTeacher([8, 16, 32], k=3, feature_dim=8, backbone=backbone).eval()
+    folded = fold_batchnorm(rt).to(memory_format=torch.channels_last)  # as distill runs it
+    x = torch.randn(2, 3, 48, 48).contiguous(memory_format=torch.channels_last)
+    convs = [m for m in folded.backbone.modules() if isinstance(m, torch.nn.Conv2d)]
+    calls = []
+    for conv in convs:
+        conv.register_forward_hook(lambda m, i, o: calls.append(m))
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        maps = folded.feature_maps(x)
+        full = len(calls)
+        for stage, expected in enumerate(maps):
+            calls.clear()
+            assert torch.equal(folded.feature_map(x, stage), expected)
+            assert (len(calls) < full) == (stage < len(maps) - 1)
+    with pytest.raises(IndexError, match=f"stage {len(maps)}: the network has {len(maps)} stages"):
+        rt.feature_map(x, len(maps))

@@ -87,8 +87,8 @@ def test_ranking_teacher_reads_faces_at_its_own_input_size(faces, tmp_path, monk
     rt = build_model({"arch": "rank_teacher", **ARCH, "input_size": 16, "widths": [8, 16],
                       "k": 3, "feature_dim": 8})  # fmt: skip
     seen = []
-    feature_maps = rt.feature_maps
-    monkeypatch.setattr(rt, "feature_maps", lambda x: seen.append(x.shape) or feature_maps(x))
+    feature_map = rt.feature_map
+    monkeypatch.setattr(rt, "feature_map", lambda x, i: seen.append(x.shape) or feature_map(x, i))
     logs = []
     train_student(
         faces, faces, MODEL, distill_params(opt(2)), AGES, Teachers(ct, rt, 0, input_size=16),
@@ -185,9 +185,9 @@ def test_mixup_feeds_the_teacher_the_blend_the_student_reads(faces, tmp_path, mo
         {"arch": "rank_teacher", **ARCH, "widths": [8, 16, 32], "k": 3, "feature_dim": 8}
     )
     rt_inputs = []
-    feature_maps = rt.feature_maps
+    feature_map = rt.feature_map
     monkeypatch.setattr(
-        rt, "feature_maps", lambda x: rt_inputs.append(x.clone()) or feature_maps(x)
+        rt, "feature_map", lambda x, i: rt_inputs.append(x.clone()) or feature_map(x, i)
     )
     history = []
     train_student(
@@ -234,6 +234,25 @@ def test_teachers_read_the_faces_before_their_corruptions_when_asked(faces, tmp_
         rgb = x * STD + MEAN  # back to [0, 1]
         grey = (rgb[:, 0] - rgb[:, 2]).abs().amax((1, 2)) < 1e-4  # per face
         assert (~grey).all() if clean else grey.all()
+
+
+def test_the_twin_makes_no_clean_view_and_trains_the_same_with_or_without_it(
+    faces, tmp_path, monkeypatch
+):
+    import agedistill.training.recipes as train_module
+
+    views = train_module.augment_batch_views
+    calls = []
+    monkeypatch.setattr(train_module, "augment_batch_views",
+                        lambda *a: calls.append(1) or views(*a))  # fmt: skip
+    train = opt(2).model_copy(update={"grayscale": 0.5, "scan": 0.5, "jpeg": 0.5})
+    weights = []
+    for clean in (False, True):
+        params = distill_params(train, mixup=0.4, teachers_read_clean=clean)
+        train_student(faces, faces, MODEL, params, AGES, None, out=tmp_path / f"twin{clean}.pt")
+        weights.append(load_model(tmp_path / f"twin{clean}.pt")[0].state_dict())
+    assert not calls  # no teacher reads a clean view, so none is made
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
 
 
 @pytest.mark.parametrize("epochs", [1, 2, 4, 5])
