@@ -72,6 +72,7 @@ def test_the_full_profiles_are_all_checked():
         "full-balanced.yaml",
         "full-paper.yaml",
         "full-prints.yaml",
+        "full-fast.yaml",
     } <= set(FULL_PROFILES)
 
 
@@ -81,7 +82,7 @@ def test_every_shipped_profile_is_valid_against_the_params(repo, pipeline_dir, n
     assert sets["split.test_size"] == "2000"
     # the sample (params.yaml) weights the ground truth by age; each full profile sets the knob
     # itself, so that the frozen runs before it (full-v10 and older) rebuild as they ran
-    if name in ("full-balanced.yaml", "full-prints.yaml"):  # full-144's, weighted by age
+    if name in ("full-balanced.yaml", "full-prints.yaml", "full-fast.yaml"):  # weighted by age
         assert sets["distill.age_balance"] == "0.25" and sets["student.input_size"] == "128"
     else:
         assert sets["distill.age_balance"] == "0.0"
@@ -93,6 +94,19 @@ def test_full_prints_is_full_balanced_with_old_prints(repo):
     assert prints["distill"].pop("teachers_read_clean") is True
     assert prints["distill"]["train"].pop("scan") == 0.3
     assert prints == balanced
+
+
+def test_full_fast_is_full_prints_with_cheaper_teachers(repo):
+    fast = load_profile(repo / "profiles" / "full-fast.yaml")
+    prints = load_profile(repo / "profiles" / "full-prints.yaml")
+    assert fast["rank_teacher"]["train"].pop("precision") == "bf16"
+    assert "precision" not in prints["rank_teacher"]["train"]  # params.yaml's fp32
+    assert (fast["class_teacher"]["input_size"], prints["class_teacher"]["input_size"]) == (
+        112,
+        144,
+    )
+    fast["class_teacher"]["input_size"] = 144
+    assert fast == prints
 
 
 def test_sample_144_profile_is_valid_and_keeps_the_sample_data(repo, pipeline_dir):
