@@ -51,7 +51,7 @@ import pandas as pd, torch
 import agedistill
 from agedistill.config import parse_params, raw_params
 from agedistill.data.tables import FaceTable
-from agedistill.models.nets import ConvNet, PretrainedNet, RankTeacher
+from agedistill.models.files import build_model
 from agedistill.pipeline.profiles import load_profile, merge
 from agedistill.training.recipes import (Teachers, classifier_config, convnet_config,
                                          train_classifier, train_rank_teacher, train_student)
@@ -68,6 +68,15 @@ def table(n, side, age=True):
     rows = pd.DataFrame({"crop": [f"{i}.png" for i in range(n)], "age": ages.numpy()})
     return FaceTable(faces, ages, rows)
 
+# the networks as the stages build them (the ranking teacher's config spelled out: the stage
+# builds it inline in every release this benchmark compares)
+r = p.rank_teacher
+student_config = convnet_config(p.student, p.ages)
+class_config = classifier_config(p.student, p.class_teacher, p.ages)
+rank_config = {"arch": "rank_teacher", "widths": r.model.widths, "stem_stride": r.model.stem_stride,
+               "depthwise": r.model.depthwise, "dropout": r.model.dropout,
+               "input_size": r.model.input_size, "backbone": r.model.backbone, "k": r.k,
+               "feature_dim": r.feature_dim}
 one_epoch = lambda section: section.model_copy(update={"epochs": 1})
 tmp = tempfile.mkdtemp()
 t0 = time.perf_counter()
@@ -86,17 +95,9 @@ elif stage == "class_teacher":
 elif stage == "evaluate":  # the stage's own function on untrained models of the profile's nets
     from agedistill.config import EvaluateParams
     from agedistill.evaluation.scoring import evaluate_models
-    from agedistill.models.files import build_model, save_model
-    r = p.rank_teacher
-    configs = {
-        "student": convnet_config(p.student, p.ages),
-        "twin": convnet_config(p.student, p.ages),
-        "class_teacher": classifier_config(p.student, p.class_teacher, p.ages),
-        "rank_teacher": {"arch": "rank_teacher", "widths": r.model.widths,
-                         "stem_stride": r.model.stem_stride, "depthwise": r.model.depthwise,
-                         "dropout": r.model.dropout, "input_size": r.model.input_size,
-                         "backbone": r.model.backbone, "k": r.k, "feature_dim": r.feature_dim},
-    }
+    from agedistill.models.files import save_model
+    configs = {"student": student_config, "twin": student_config, "class_teacher": class_config,
+               "rank_teacher": rank_config}
     paths = {}
     for name, config in configs.items():
         save_model(f"{tmp}/{name}.pt", build_model(config).eval(), config)
@@ -122,13 +123,10 @@ else:
     bs, side = d.train.batch_size, p.align.size
     teachers, extra = None, None
     if stage == "distill":
-        c, r = p.class_teacher, p.rank_teacher
-        ct = (PretrainedNet(c.backbone, p.ages.num_classes) if c.backbone != "student"
-              else ConvNet(p.student.widths, p.ages.num_classes, p.student.stem_stride))
-        rt = RankTeacher(r.model.widths, r.k, r.feature_dim, r.model.stem_stride,
-                         r.model.depthwise, backbone=r.model.backbone)
-        teachers = Teachers(ct, rt, r.hint_stage, input_size=r.model.input_size,
-                            classifier_input_size=c.input_size or None)
+        r = p.rank_teacher
+        teachers = Teachers(build_model(class_config), build_model(rank_config), r.hint_stage,
+                            input_size=r.model.input_size,
+                            classifier_input_size=p.class_teacher.input_size or None)
         extra = table(4 * bs, side, age=False)
     train_student(table(steps * bs, side), table(bs, p.student.input_size), p.student, d,
                   p.ages, teachers, out=f"{tmp}/m.pt", loss=p.age_loss, unlabelled=extra)
