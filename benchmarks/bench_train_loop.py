@@ -81,7 +81,6 @@ one_epoch = lambda section: section.model_copy(update={"epochs": 1})
 tmp = tempfile.mkdtemp()
 t0 = time.perf_counter()
 if stage == "rank_teacher":
-    r = p.rank_teacher
     n = steps * r.train.batch_size
     r = r.model_copy(update={"train": one_epoch(r.train), "sequences_per_epoch": n,
                              "val_sequences": r.train.batch_size})
@@ -123,7 +122,6 @@ else:
     bs, side = d.train.batch_size, p.align.size
     teachers, extra = None, None
     if stage == "distill":
-        r = p.rank_teacher
         teachers = Teachers(build_model(class_config), build_model(rank_config), r.hint_stage,
                             input_size=r.model.input_size,
                             classifier_input_size=p.class_teacher.input_size or None)
