@@ -198,6 +198,7 @@ class RankTeacherParams(_Strict):
     model: RankModelParams
     train: RankTrainParams
     k: Annotated[int, Field(ge=2, le=5)] = 3
+    head: Literal["permutation", "plackett_luce"] = "permutation"
     min_gap: Annotated[int, Field(ge=1)] = 5
     sampling: Literal["uniform_age", "uniform_image"] = "uniform_age"
     sequences_per_epoch: PosInt = 500

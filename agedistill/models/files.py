@@ -38,7 +38,7 @@ def build_model(config: dict[str, Any]) -> nn.Module:
         return RankTeacher(
             config["widths"], config["k"], config["feature_dim"], config["stem_stride"],
             config["depthwise"], config.get("dropout", 0.0),
-            backbone=config.get("backbone", "convnet"),
+            backbone=config.get("backbone", "convnet"), head=config.get("head", "permutation"),
         )  # fmt: skip
     raise ModelFileError(f"unknown architecture {arch!r}")
 

@@ -8,6 +8,9 @@ import torch
 from torch import nn
 
 from agedistill.models.errors import check_stage
+from agedistill.models.ordinal import permutations
+
+RANK_HEADS = ("permutation", "plackett_luce")  # RankTeacher's heads (params: rank_teacher.head)
 
 
 def _conv(cin: int, cout: int, stride: int = 1, depthwise: bool = False) -> nn.Sequential:
@@ -124,13 +127,17 @@ def backbone_sides(input_size: int, n_stages: int = 5) -> list[int]:
 
 
 class RankTeacher(nn.Module):
-    """A network embedding each face; a head classifies the permutation of K faces.
+    """A network embedding each face; a head scores each permutation of K faces.
 
     Input (B, K, 3, H, W) in shuffled order; output (B, K!) logits over
     :func:`agedistill.models.ordinal.permutations`. Each face is embedded independently (shared
-    weights), the K embeddings are concatenated in input order and an MLP names the permutation.
-    ``backbone`` ``"convnet"`` embeds with a :class:`ConvNet` of ``widths`` trained from scratch;
-    any name of :data:`agedistill.models.backbones.BACKBONE_NAMES` with a :class:`PretrainedNet`.
+    weights). ``head`` ``"permutation"``: the K embeddings are concatenated in input order and an
+    MLP names the permutation (the paper's order-recovery classifier). ``"plackett_luce"``: a
+    linear layer gives each face one score and each permutation's logit is its Plackett-Luce
+    log-likelihood (:func:`plackett_luce_logits`), so recovering the order means scoring every
+    face by its age rank. ``backbone`` ``"convnet"`` embeds with a :class:`ConvNet` of ``widths``
+    trained from scratch; any name of :data:`agedistill.models.backbones.BACKBONE_NAMES` with a
+    :class:`PretrainedNet`.
     """
 
     def __init__(
@@ -143,19 +150,26 @@ class RankTeacher(nn.Module):
         dropout: float = 0.1,
         *,
         backbone: str = "convnet",
+        head: str = "permutation",
     ) -> None:
         super().__init__()
+        if head not in RANK_HEADS:
+            raise ValueError(f"unknown ranking head {head!r}; expected one of {RANK_HEADS}")
         self.k = k
+        self.head_kind = head
         self.backbone: ConvNet | PretrainedNet
         if backbone == "convnet":
             self.backbone = ConvNet(widths, feature_dim, stem_stride, depthwise, dropout)
         else:
             self.backbone = PretrainedNet(backbone, feature_dim, dropout)
-        self.perm_head = nn.Sequential(
-            nn.Linear(k * feature_dim, 256),
-            nn.ReLU(inplace=True),
-            nn.Linear(256, math.factorial(k)),
-        )
+        if head == "permutation":
+            self.perm_head = nn.Sequential(
+                nn.Linear(k * feature_dim, 256),
+                nn.ReLU(inplace=True),
+                nn.Linear(256, math.factorial(k)),
+            )
+        else:
+            self.score_head = nn.Linear(feature_dim, 1)
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """Per-face features (N, feature_dim) for faces (N, 3, H, W)."""
@@ -171,10 +185,31 @@ class RankTeacher(nn.Module):
 
     def forward(self, seq: torch.Tensor) -> torch.Tensor:
         b, k = seq.shape[:2]
-        feats = self.embed(seq.flatten(0, 1)).view(
-            b, k * self.backbone.head.out_features
-        )  # (B, K*D)
-        return self.perm_head(torch.relu(feats))
+        feats = torch.relu(self.embed(seq.flatten(0, 1)))  # (B*K, D)
+        if self.head_kind == "plackett_luce":
+            return plackett_luce_logits(self.score_head(feats).view(b, k))
+        return self.perm_head(feats.view(b, k * feats.shape[-1]))  # (B, K*D) -> (B, K!)
+
+
+def plackett_luce_logits(scores: torch.Tensor) -> torch.Tensor:
+    """Log-likelihood of every permutation of K faces under a Plackett-Luce model of their ages.
+
+    ``scores`` (B, K): one score per face, in input order, higher for an older face. Returns
+    (B, K!) in the order of :func:`agedistill.models.ordinal.permutations`, where permutation
+    ``p`` says the face at position ``j`` has age rank ``p[j]`` (0 the youngest). Its
+    log-likelihood picks the faces oldest first, each with probability softmax over the scores of
+    those not yet picked. The K! logits are already normalised (their ``exp`` sums to 1), so
+    cross-entropy on them is the listwise Plackett-Luce loss, and their argmax is the order of
+    the scores.
+
+    >>> plackett_luce_logits(torch.zeros(1, 2)).exp()
+    tensor([[0.5000, 0.5000]])
+    """
+    perms = permutations(scores.shape[1]).to(scores.device)  # (P, K)
+    oldest_first = perms.argsort(dim=1, descending=True)  # (P, K): positions by falling rank
+    s = scores[:, oldest_first]  # (B, P, K)
+    rest = torch.logcumsumexp(s.flip(-1), dim=-1).flip(-1)  # logsumexp of s[..., i:]
+    return (s - rest).sum(-1)
 
 
 class HintAdapter(nn.Module):

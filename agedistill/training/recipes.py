@@ -234,6 +234,7 @@ def train_rank_teacher(
         **_arch_config(params.model),
         "backbone": params.model.backbone,
         "k": k,
+        "head": params.head,
         "feature_dim": params.feature_dim,
     }
     model = build_model(config)

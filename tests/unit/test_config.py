@@ -27,6 +27,12 @@ def test_out_of_range_value_names_the_key(raw):
         parse_params(raw)
 
 
+def test_unknown_ranking_head_is_rejected_by_name(raw):
+    raw["rank_teacher"]["head"] = "pairwise"
+    with pytest.raises(ParamsError, match=r"rank_teacher\.head.*plackett_luce"):
+        parse_params(raw)
+
+
 def test_unknown_key_is_an_error(raw):
     raw["distill"]["temprature"] = 4
     with pytest.raises(ParamsError, match=r"distill\.temprature"):

@@ -1,3 +1,4 @@
+import math
 import pickle
 
 import pytest
@@ -8,7 +9,14 @@ from agedistill.faces.detection import model_crop
 from agedistill.models.backbones import BACKBONE_NAMES
 from agedistill.models.files import ModelFileError, build_model, load_model, save_model
 from agedistill.models.folding import fold_batchnorm
-from agedistill.models.nets import ConvNet, HintAdapter, RankTeacher, count_parameters
+from agedistill.models.nets import (
+    ConvNet,
+    HintAdapter,
+    RankTeacher,
+    count_parameters,
+    plackett_luce_logits,
+)
+from agedistill.models.ordinal import permutations
 from agedistill.training.recipes import convnet_config
 
 
@@ -30,6 +38,41 @@ def test_rank_teacher_outputs_one_logit_per_permutation():
     t = RankTeacher([16, 32, 64], k=4, feature_dim=8, stem_stride=2)
     assert t(torch.randn(5, 4, 3, 32, 32)).shape == (5, 24)
     assert [m.shape[1] for m in t.feature_maps(torch.randn(1, 3, 32, 32))] == [16, 32, 64]
+
+
+def _plackett_luce_by_hand(scores: list[float], perm: list[int]) -> float:
+    """log P of the order that puts the face at position j at age rank perm[j], oldest first."""
+    left = sorted(range(len(perm)), key=lambda j: -perm[j])  # positions, oldest face first
+    logp = 0.0
+    while left:
+        logp += scores[left[0]] - math.log(sum(math.exp(scores[j]) for j in left))
+        left = left[1:]
+    return logp
+
+
+@pytest.mark.parametrize("k", [2, 3, 4])
+def test_plackett_luce_logits_are_each_orders_likelihood(k):
+    scores = torch.randn(3, k, dtype=torch.float64)
+    logits = plackett_luce_logits(scores)
+    perms = permutations(k)
+    assert logits.shape == (3, math.factorial(k))
+    for b in range(3):
+        for i, p in enumerate(perms.tolist()):
+            by_hand = _plackett_luce_by_hand(scores[b].tolist(), p)
+            assert logits[b, i].item() == pytest.approx(by_hand)
+    assert torch.allclose(logits.exp().sum(-1), torch.ones(3, dtype=torch.float64))
+    # the most likely order ranks the faces by their scores
+    best = perms[logits.argmax(-1)]
+    assert torch.equal(best, scores.argsort(-1).argsort(-1))
+
+
+def test_plackett_luce_head_scores_each_face_and_rejects_unknown_heads():
+    t = RankTeacher([16, 32, 64], k=3, feature_dim=8, stem_stride=2, head="plackett_luce")
+    out = t(torch.randn(5, 3, 3, 32, 32))
+    assert out.shape == (5, 6) and not hasattr(t, "perm_head")
+    assert torch.allclose(out.exp().sum(-1), torch.ones(5), atol=1e-5)
+    with pytest.raises(ValueError, match="unknown ranking head 'pairs'"):
+        RankTeacher([16, 32, 64], k=3, feature_dim=8, head="pairs")
 
 
 def test_adapter_maps_student_channels_to_teacher_channels():

@@ -136,11 +136,12 @@ def test_distillation_with_hints_trains_on_a_gpu(faces, tmp_path):
     assert len(logs) == 2 and logs[-1]["train_hint_loss"] > 0
 
 
-def test_rank_teacher_learns_order_above_chance(faces, tmp_path):
+@pytest.mark.parametrize("head", ["permutation", "plackett_luce"])
+def test_rank_teacher_learns_order_above_chance(faces, tmp_path, head):
     history = []
     params = RankTeacherParams(
         model=model_params({**ARCH, "widths": [8, 16, 32]}).model_dump(),
-        train=opt(6).model_dump(), k=3,
+        train=opt(6).model_dump(), k=3, head=head,
         min_gap=10, sampling="uniform_age", sequences_per_epoch=192, val_sequences=96,
         feature_dim=8,
     )  # fmt: skip
@@ -148,6 +149,8 @@ def test_rank_teacher_learns_order_above_chance(faces, tmp_path):
                        log=lambda m, e: history.append(m))  # fmt: skip
     assert history[-1]["train_loss"] < history[0]["train_loss"]
     assert max(h["val_kendall_tau"] for h in history) > 0.1  # chance is 0
+    model, config = load_model(tmp_path / "rt.pt")
+    assert config["head"] == head and model.head_kind == head
 
 
 class Recorder(torch.nn.Module):
