@@ -14,7 +14,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from agedistill.faces.detection import DETECT
-from agedistill.models.nets import backbone_sides, stage_sides
+from agedistill.models.nets import RANK_HEADS, backbone_sides, stage_sides
 
 PosInt = Annotated[int, Field(gt=0)]
 NonNegFloat = Annotated[float, Field(ge=0)]
@@ -198,7 +198,7 @@ class RankTeacherParams(_Strict):
     model: RankModelParams
     train: RankTrainParams
     k: Annotated[int, Field(ge=2, le=5)] = 3
-    head: Literal["permutation", "plackett_luce"] = "permutation"
+    head: Literal[RANK_HEADS] = "permutation"
     min_gap: Annotated[int, Field(ge=1)] = 5
     sampling: Literal["uniform_age", "uniform_image"] = "uniform_age"
     sequences_per_epoch: PosInt = 500
