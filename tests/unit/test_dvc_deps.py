@@ -141,3 +141,23 @@ def test_the_twin_stage_reruns_when_a_param_it_trains_by_changes() -> None:
     params = set(yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]["twin"]["params"])
     missing = {f"distill.{f}" for f in TWIN_DISTILL_FIELDS} - params
     assert not missing, f"dvc.yaml's twin stage does not list {sorted(missing)}"
+
+
+# keys of a stage's own params section that another stage reads instead (and lists)
+READ_ELSEWHERE = {"rank_teacher.hint_stage": "distill"}
+
+
+@pytest.mark.parametrize("stage", ["align", "split", "rank_teacher", "class_teacher", "evaluate"])
+def test_every_key_of_a_stage_section_reruns_the_stage(stage: str) -> None:
+    """`dvc exp run -S <stage>.<key>=...` reruns the stage for every key of its section."""
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    section = yaml.safe_load((ROOT / "params.yaml").read_text())[stage]
+    listed = set(stages[stage]["params"])
+    missing = [
+        f"{stage}.{key}" for key in section
+        if stage not in listed and f"{stage}.{key}" not in listed
+        and f"{stage}.{key}" not in READ_ELSEWHERE
+    ]  # fmt: skip
+    assert not missing, f"dvc.yaml's {stage} stage does not list {missing}"
+    for key, reader in READ_ELSEWHERE.items():
+        assert key in set(stages[reader]["params"]), f"{reader} does not list {key}"

@@ -73,6 +73,7 @@ def test_the_full_profiles_are_all_checked():
         "full-paper.yaml",
         "full-prints.yaml",
         "full-fast.yaml",
+        "full-long.yaml",
     } <= set(FULL_PROFILES)
 
 
@@ -82,7 +83,8 @@ def test_every_shipped_profile_is_valid_against_the_params(repo, pipeline_dir, n
     assert sets["split.test_size"] == "2000"
     # the sample (params.yaml) weights the ground truth by age; each full profile sets the knob
     # itself, so that the frozen runs before it (full-v10 and older) rebuild as they ran
-    if name in ("full-balanced.yaml", "full-prints.yaml", "full-fast.yaml"):  # weighted by age
+    weighted = ("full-balanced.yaml", "full-prints.yaml", "full-fast.yaml", "full-long.yaml")
+    if name in weighted:
         assert sets["distill.age_balance"] == "0.25" and sets["student.input_size"] == "128"
     else:
         assert sets["distill.age_balance"] == "0.0"
@@ -103,6 +105,16 @@ def test_full_fast_is_full_prints_with_a_112_px_class_teacher(repo):
     assert sides == (112, 144)
     fast["class_teacher"]["input_size"] = 144
     assert fast == prints
+
+
+def test_full_long_is_full_fast_with_30_distillation_epochs(repo):
+    long = load_profile(repo / "profiles" / "full-long.yaml")
+    fast = load_profile(repo / "profiles" / "full-fast.yaml")
+    assert (long["distill"]["train"].pop("epochs"), fast["distill"]["train"].pop("epochs")) == (
+        30,
+        20,
+    )
+    assert long == fast
 
 
 def test_sample_144_profile_is_valid_and_keeps_the_sample_data(repo, pipeline_dir):
