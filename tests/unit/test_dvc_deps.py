@@ -138,7 +138,7 @@ def test_nothing_the_pipeline_or_predict_runs_imports_research() -> None:
 def test_the_twin_stage_reruns_when_a_param_it_trains_by_changes() -> None:
     from agedistill.training.recipes import TWIN_DISTILL_FIELDS
 
-    params = set(yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]["twin"]["params"])
+    params = set(_stages()["twin"]["params"])
     missing = {f"distill.{f}" for f in TWIN_DISTILL_FIELDS} - params
     assert not missing, f"dvc.yaml's twin stage does not list {sorted(missing)}"
 
@@ -148,7 +148,7 @@ READ_ELSEWHERE = {"rank_teacher.hint_stage": "distill"}
 
 
 PARAMS = yaml.safe_load((ROOT / "params.yaml").read_text())
-STAGES = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+STAGES = _stages()
 
 
 @pytest.mark.parametrize("stage", [s for s in STAGES if isinstance(PARAMS.get(s), dict)])
