@@ -1,4 +1,4 @@
-"""An age model file on a run's test parts as ``evaluate`` scores it: one reading and flip.
+"""An age model file on a run's test or validation parts as ``evaluate`` scores it, two ways.
 
 ``agedistill predict`` reads each face twice by default, as it is and mirrored, and averages the
 two age distributions. This scores a model file (the shipped student, say) on a finished run's
@@ -8,6 +8,8 @@ true ages within ``age`` +- ``age_std``:
 
     python -m research.flip_reading --workspace <the full-v10 run> \\
         --model agedistill/assets/student.pt --out results/research/flip_reading.json
+
+``--part val`` scores the validation part instead, the part a recipe may be chosen on.
 """
 
 from __future__ import annotations
@@ -30,18 +32,24 @@ READINGS = {
 }
 
 
-def flip_reading(model_file: Path, workspace: Path) -> dict[str, Any]:
-    """Overall and per-source MAE, worst age group / MAE and coverage, each way of reading."""
+PARTS = ("test", "val")
+
+
+def flip_reading(model_file: Path, workspace: Path, part: str = "test") -> dict[str, Any]:
+    """Overall and per-source MAE, worst age group / MAE and coverage on ``part``, each way of
+    reading."""
+    if part not in PARTS:
+        raise ValueError(f"part must be one of {PARTS}, not {part!r}")
     params = load_params(workspace / "params.yaml")
     split, crops = workspace / "data" / "split", workspace / "data" / "aligned" / "crops"
 
-    def tables(size: int) -> tuple[FaceTable, FaceTable]:  # an age model reads only the test part
-        test = load_table(split / "test.csv", crops, size)
-        return test, test
+    def tables(size: int) -> tuple[FaceTable, FaceTable]:  # an age model reads only this part
+        faces = load_table(split / f"{part}.csv", crops, size)
+        return faces, faces
 
     results, _ = evaluate_models({"model": model_file}, tables, params.ages, params.evaluate)
     r = results["model"]
-    out: dict[str, Any] = {"model": str(model_file), "workspace": str(workspace)}
+    out: dict[str, Any] = {"model": str(model_file), "workspace": str(workspace), "part": part}
     for reading, (m, ratio, cover) in READINGS.items():
         out[reading] = {
             "mae": r[m],
@@ -70,10 +78,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--workspace", type=Path, required=True, help="a finished full run")
     ap.add_argument("--model", type=Path, required=True, help="an age model file (.pt)")
     ap.add_argument("--out", type=Path, required=True, help="JSON written here")
+    ap.add_argument("--part", choices=PARTS, default="test", help="the part of the split read")
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
-    result = flip_reading(args.model, args.workspace)
+    result = flip_reading(args.model, args.workspace, args.part)
     write_json(result, args.out)
     print("\n".join(summary(result[reading], reading) for reading in READINGS))
     return 0

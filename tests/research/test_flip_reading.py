@@ -60,3 +60,16 @@ def test_both_readings_match_the_served_model(workspace: Path) -> None:
             worst = max(groups.values()) / mae(age[keep], true[keep])
             assert s["worst_group_ratio"] == pytest.approx(worst, abs=0.02)
     assert got["flip"]["mae"] != pytest.approx(got["one_way"]["mae"], abs=1e-4)
+
+
+def test_the_validation_part_is_read_when_asked(workspace: Path) -> None:
+    split = workspace / "data" / "split"
+    test = pd.read_csv(split / "test.csv")
+    val = test[test["source"] == "a"].iloc[:7]
+    val.to_csv(split / "val.csv", index=False)
+    model = load_age_model()
+    got = flip_reading(model.path, workspace, part="val")
+    assert got["part"] == "val"
+    assert {s: v["n"] for s, v in got["one_way"]["by_source"].items()} == {"a": 7}
+    with pytest.raises(ValueError, match="part must be one of"):
+        flip_reading(model.path, workspace, part="train")
