@@ -74,6 +74,7 @@ def test_the_full_profiles_are_all_checked():
         "full-prints.yaml",
         "full-fast.yaml",
         "full-long.yaml",
+        "full-long-balanced.yaml",
     } <= set(FULL_PROFILES)
 
 
@@ -83,9 +84,10 @@ def test_every_shipped_profile_is_valid_against_the_params(repo, pipeline_dir, n
     assert sets["split.test_size"] == "2000"
     # the sample (params.yaml) weights the ground truth by age; each full profile sets the knob
     # itself, so that the frozen runs before it (full-v10 and older) rebuild as they ran
-    weighted = ("full-balanced.yaml", "full-prints.yaml", "full-fast.yaml", "full-long.yaml")
+    weighted = {"full-balanced.yaml": "0.25", "full-prints.yaml": "0.25", "full-fast.yaml": "0.25",
+                "full-long.yaml": "0.25", "full-long-balanced.yaml": "0.4"}  # fmt: skip
     if name in weighted:
-        assert sets["distill.age_balance"] == "0.25" and sets["student.input_size"] == "128"
+        assert sets["distill.age_balance"] == weighted[name] and sets["student.input_size"] == "128"
     else:
         assert sets["distill.age_balance"] == "0.0"
 
@@ -113,6 +115,14 @@ def test_full_long_is_full_fast_with_30_distillation_epochs(repo):
     assert long["distill"]["train"].pop("epochs") == 30
     assert fast["distill"]["train"].pop("epochs") == 20
     assert long == fast
+
+
+def test_full_long_balanced_is_full_long_with_rare_ages_weighted_more(repo):
+    balanced = load_profile(repo / "profiles" / "full-long-balanced.yaml")
+    long = load_profile(repo / "profiles" / "full-long.yaml")
+    weights = balanced["distill"].pop("age_balance"), long["distill"].pop("age_balance")
+    assert weights == (0.4, 0.25)
+    assert balanced == long
 
 
 def test_sample_144_profile_is_valid_and_keeps_the_sample_data(repo, pipeline_dir):
