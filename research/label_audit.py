@@ -1,0 +1,96 @@
+"""Test faces every model of a run misreads by many years the same way: candidates for wrong labels.
+
+``evaluate`` writes each test face's true age and every model's age (``plots/predictions.csv``).
+Where the student, its twin and both teachers, four networks trained differently (two from
+ImageNet), all err by at least ``--min-error`` years in the same direction, the label is as likely
+wrong as the models. This lists those faces with their files, and per source the student's MAE
+and worst age group over MAE with and without them: how much of a group's error a handful of
+faces carries. It lists candidates; whether a label is wrong is for a person looking at the file.
+
+    python -m research.label_audit --predictions results/full-v14/plots/predictions.csv \\
+        --split <the full-v14 run>/data/split/test.csv --out results/research/label_audit.json
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from agedistill.evaluation.metrics import grouped_mae
+from agedistill.pipeline.outputs import write_json
+
+MIN_ERROR = 30.0  # years every model must be off, the same way, to list a face
+KEYS = ("crop", "true_age")  # predictions.csv's columns that are not a model's ages
+
+
+def suspects(faces: pd.DataFrame, models: list[str], min_error: float) -> pd.Series:
+    """True for each face that every model in ``models`` misreads by ``min_error`` years or more,
+    all too old or all too young."""
+    err = faces[models].sub(faces["age"], axis=0).to_numpy(float)
+    far = (np.abs(err) >= min_error).all(axis=1)
+    same_way = (err > 0).all(axis=1) | (err < 0).all(axis=1)
+    return pd.Series(far & same_way, index=faces.index)
+
+
+def _student_scores(faces: pd.DataFrame) -> dict[str, float]:
+    err = float(np.abs(faces["student"] - faces["age"]).mean())
+    groups = grouped_mae(faces["student"].to_numpy(float), faces)["age_group"]
+    worst = max(groups, key=groups.get)
+    ratio = groups[worst] / err
+    return {"n": len(faces), "mae": err, "worst_group": worst, "worst_group_ratio": ratio}
+
+
+def label_audit(predictions: Path, split: Path, min_error: float = MIN_ERROR) -> dict[str, Any]:
+    """The suspect faces of a run's test part and each source's scores with and without them."""
+    ages = pd.read_csv(predictions)
+    models = [c for c in ages.columns if c not in KEYS]
+    if "student" not in models:
+        raise ValueError(f"{predictions} has no 'student' column: not evaluate's predictions.csv")
+    rows = pd.read_csv(split, usecols=["crop", "source", "path", "age"])
+    faces = ages.merge(rows, on="crop", how="left", validate="one_to_one")
+    if faces["source"].isna().any() or not (faces["age"] == faces["true_age"]).all():
+        raise ValueError(f"{split} does not hold the faces of {predictions} with their ages")
+    flagged = suspects(faces, models, min_error)
+    files = faces["path"].map(lambda p: "/".join(Path(p).parts[-2:]))  # FOLDER/NAME in its source
+    listed = faces[flagged].assign(file=files[flagged])
+    out: dict[str, Any] = {
+        "predictions": str(predictions),
+        "models": models,
+        "min_error": min_error,
+        "suspects": listed[["source", "file", "age", *models]].to_dict("records"),
+        "by_source": {},
+    }
+    for source, part in faces.groupby("source"):
+        out["by_source"][source] = {
+            "all": _student_scores(part),
+            "without_suspects": _student_scores(part[~flagged[part.index]]),
+        }
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--predictions", type=Path, required=True, help="evaluate's predictions.csv")
+    ap.add_argument("--split", type=Path, required=True, help="the run's data/split/test.csv")
+    ap.add_argument("--min-error", type=float, default=MIN_ERROR)
+    ap.add_argument("--out", type=Path, required=True, help="JSON written here")
+    args = ap.parse_args(argv)
+    result = label_audit(args.predictions, args.split, args.min_error)
+    write_json(result, args.out)
+    for s in result["suspects"]:
+        ages = " ".join(f"{m} {s[m]:.0f}" for m in result["models"])
+        print(f"{s['source']} {s['file']}: labelled {s['age']}, read {ages}")
+    for source, v in result["by_source"].items():
+        a, b = v["all"], v["without_suspects"]
+        print(f"{source}: MAE {a['mae']:.3f}, {a['worst_group']} {a['worst_group_ratio']:.3f}x; "
+              f"without {a['n'] - b['n']} suspect(s) {b['mae']:.3f}, "
+              f"{b['worst_group']} {b['worst_group_ratio']:.3f}x")  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
