@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from agedistill.evaluation.metrics import grouped_mae
+from agedistill.evaluation.scoring import by_source
 from agedistill.pipeline.outputs import write_json
 
 MIN_ERROR = 30.0  # years every model must be off, the same way, to list a face
@@ -36,12 +36,14 @@ def suspects(faces: pd.DataFrame, models: list[str], min_error: float) -> pd.Ser
     return pd.Series(far & same_way, index=faces.index)
 
 
-def _student_scores(faces: pd.DataFrame) -> dict[str, float]:
-    err = float(np.abs(faces["student"] - faces["age"]).mean())
-    groups = grouped_mae(faces["student"].to_numpy(float), faces)["age_group"]
-    worst = max(groups, key=groups.get)
-    ratio = groups[worst] / err
-    return {"n": len(faces), "mae": err, "worst_group": worst, "worst_group_ratio": ratio}
+def _student_scores(faces: pd.DataFrame) -> dict[str, dict[str, Any]]:
+    """Per source: the student's MAE and worst age group over it, as ``evaluate`` scores them."""
+    scores = by_source(faces["student"].to_numpy(float), faces["age"].to_numpy(float), faces, 0)
+    return {
+        source: {"n": s["n"], "mae": s["mae"], "worst_group_ratio": s["worst_group_ratio"],
+                 "worst_group": max(s["mae_age_group"], key=s["mae_age_group"].get)}
+        for source, s in scores.items()
+    }  # fmt: skip
 
 
 def label_audit(predictions: Path, split: Path, min_error: float = MIN_ERROR) -> dict[str, Any]:
@@ -62,13 +64,9 @@ def label_audit(predictions: Path, split: Path, min_error: float = MIN_ERROR) ->
         "models": models,
         "min_error": min_error,
         "suspects": listed[["source", "file", "age", *models]].to_dict("records"),
-        "by_source": {},
     }
-    for source, part in faces.groupby("source"):
-        out["by_source"][source] = {
-            "all": _student_scores(part),
-            "without_suspects": _student_scores(part[~flagged[part.index]]),
-        }
+    every, kept = _student_scores(faces), _student_scores(faces[~flagged])
+    out["by_source"] = {s: {"all": every[s], "without_suspects": kept[s]} for s in every}
     return out
 
 
