@@ -73,14 +73,19 @@ def summary(scores: dict[str, Any], reading: str) -> str:
     return " | ".join(cells)
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def reading_parser(description: str) -> argparse.ArgumentParser:
+    """The arguments of a script that reads one model file on a finished run's part."""
+    ap = argparse.ArgumentParser(description=description)
     ap.add_argument("--workspace", type=Path, required=True, help="a finished full run")
     ap.add_argument("--model", type=Path, required=True, help="an age model file (.pt)")
     ap.add_argument("--out", type=Path, required=True, help="JSON written here")
     ap.add_argument("--part", choices=PARTS, default="test", help="the part of the split read")
     ap.add_argument("--threads", type=int, default=2)
-    args = ap.parse_args(argv)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = reading_parser(__doc__.splitlines()[0]).parse_args(argv)
     torch.set_num_threads(args.threads)
     result = flip_reading(args.model, args.workspace, args.part)
     write_json(result, args.out)

@@ -12,7 +12,6 @@ and the age is the mixture's median. Per source it writes MAE and worst age grou
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 from typing import Any
 
@@ -25,8 +24,8 @@ from agedistill.models.files import load_model
 from agedistill.models.inputs import normalize, resize_faces
 from agedistill.models.ordinal import median_age, mixture_logits
 from agedistill.pipeline.outputs import write_json
+from research.flip_reading import PARTS, reading_parser
 
-PARTS = ("test", "val")
 TRIM = 8  # pixels cut from the crop's side for a zoomed view (144 -> 136: 5.6 %)
 SHIFT = 4  # pixels a zoomed view moves each way
 # view name -> (pixels trimmed from the side, shift down, shift right)
@@ -103,13 +102,7 @@ def view_reading(model_file: Path, workspace: Path, part: str = "test") -> dict[
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--workspace", type=Path, required=True, help="a finished full run")
-    ap.add_argument("--model", type=Path, required=True, help="an age model file (.pt)")
-    ap.add_argument("--out", type=Path, required=True, help="JSON written here")
-    ap.add_argument("--part", choices=PARTS, default="test", help="the part of the split read")
-    ap.add_argument("--threads", type=int, default=2)
-    args = ap.parse_args(argv)
+    args = reading_parser(__doc__.splitlines()[0]).parse_args(argv)
     torch.set_num_threads(args.threads)
     result = view_reading(args.model, args.workspace, args.part)
     write_json(result, args.out)

@@ -3,30 +3,25 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 import pytest
-from PIL import Image
 
 from agedistill.evaluation.metrics import grouped_mae, mae
-from agedistill.serving.age_model import AgeModel
 from agedistill.serving.loading import load_age_model
 from research.flip_reading import flip_reading
 
+if TYPE_CHECKING:
+    from tests.research.conftest import ServedReading
 
-def test_both_readings_match_the_served_model(workspace: Path) -> None:
-    model = load_age_model()
-    got = flip_reading(model.path, workspace)
-    test = pd.read_csv(workspace / "data" / "split" / "test.csv")
-    crops = np.stack([
-        np.asarray(Image.open(workspace / "data" / "aligned" / "crops" / c).resize(
-            (model.input_size, model.input_size), Image.BILINEAR))
-        for c in test["crop"]
-    ])  # fmt: skip
-    true = test["age"].to_numpy(float)
+
+def test_both_readings_match_the_served_model(served: ServedReading, workspace: Path) -> None:
+    got = flip_reading(served.model, workspace)
+    test, true = served.test, served.true
     for reading, flip in (("one_way", False), ("flip", True)):
-        age, std = AgeModel(model.net, model.config, model.path, flip).ages(crops)
+        age, std = served.ages[flip]
         r = got[reading]
         assert r["mae"] == pytest.approx(mae(age, true), abs=0.02)
         for source, s in r["by_source"].items():
@@ -46,9 +41,8 @@ def test_the_validation_part_is_read_when_asked(workspace: Path) -> None:
     test = pd.read_csv(split / "test.csv")
     val = test[test["source"] == "a"].iloc[:7]
     val.to_csv(split / "val.csv", index=False)
-    model = load_age_model()
-    got = flip_reading(model.path, workspace, part="val")
+    got = flip_reading(load_age_model().path, workspace, part="val")
     assert got["part"] == "val"
     assert {s: v["n"] for s, v in got["one_way"]["by_source"].items()} == {"a": 7}
     with pytest.raises(ValueError, match="part must be one of"):
-        flip_reading(model.path, workspace, part="train")
+        flip_reading(load_age_model().path, workspace, part="train")

@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
-import pandas as pd
 import pytest
 import torch
-from PIL import Image
 
 from agedistill.evaluation.metrics import mae
-from agedistill.serving.age_model import AgeModel
-from agedistill.serving.loading import load_age_model
 from research.view_reading import READINGS, view, view_reading
+
+if TYPE_CHECKING:
+    from tests.research.conftest import ServedReading
 
 
 def test_a_view_is_the_crop_cut_moved_and_resized() -> None:
@@ -24,18 +23,13 @@ def test_a_view_is_the_crop_cut_moved_and_resized() -> None:
         view(faces, 2, 0, 2, 4)
 
 
-def test_one_and_two_views_read_as_the_served_model_reads(workspace: Path) -> None:
-    model = load_age_model()
-    got = view_reading(model.path, workspace)
-    test = pd.read_csv(workspace / "data" / "split" / "test.csv")
-    crops = np.stack([
-        np.asarray(Image.open(workspace / "data" / "aligned" / "crops" / c).resize(
-            (model.input_size, model.input_size), Image.BILINEAR))
-        for c in test["crop"]
-    ])  # fmt: skip
-    true = test["age"].to_numpy(float)
+def test_one_and_two_views_read_as_the_served_model_reads(
+    served: ServedReading, workspace: Path
+) -> None:
+    got = view_reading(served.model, workspace)
+    test, true = served.test, served.true
     for reading, flip in (("once", False), ("flip", True)):
-        age, _ = AgeModel(model.net, model.config, model.path, flip).ages(crops)
+        age, _ = served.ages[flip]
         assert got[reading]["mae"] == pytest.approx(mae(age, true), abs=0.05)
         keep = (test["source"] == "a").to_numpy()
         assert got[reading]["by_source"]["a"]["n"] == keep.sum()
@@ -46,4 +40,4 @@ def test_one_and_two_views_read_as_the_served_model_reads(workspace: Path) -> No
     assert views == {"once": 1, "flip": 2, "flip_zoom": 4, "flip_shifts": 10, "flip_all": 12}
     assert got["flip_all"]["mae"] != pytest.approx(got["flip"]["mae"], abs=1e-4)
     with pytest.raises(ValueError, match="part must be one of"):
-        view_reading(model.path, workspace, part="train")
+        view_reading(served.model, workspace, part="train")
