@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+import numpy as np
 import pandas as pd
 import pytest
 
-from research.label_audit import label_audit, suspects
+from research.label_audit import audit, label_audit, read_part, suspects
+
+if TYPE_CHECKING:
+    from tests.research.conftest import ServedReading
 
 
 def _write(tmp_path: Path, ages: dict[str, list], rows: dict[str, list]) -> tuple[Path, Path]:
@@ -63,3 +69,25 @@ def test_a_split_that_is_not_the_predictions_run_s_is_an_error(tmp_path: Path) -
     pd.DataFrame({"crop": ["1.png"], "true_age": [30]}).to_csv(predictions, index=False)
     with pytest.raises(ValueError, match="no 'student' column"):
         label_audit(predictions, split)
+
+
+def test_a_part_is_read_as_evaluate_reads_it_and_audited(
+    tmp_path: Path, workspace: Path, served: ServedReading
+) -> None:
+    ws = tmp_path / "run"
+    shutil.copytree(workspace, ws)
+    split = ws / "data" / "split"
+    rows = served.test.assign(path=[f"/data/src/crops/{c}" for c in served.test["crop"]])
+    rows.to_csv(split / "train.csv", index=False)  # the part read: the 30 real chips
+    ages = read_part(ws, "train", {"student": served.model, "twin": served.model})
+    assert ages["crop"].tolist() == served.test["crop"].tolist()
+    np.testing.assert_allclose(ages["student"], served.ages[False][0], atol=1e-3)
+    np.testing.assert_array_equal(ages["true_age"], served.true)
+    got = audit(ages, split / "train.csv", min_error=10.0)
+    far = np.abs(served.ages[False][0] - served.true) >= 10.0
+    assert 0 < far.sum() < len(far)  # some faces listed, not all
+    assert [s["file"] for s in got["suspects"]] == [
+        f"crops/{c}" for c in served.test["crop"][far]
+    ]  # one model read twice: every face it misreads by 10 years is listed
+    with pytest.raises(ValueError, match="part must be one of"):
+        read_part(ws, "holdout")
