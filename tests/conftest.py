@@ -27,36 +27,41 @@ def sample_images() -> Path:
     return SAMPLE_IMAGES
 
 
+def shared(folder: Path, marker: str) -> Path:
+    """``folder`` of ``../shared/data``, checked by its ``marker`` file or folder.
+
+    A clone without ``../shared/data`` beside it skips the tests of shared data; where it is
+    there (as in CI), a missing folder or file fails them, so that no test of real data is
+    skipped unseen."""
+    if not SHARED.is_dir():
+        pytest.skip(f"{SHARED} is not beside this clone")
+    if not (folder / marker).exists():
+        pytest.fail(f"{folder / marker} is missing from {SHARED}")
+    return folder
+
+
 @pytest.fixture(scope="session")
 def photos() -> Path:
     """Real photos (dlib, face_recognition, facenet-pytorch examples) with manifest.csv."""
-    if not (PHOTOS / "manifest.csv").is_file():
-        pytest.skip(f"{PHOTOS} is not beside this clone")
-    return PHOTOS
+    return shared(PHOTOS, "manifest.csv")
 
 
 @pytest.fixture(scope="session")
 def utkface() -> Path:
     """The shared UTKFace chips folder (11,569 files)."""
-    if not UTKFACE.is_dir():
-        pytest.skip(f"{UTKFACE} is not beside this clone")
-    return UTKFACE
+    return shared(UTKFACE.parent, UTKFACE.name) / UTKFACE.name
 
 
 @pytest.fixture(scope="session")
 def aaf() -> Path:
     """The shared All-Age-Faces folder (10,137 faces, labels.csv)."""
-    if not (SHARED / "aaf" / "labels.csv").is_file():
-        pytest.skip(f"{SHARED / 'aaf'} is not beside this clone")
-    return SHARED / "aaf"
+    return shared(SHARED / "aaf", "labels.csv")
 
 
 @pytest.fixture(scope="session")
 def appa_real() -> Path:
     """The shared APPA-REAL folder (5,212 faces in train/ and valid/, labels.csv)."""
-    if not (SHARED / "appa_real" / "labels.csv").is_file():
-        pytest.skip(f"{SHARED / 'appa_real'} is not beside this clone")
-    return SHARED / "appa_real"
+    return shared(SHARED / "appa_real", "labels.csv")
 
 
 @pytest.fixture(scope="module", params=DETECTORS)
