@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from agedistill.config import ParamsError
 from research.ablation import format_table, plan, plot_table, summarize
 
 
@@ -130,7 +131,7 @@ def test_probe_overrides_change_only_distill_params_and_stay_with_their_folder(t
         with_overrides(ws, ["distill.mixup=0.4"], out)
     with pytest.raises(ValueError, match=r"expected distill\.KEY=VALUE"):
         with_overrides(ws, ["class_teacher.epochs=3"], tmp_path / "other")
-    with pytest.raises(Exception, match="mixup_alpha"):
+    with pytest.raises(ParamsError, match="mixup_alpha"):
         with_overrides(ws, ["distill.mixup_alpha=1"], tmp_path / "other")  # unknown key
 
 
@@ -183,7 +184,7 @@ def test_a_class_teacher_probe_changes_only_its_section(tmp_path):
     }
     with pytest.raises(ValueError, match=r"expected class_teacher\.KEY=VALUE"):
         with_overrides(ws, ["distill.mixup=0.4"], tmp_path / "x", section="class_teacher")
-    with pytest.raises(Exception, match="input_size"):  # validated before any training
+    with pytest.raises(ParamsError, match="input_size"):  # validated before any training
         with_overrides(ws, ["class_teacher.input_size=-1"], tmp_path / "y", section="class_teacher")
 
 

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from agedistill.config import ParamsError
+
 
 def test_a_rank_probe_changes_only_its_section_and_is_validated(tmp_path):
     import yaml
@@ -25,7 +27,7 @@ def test_a_rank_probe_changes_only_its_section_and_is_validated(tmp_path):
     }
     with pytest.raises(ValueError, match=r"expected rank_teacher\.KEY=VALUE"):
         with_overrides(ws, ["class_teacher.epochs=2"], tmp_path / "x", section="rank_teacher")
-    with pytest.raises(Exception, match="less than or equal to 5"):  # K! classes: checked first
+    with pytest.raises(ParamsError, match="less than or equal to 5"):  # K! classes: checked first
         with_overrides(ws, ["rank_teacher.k=9"], tmp_path / "y", section="rank_teacher")
 
 
