@@ -107,7 +107,10 @@ def test_face_rows_are_numbered_by_probability(model: AgeModel, noise_image: Ima
     assert [r["face"] for r in table] == ["0", "1", "2"]
     assert all(r["error"] == "" for r in table)
     assert float(table[0]["x"]) == pytest.approx(100.0) and float(table[0]["w"]) == 80.0
-    assert 0 <= float(table[0]["age"]) <= 100 and float(table[0]["age_std"]) > 0
+    lm = template(80, 0.0) + np.array([100.0, 50.0])  # the stub's face, read by hand
+    age, std = model.ages(np.asarray(model.align(noise_image, lm))[None])
+    assert float(table[0]["age"]) == pytest.approx(age[0], abs=0.006)  # written to 2 places
+    assert float(table[0]["age_std"]) == pytest.approx(std[0], abs=0.006)
 
 
 def test_json_has_the_csv_fields(model: AgeModel, noise_image: Image.Image) -> None:
@@ -127,8 +130,9 @@ def test_predict_image_accepts_arrays_of_any_layout(model: AgeModel) -> None:
     rgba = np.concatenate([rgb, np.full((200, 300, 1), 255, np.uint8)], axis=2)
     ages = [predict_image(a, model, StubDetector())[0].age for a in (rgb, rgba)]
     assert ages[0] == pytest.approx(ages[1], abs=1e-4)  # opaque alpha changes nothing
-    gray = predict_image(rgb[..., 0], model, StubDetector())
-    assert len(gray) == 1
+    gray = predict_image(rgb[..., 0], model, StubDetector())  # read as its RGB copy
+    as_rgb = predict_image(np.repeat(rgb[..., :1], 3, axis=2), model, StubDetector())
+    assert len(gray) == 1 and gray[0].age == pytest.approx(as_rgb[0].age, abs=1e-4)
     with pytest.raises(ValueError, match="uint8"):
         predict_image(rgb.astype(np.float32), model, StubDetector())
     with pytest.raises(ValueError, match=r"\(H, W"):
