@@ -32,10 +32,29 @@ def test_default_predict_runs_without_torch(sample_images: Path, tmp_path: Path)
         capture_output=True, text=True, check=True,
     )  # fmt: skip
     assert run.stdout.split() == ["False", "False", "0"], run.stderr
-    with open(out, newline="") as f:
-        rows = list(csv.DictReader(f))
+    rows = _rows(out)
     assert len({r["path"] for r in rows}) == 20
     assert sum(r["error"] == "" for r in rows) >= 19  # a chip is one face
+    # the same ages as the PyTorch student reads (the .pt file the ONNX one was exported from)
+    from agedistill.serving.loading import default_model_path
+
+    torch_out = tmp_path / "torch.csv"
+    subprocess.run(
+        [sys.executable, "-c", SCRIPT, *map(str, chips), "--out", str(torch_out),
+         "--model", str(default_model_path()), "--detector", "blazeface"],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    by_torch = {(r["path"], r["face"]): r for r in _rows(torch_out)}
+    assert {(r["path"], r["face"]) for r in rows} == set(by_torch)
+    for r in rows:
+        if r["error"] == "":
+            assert float(r["age"]) == pytest.approx(float(by_torch[r["path"], r["face"]]["age"]),
+                                                     abs=0.02)  # fmt: skip
+
+
+def _rows(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
 
 
 def test_mtcnn_and_pytorch_models_still_work_with_torch(
