@@ -82,6 +82,11 @@ def test_losses_are_float32_under_bf16_autocast():
     assert values["age"].item() == pytest.approx(
         age_loss(s.float(), y, label_sigma=1.0, mae_weight=0.5).item(), rel=1e-5
     )
+    mixed = mixed_age_loss(s.float(), y, torch.tensor([1, 0, 3, 2]), 0.3, 1.0, 0.5)
+    assert values["mixed"].item() == pytest.approx(mixed.item(), rel=1e-5)
+    hint = hint_loss(small.bfloat16().float(), large.bfloat16().float())
+    # the larger map is pooled in bfloat16 before the float32 norm: within its rounding (2^-8)
+    assert values["hint"].item() == pytest.approx(hint.item(), rel=1e-3)
 
 
 def test_bf16_channels_last_training_learns_and_saves_a_plain_model(faces, tmp_path):
