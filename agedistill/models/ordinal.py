@@ -18,7 +18,7 @@ def expected_age(logits: torch.Tensor, min_age: int = 0) -> torch.Tensor:
     """
     probs = logits.softmax(dim=-1)
     ages = torch.arange(logits.shape[-1], dtype=probs.dtype, device=probs.device) + min_age
-    return probs @ ages
+    return (probs * ages).sum(dim=-1)  # not a matmul: bfloat16 autocast leaves this float32
 
 
 def median_age(logits: torch.Tensor, min_age: int = 0) -> torch.Tensor:

@@ -128,8 +128,7 @@ def age_loss(
     else:
         loss = F.cross_entropy(logits, labels, reduction=reduction)
     if mae_weight > 0:
-        expected = (torch.softmax(logits, dim=1) * classes).sum(dim=1)
-        l1 = (expected - labels.to(logits.dtype)).abs()
+        l1 = (expected_age(logits) - labels.to(logits.dtype)).abs()
         loss = loss + mae_weight * (l1.mean() if weights is None else l1)
     return loss if weights is None else (weights.to(loss) * loss).mean()
 
