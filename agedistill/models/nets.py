@@ -207,6 +207,7 @@ def plackett_luce_logits(scores: torch.Tensor) -> torch.Tensor:
     """
     perms = permutations(scores.shape[1]).to(scores.device)  # (P, K)
     oldest_first = perms.argsort(dim=1, descending=True)  # (P, K): positions by falling rank
+    scores = scores.to(torch.promote_types(scores.dtype, torch.float32))  # bf16 under autocast
     s = scores[:, oldest_first]  # (B, P, K)
     rest = torch.logcumsumexp(s.flip(-1), dim=-1).flip(-1)  # logsumexp of s[..., i:]
     return (s - rest).sum(-1)

@@ -10,13 +10,18 @@ import numpy as np
 import torch
 
 
+def _at_least_float32(x: torch.Tensor) -> torch.Tensor:
+    """``x`` in float32 if it is of a lower precision (bfloat16 logits under autocast)."""
+    return x.to(torch.promote_types(x.dtype, torch.float32))
+
+
 def expected_age(logits: torch.Tensor, min_age: int = 0) -> torch.Tensor:
     """Expectation of the age distribution ``softmax(logits)``; logits (B, C) -> (B,).
 
     >>> expected_age(torch.tensor([[0.0, 0.0]]), min_age=10)
     tensor([10.5000])
     """
-    probs = logits.softmax(dim=-1)
+    probs = _at_least_float32(logits).softmax(dim=-1)
     ages = torch.arange(logits.shape[-1], dtype=probs.dtype, device=probs.device) + min_age
     return (probs * ages).sum(dim=-1)  # not a matmul: bfloat16 autocast leaves this float32
 
@@ -41,10 +46,10 @@ def median_age(logits: torch.Tensor, min_age: int = 0) -> torch.Tensor:
 
 def age_std(logits: torch.Tensor) -> torch.Tensor:
     """Standard deviation of the age distribution; logits (B, C) -> (B,)."""
-    probs = logits.softmax(dim=-1)
+    probs = _at_least_float32(logits).softmax(dim=-1)
     ages = torch.arange(logits.shape[-1], dtype=probs.dtype, device=probs.device)
-    mean = probs @ ages
-    return (probs @ ages.square() - mean.square()).clamp_min(0).sqrt()
+    mean = (probs * ages).sum(dim=-1, keepdim=True)  # float32 under bfloat16 autocast too
+    return (probs * (ages - mean).square()).sum(dim=-1).sqrt()
 
 
 def mixture_logits(*logits: torch.Tensor) -> torch.Tensor:

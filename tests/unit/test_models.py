@@ -66,6 +66,14 @@ def test_plackett_luce_logits_are_each_orders_likelihood(k):
     assert torch.equal(best, scores.argsort(-1).argsort(-1))
 
 
+def test_plackett_luce_logits_are_float32_under_bf16_autocast():
+    scores = torch.tensor([[3.2, -1.7, 0.4, 2.9]]).bfloat16()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        logits = plackett_luce_logits(scores)
+    assert logits.dtype == torch.float32
+    assert float(logits.exp().sum()) == pytest.approx(1.0, abs=1e-6)
+
+
 def test_plackett_luce_head_scores_each_face_and_rejects_unknown_heads():
     t = RankTeacher([16, 32, 64], k=3, feature_dim=8, stem_stride=2, head="plackett_luce")
     out = t(torch.randn(5, 3, 3, 32, 32))

@@ -21,6 +21,17 @@ def test_expected_age_and_spread_by_hand():
     assert float(age_std(logits)) == pytest.approx(math.sqrt(0.75 - 0.75**2), abs=1e-5)
 
 
+def test_expected_age_and_spread_stay_float32_under_bf16_autocast():
+    """Training computes them inside bfloat16 autocast, which would run a matmul in bfloat16."""
+    ages = torch.arange(101.0)
+    logits = (-((ages - torch.tensor([[90.0], [35.0]])) ** 2) / 2).bfloat16()  # sd 1
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        mean, std = expected_age(logits), age_std(logits)
+    assert mean.dtype == std.dtype == torch.float32
+    assert mean.tolist() == pytest.approx(expected_age(logits.float()).tolist(), rel=1e-6)
+    assert std.tolist() == pytest.approx([1.0, 1.0], abs=0.01)  # bf16's E[a^2] - E[a]^2 gave 0
+
+
 def test_mixture_of_two_distributions_by_hand():
     a = torch.log(torch.tensor([[0.5, 0.5, 0.0]]))  # mean 0.5
     b = torch.log(torch.tensor([[0.0, 0.5, 0.5]]))  # mean 1.5
