@@ -61,18 +61,34 @@ class Workspace:
     distill_metrics: Path = Path("metrics/distill.json")
     twin: Path = Path("models/twin.pt")
     twin_metrics: Path = Path("metrics/twin.json")
+    # class teachers averaged with ``class_teacher`` into one (TeacherEnsemble); paths as given
+    more_class_teachers: tuple[Path, ...] = ()
 
     @classmethod
     def of(cls, folder: Path) -> Workspace:
         """The workspace of the pipeline run in ``folder`` (every path under it)."""
-        return cls(**{f.name: folder / f.default for f in fields(cls)})
+        return cls(**{f.name: folder / f.default for f in fields(cls)
+                      if isinstance(f.default, Path)})  # fmt: skip
 
-    def digests(self) -> dict[str, str]:
-        """SHA-256 of both teacher files: which teachers a run was distilled from."""
+    def digests(self) -> dict[str, Any]:
+        """SHA-256 of the teacher files: which teachers a run was distilled from."""
         from agedistill.training.checkpoints import file_digest
 
-        return {"class_teacher": file_digest(self.class_teacher),
-                "rank_teacher": file_digest(self.rank_teacher)}  # fmt: skip
+        digests: dict[str, Any] = {"class_teacher": file_digest(self.class_teacher),
+                                   "rank_teacher": file_digest(self.rank_teacher)}  # fmt: skip
+        if self.more_class_teachers:
+            digests["more_class_teachers"] = [file_digest(p) for p in self.more_class_teachers]
+        return digests
+
+    def load_class_teacher(self) -> tuple[Any, dict[str, Any]]:
+        """The class teacher a run distils from: ``class_teacher``, or the ensemble of it and
+        ``more_class_teachers``; with the (first) file's config."""
+        from agedistill.models.ensemble import load_ensemble
+        from agedistill.models.files import load_model
+
+        if self.more_class_teachers:
+            return load_ensemble([self.class_teacher, *self.more_class_teachers])
+        return load_model(self.class_teacher)
 
     def check(self) -> None:
         """Fail with the first missing input, naming the command that makes it."""
@@ -188,7 +204,7 @@ def _train_and_score(job: tuple[Workspace, str, int, Path, int]) -> dict[str, An
     if d.unlabelled_ratio > 0:
         unlabelled = load_table(ws.split / "unlabelled.csv", ws.crops, params.align.size,
                                 labelled=False)  # fmt: skip
-    class_teacher, class_config = load_model(ws.class_teacher)
+    class_teacher, class_config = ws.load_class_teacher()
     rank_teacher, rank_config = load_model(ws.rank_teacher)
     name = run_name(variant, seed)
     model_file = out / "models" / f"{name}.pt"
@@ -197,7 +213,8 @@ def _train_and_score(job: tuple[Workspace, str, int, Path, int]) -> dict[str, An
                     "model": arch.model_dump(),
                     "age_loss": params.age_loss.model_dump()}  # fmt: skip
     key = fingerprint("ablation", stage_params, train.images, train.ages, val.images, val.ages,
-                      file_digest(ws.class_teacher), file_digest(ws.rank_teacher))  # fmt: skip
+                      file_digest(ws.class_teacher), file_digest(ws.rank_teacher),
+                      *(file_digest(p) for p in ws.more_class_teachers))  # fmt: skip
     state = TrainState(out / "checkpoints" / name, key)  # a killed run resumes its last epoch
     with mlflow_run("ablation", stage_params, raw_params(ws.params), state.mlflow_run_id()) as run:
         teachers = Teachers(class_teacher, rank_teacher, params.rank_teacher.hint_stage,

@@ -6,6 +6,11 @@
     python -m research.run_ablation adopt           # the pipeline's student and twin as their runs
     python -m research.run_ablation rescore --rescored ablation-now   # same models, this code
 
+From an ensemble of the workspace's class teacher and others trained on its split:
+
+    python -m research.run_ablation run --variants both --seeds 0 --out ablation-ensemble \\
+        --more-class-teachers teacher-probe/lite0-112/models/class_teacher.pt
+
 A probe of one distillation knob on the same teachers (its own --out and --metrics):
 
     python -m research.run_ablation run --variants both --set distill.mixup=0.2 \\
@@ -18,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import replace
 from pathlib import Path
 
 from research.ablation import (
@@ -53,8 +59,11 @@ def main() -> None:
     )
     ap.add_argument("--set", action="append", default=[], metavar="distill.KEY=VALUE",
                     help="change a distill param for these runs (repeatable)")  # fmt: skip
+    ap.add_argument("--more-class-teachers", type=Path, nargs="+", default=[], metavar="PT",
+                    help="run: distil from the ensemble of the workspace's class teacher and "
+                         "these (their mean log-probabilities); give them a new --out")  # fmt: skip
     args = ap.parse_args()
-    ws = Workspace.of(args.workspace)
+    ws = replace(Workspace.of(args.workspace), more_class_teachers=tuple(args.more_class_teachers))
     if args.cmd == "adopt" and (args.set or (args.out / "params.yaml").exists()):
         ap.error("adopt takes the pipeline's own params: no --set, and no probe's --out folder")
     if args.set or (args.out / "params.yaml").exists():  # a probe folder keeps its params

@@ -258,3 +258,21 @@ def test_teacher_probe_table_puts_each_source_in_its_column():
     assert lines[3].split(" | ")[1:6] == ["class_teacher.input_size=144", "4.990", "5.200",
                                           "4.980", "5.260"]  # fmt: skip
     assert lines[3].endswith("|  |")  # no wall time recorded: an empty cell, not "None"
+
+
+def test_a_workspace_with_more_class_teachers_distils_from_their_ensemble(tmp_path):
+    from dataclasses import replace
+
+    from agedistill.models.ensemble import TeacherEnsemble
+    from research.ablation import Workspace
+    from tests.unit.test_ensemble import _saved
+
+    ws = Workspace.of(tmp_path)
+    assert ws.more_class_teachers == ()
+    ws = replace(ws, class_teacher=_saved(tmp_path, "a", 0)[0], rank_teacher=tmp_path / "r.pt")
+    single, _ = ws.load_class_teacher()
+    assert not isinstance(single, TeacherEnsemble)
+    more = replace(ws, more_class_teachers=(_saved(tmp_path, "b", 1)[0],))
+    ensemble, config = more.load_class_teacher()
+    assert isinstance(ensemble, TeacherEnsemble) and len(ensemble.members) == 2
+    assert config["input_size"] == 32
